@@ -24,10 +24,9 @@ mod verify;
 
 pub use digest::{DigestError, Hasher, digest_of, parse_digest};
 pub use manifest::{MAX_MANIFEST_BYTES, ManifestError, ManifestKind, RawManifest};
-pub use media::{MANIFEST_ACCEPT, media_types};
+pub use media::{MANIFEST_ACCEPT, is_foreign_layer, media_types};
 pub use oci_spec::image::{
-    Arch, Descriptor, DescriptorBuilder, Digest, ImageIndex, ImageManifest, MediaType, Os,
-    Platform,
+    Arch, Descriptor, DescriptorBuilder, Digest, ImageIndex, ImageManifest, MediaType, Os, Platform,
 };
 pub use platform::{PlatformFilter, PlatformParseError, platform_string};
 pub use reference::{Reference, ReferenceError};

@@ -38,6 +38,10 @@ pub enum ManifestError {
 }
 
 /// What a manifest is, parsed.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a handful live per copy; boxing buys nothing"
+)]
 #[derive(Debug, Clone)]
 pub enum ManifestKind {
     /// An OCI image index or a Docker manifest list.
@@ -71,25 +75,44 @@ impl RawManifest {
         if bytes.len() > MAX_MANIFEST_BYTES {
             return Err(ManifestError::TooLarge { size: bytes.len() });
         }
-        let sniff: Sniff = serde_json::from_slice(&bytes).map_err(|source| ManifestError::Malformed {
-            media_type: content_type.unwrap_or("unknown").to_owned(),
-            source,
-        })?;
+        let sniff: Sniff =
+            serde_json::from_slice(&bytes).map_err(|source| ManifestError::Malformed {
+                media_type: content_type.unwrap_or("unknown").to_owned(),
+                source,
+            })?;
         let header = content_type
             .map(|c| c.split(';').next().unwrap_or(c).trim())
-            .filter(|c| !c.is_empty() && !matches!(*c, "application/json" | "text/plain" | "application/octet-stream"));
+            .filter(|c| {
+                !c.is_empty()
+                    && !matches!(
+                        *c,
+                        "application/json" | "text/plain" | "application/octet-stream"
+                    )
+            });
         let media_type = match (header, sniff.media_type.as_deref()) {
             (Some(h), _) => h.to_owned(),
             (None, Some(m)) => m.to_owned(),
-            (None, None) if sniff.schema_version == Some(1) => media_types::SCHEMA1_SIGNED.to_owned(),
+            (None, None) if sniff.schema_version == Some(1) => {
+                media_types::SCHEMA1_SIGNED.to_owned()
+            }
             (None, None) if sniff.manifests.is_some() => media_types::OCI_INDEX.to_owned(),
             (None, None) if sniff.config.is_some() => media_types::OCI_MANIFEST.to_owned(),
-            (None, None) => return Err(ManifestError::Unsupported { media_type: "unknown".to_owned() }),
+            (None, None) => {
+                return Err(ManifestError::Unsupported {
+                    media_type: "unknown".to_owned(),
+                });
+            }
         };
-        if sniff.schema_version == Some(1) || media_type == media_types::SCHEMA1 || media_type == media_types::SCHEMA1_SIGNED {
+        if sniff.schema_version == Some(1)
+            || media_type == media_types::SCHEMA1
+            || media_type == media_types::SCHEMA1_SIGNED
+        {
             return Err(ManifestError::Schema1 { media_type });
         }
-        let malformed = |source| ManifestError::Malformed { media_type: media_type.clone(), source };
+        let malformed = |source| ManifestError::Malformed {
+            media_type: media_type.clone(),
+            source,
+        };
         let kind = match media_type.as_str() {
             media_types::OCI_INDEX | media_types::DOCKER_LIST => {
                 ManifestKind::Index(serde_json::from_slice(&bytes).map_err(malformed)?)
@@ -100,11 +123,20 @@ impl RawManifest {
             _ => return Err(ManifestError::Unsupported { media_type }),
         };
         let digest = digest_of(&bytes);
-        Ok(Self { bytes, media_type, digest, kind })
+        Ok(Self {
+            bytes,
+            media_type,
+            digest,
+            kind,
+        })
     }
 
     /// Parses and checks the bytes against the digest they were requested by.
-    pub fn parse_verified(bytes: Bytes, content_type: Option<&str>, expected: &Digest) -> Result<Self, ManifestError> {
+    pub fn parse_verified(
+        bytes: Bytes,
+        content_type: Option<&str>,
+        expected: &Digest,
+    ) -> Result<Self, ManifestError> {
         if bytes.len() > MAX_MANIFEST_BYTES {
             return Err(ManifestError::TooLarge { size: bytes.len() });
         }
@@ -116,7 +148,10 @@ impl RawManifest {
             None => digest_of(&bytes),
         };
         if &actual != expected {
-            return Err(ManifestError::DigestMismatch { expected: expected.clone(), actual });
+            return Err(ManifestError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
         }
         let mut manifest = Self::parse(bytes, content_type)?;
         manifest.digest = expected.clone();
@@ -159,13 +194,19 @@ impl RawManifest {
     pub fn blobs(&self) -> Vec<&Descriptor> {
         match &self.kind {
             ManifestKind::Index(_) => Vec::new(),
-            ManifestKind::Image(image) => std::iter::once(image.config()).chain(image.layers()).collect(),
+            ManifestKind::Image(image) => std::iter::once(image.config())
+                .chain(image.layers())
+                .collect(),
         }
     }
 
     /// A descriptor for this manifest (media type, digest, size).
     pub fn descriptor(&self) -> Descriptor {
-        Descriptor::new(self.media_type.as_str().into(), self.size(), self.digest.clone())
+        Descriptor::new(
+            self.media_type.as_str().into(),
+            self.size(),
+            self.digest.clone(),
+        )
     }
 }
 
@@ -177,7 +218,11 @@ mod tests {
 
     #[test]
     fn digest_is_over_the_exact_bytes() {
-        let m = RawManifest::parse(Bytes::from_static(IMAGE.as_bytes()), Some("application/vnd.oci.image.manifest.v1+json")).unwrap();
+        let m = RawManifest::parse(
+            Bytes::from_static(IMAGE.as_bytes()),
+            Some("application/vnd.oci.image.manifest.v1+json"),
+        )
+        .unwrap();
         assert_eq!(m.digest(), &digest_of(IMAGE.as_bytes()));
         assert_eq!(m.bytes().as_ref(), IMAGE.as_bytes());
         assert_eq!(m.blobs().len(), 1);
@@ -186,20 +231,29 @@ mod tests {
     #[test]
     fn wrong_digest_is_refused() {
         let wrong = digest_of(b"other");
-        let err = RawManifest::parse_verified(Bytes::from_static(IMAGE.as_bytes()), None, &wrong).unwrap_err();
+        let err = RawManifest::parse_verified(Bytes::from_static(IMAGE.as_bytes()), None, &wrong)
+            .unwrap_err();
         assert!(matches!(err, ManifestError::DigestMismatch { .. }));
     }
 
     #[test]
     fn schema1_gets_a_clear_error() {
         let body = br#"{"schemaVersion":1,"name":"x","tag":"y","fsLayers":[]}"#;
-        let err = RawManifest::parse(Bytes::from_static(body), Some("application/vnd.docker.distribution.manifest.v1+prettyjws")).unwrap_err();
+        let err = RawManifest::parse(
+            Bytes::from_static(body),
+            Some("application/vnd.docker.distribution.manifest.v1+prettyjws"),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("schema 1"), "{err}");
     }
 
     #[test]
     fn generic_content_type_falls_back_to_body_media_type() {
-        let m = RawManifest::parse(Bytes::from_static(IMAGE.as_bytes()), Some("application/json")).unwrap();
+        let m = RawManifest::parse(
+            Bytes::from_static(IMAGE.as_bytes()),
+            Some("application/json"),
+        )
+        .unwrap();
         assert_eq!(m.media_type(), "application/vnd.oci.image.manifest.v1+json");
     }
 }

@@ -14,7 +14,9 @@ pub struct PlatformFilter {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("`{0}` is not a platform: expected os/arch[/variant], for example linux/amd64 or linux/arm64/v8")]
+#[error(
+    "`{0}` is not a platform: expected os/arch[/variant], for example linux/amd64 or linux/arm64/v8"
+)]
 pub struct PlatformParseError(pub String);
 
 impl FromStr for PlatformFilter {
@@ -22,9 +24,17 @@ impl FromStr for PlatformFilter {
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let parts: Vec<&str> = text.split('/').collect();
-        let valid = |s: &&str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+        let valid = |s: &&str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        };
         match parts.as_slice() {
-            [os, arch] if valid(os) && valid(arch) => Ok(Self { os: os.to_string(), architecture: arch.to_string(), variant: None }),
+            [os, arch] if valid(os) && valid(arch) => Ok(Self {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: None,
+            }),
             [os, arch, variant] if valid(os) && valid(arch) && valid(variant) => Ok(Self {
                 os: os.to_string(),
                 architecture: arch.to_string(),
@@ -49,10 +59,14 @@ impl PlatformFilter {
     /// Whether a manifest's platform is the one asked for. No variant in the
     /// filter matches every variant; `arm64` and `arm64/v8` are the same platform.
     pub fn matches(&self, platform: &Platform) -> bool {
-        if platform.os().to_string() != self.os || platform.architecture().to_string() != self.architecture {
+        if platform.os().to_string() != self.os
+            || platform.architecture().to_string() != self.architecture
+        {
             return false;
         }
-        let Some(want) = &self.variant else { return true };
+        let Some(want) = &self.variant else {
+            return true;
+        };
         let have = platform.variant().as_deref();
         let normalise = |v: Option<&str>| match (self.architecture.as_str(), v) {
             ("arm64", None) => Some("v8".to_owned()),
@@ -84,10 +98,30 @@ mod tests {
     fn variant_rules() {
         let arm64 = platform(r#"{"os":"linux","architecture":"arm64","variant":"v8"}"#);
         let armv7 = platform(r#"{"os":"linux","architecture":"arm","variant":"v7"}"#);
-        assert!("linux/arm64".parse::<PlatformFilter>().unwrap().matches(&arm64));
-        assert!("linux/arm64/v8".parse::<PlatformFilter>().unwrap().matches(&arm64));
-        assert!(!"linux/arm/v6".parse::<PlatformFilter>().unwrap().matches(&armv7));
-        assert!("linux/arm".parse::<PlatformFilter>().unwrap().matches(&armv7));
+        assert!(
+            "linux/arm64"
+                .parse::<PlatformFilter>()
+                .unwrap()
+                .matches(&arm64)
+        );
+        assert!(
+            "linux/arm64/v8"
+                .parse::<PlatformFilter>()
+                .unwrap()
+                .matches(&arm64)
+        );
+        assert!(
+            !"linux/arm/v6"
+                .parse::<PlatformFilter>()
+                .unwrap()
+                .matches(&armv7)
+        );
+        assert!(
+            "linux/arm"
+                .parse::<PlatformFilter>()
+                .unwrap()
+                .matches(&armv7)
+        );
         assert_eq!(platform_string(&armv7), "linux/arm/v7");
     }
 

@@ -13,9 +13,13 @@ use crate::digest::parse_digest;
 /// Why a reference was refused; every message names the input and the fix.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ReferenceError {
-    #[error("`{input}` is not an image reference: {reason} (expected [HOST[:PORT]/]NAME[:TAG][@sha256:DIGEST], for example python:3.10-slim-buster)")]
+    #[error(
+        "`{input}` is not an image reference: {reason} (expected [HOST[:PORT]/]NAME[:TAG][@sha256:DIGEST], for example python:3.10-slim-buster)"
+    )]
     Invalid { input: String, reason: String },
-    #[error("`{input}` is not an image reference: repository names must be lowercase (try `{suggestion}`)")]
+    #[error(
+        "`{input}` is not an image reference: repository names must be lowercase (try `{suggestion}`)"
+    )]
     Uppercase { input: String, suggestion: String },
 }
 
@@ -31,7 +35,12 @@ pub struct Reference {
 
 impl Reference {
     /// Builds a reference from parts (used when the destination is derived).
-    pub fn new(registry: &str, repository: &str, tag: Option<&str>, digest: Option<Digest>) -> Self {
+    pub fn new(
+        registry: &str,
+        repository: &str,
+        tag: Option<&str>,
+        digest: Option<Digest>,
+    ) -> Self {
         Self {
             registry: registry.to_owned(),
             repository: repository.to_owned(),
@@ -57,7 +66,10 @@ impl Reference {
     }
 
     pub fn is_docker_hub(&self) -> bool {
-        matches!(self.registry.as_str(), "docker.io" | "index.docker.io" | "registry-1.docker.io")
+        matches!(
+            self.registry.as_str(),
+            "docker.io" | "index.docker.io" | "registry-1.docker.io"
+        )
     }
 
     /// The repository path (`library/python`).
@@ -90,17 +102,30 @@ impl Reference {
 
     /// A copy with another tag (and no digest).
     pub fn with_tag(&self, tag: &str) -> Self {
-        Self { tag: Some(tag.to_owned()), digest: None, explicit_tag: true, ..self.clone() }
+        Self {
+            tag: Some(tag.to_owned()),
+            digest: None,
+            explicit_tag: true,
+            ..self.clone()
+        }
     }
 
     /// A copy naming the same repository by digest only.
     pub fn with_digest(&self, digest: Digest) -> Self {
-        Self { tag: None, digest: Some(digest), explicit_tag: false, ..self.clone() }
+        Self {
+            tag: None,
+            digest: Some(digest),
+            explicit_tag: false,
+            ..self.clone()
+        }
     }
 
     /// A copy with a different repository path.
     pub fn with_repository(&self, repository: &str) -> Self {
-        Self { repository: repository.to_owned(), ..self.clone() }
+        Self {
+            repository: repository.to_owned(),
+            ..self.clone()
+        }
     }
 
     /// `registry/repository` without tag or digest.
@@ -152,7 +177,13 @@ impl FromStr for Reference {
             (false, None) => Some("latest".to_owned()),
             (false, Some(_)) => None,
         };
-        Ok(Self { registry, repository, tag, digest, explicit_tag })
+        Ok(Self {
+            registry,
+            repository,
+            tag,
+            digest,
+            explicit_tag,
+        })
     }
 }
 
@@ -166,7 +197,9 @@ fn has_tag(input: &str) -> bool {
 fn describe(input: &str, error: ParseError) -> ReferenceError {
     let name = input.split(['@']).next().unwrap_or(input);
     let path_part = match name.split_once('/') {
-        Some((host, rest)) if host.contains('.') || host.contains(':') || host == "localhost" => rest,
+        Some((host, rest)) if host.contains('.') || host.contains(':') || host == "localhost" => {
+            rest
+        }
         _ => name,
     };
     let path_no_tag = path_part.rsplit_once(':').map_or(path_part, |(p, _)| p);
@@ -183,7 +216,10 @@ fn describe(input: &str, error: ParseError) -> ReferenceError {
         }
         other => other.to_string(),
     };
-    ReferenceError::Invalid { input: input.to_owned(), reason }
+    ReferenceError::Invalid {
+        input: input.to_owned(),
+        reason,
+    }
 }
 
 #[cfg(test)]
@@ -229,7 +265,10 @@ mod tests {
     fn garbage_is_refused_with_the_input_named() {
         for bad in ["", "a b", "host:5000/", "repo@sha256:xyz", "repo:ta g"] {
             let err = bad.parse::<Reference>().unwrap_err();
-            assert!(err.to_string().contains("not an image reference"), "{bad}: {err}");
+            assert!(
+                err.to_string().contains("not an image reference"),
+                "{bad}: {err}"
+            );
         }
     }
 

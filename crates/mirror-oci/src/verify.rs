@@ -28,7 +28,11 @@ pub enum StreamError {
     #[error("reading the blob failed: {0}")]
     Source(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("blob {digest} ended after {received} of {expected} bytes")]
-    Truncated { digest: Digest, received: u64, expected: u64 },
+    Truncated {
+        digest: Digest,
+        received: u64,
+        expected: u64,
+    },
     #[error("blob {digest} is longer than the {expected} bytes its descriptor says")]
     TooLong { digest: Digest, expected: u64 },
     #[error("blob content does not match its digest: expected {expected}, got {actual}")]
@@ -72,7 +76,15 @@ pub struct VerifyingStream {
 impl VerifyingStream {
     pub fn new(inner: BlobStream, expected_digest: Digest, expected_size: u64) -> Self {
         let hasher = Hasher::for_digest(&expected_digest);
-        Self { inner, expected_digest, expected_size, hasher, received: 0, finished: false, counters: Vec::new() }
+        Self {
+            inner,
+            expected_digest,
+            expected_size,
+            hasher,
+            received: 0,
+            finished: false,
+            counters: Vec::new(),
+        }
     }
 
     /// Adds a counter that every verified byte is added to (progress, totals).
@@ -89,13 +101,18 @@ impl VerifyingStream {
     /// Completes the hash; `Err` if it differs from the expected digest.
     fn check_digest(&mut self) -> Result<(), StreamError> {
         let Some(hasher) = self.hasher.take() else {
-            return Err(StreamError::UnsupportedAlgorithm { digest: self.expected_digest.clone() });
+            return Err(StreamError::UnsupportedAlgorithm {
+                digest: self.expected_digest.clone(),
+            });
         };
         let actual = hasher.finish();
         if actual == self.expected_digest {
             Ok(())
         } else {
-            Err(StreamError::DigestMismatch { expected: self.expected_digest.clone(), actual })
+            Err(StreamError::DigestMismatch {
+                expected: self.expected_digest.clone(),
+                actual,
+            })
         }
     }
 }
@@ -114,7 +131,10 @@ impl Stream for VerifyingStream {
             Poll::Ready(Some(Ok(chunk))) => {
                 let received = this.received + chunk.len() as u64;
                 if received > this.expected_size {
-                    let error = StreamError::TooLong { digest: this.expected_digest.clone(), expected: this.expected_size };
+                    let error = StreamError::TooLong {
+                        digest: this.expected_digest.clone(),
+                        expected: this.expected_size,
+                    };
                     return this.fail(error);
                 }
                 this.received = received;
@@ -178,7 +198,12 @@ mod tests {
     #[tokio::test]
     async fn good_blob_passes_through_unchanged() {
         let d = digest_of(b"hello world");
-        let (out, err) = collect(VerifyingStream::new(source(vec![b"hello ", b"world"]), d, 11)).await;
+        let (out, err) = collect(VerifyingStream::new(
+            source(vec![b"hello ", b"world"]),
+            d,
+            11,
+        ))
+        .await;
         assert_eq!(out, b"hello world");
         assert!(err.is_none());
     }
@@ -186,7 +211,12 @@ mod tests {
     #[tokio::test]
     async fn flipped_byte_withholds_the_last_chunk() {
         let d = digest_of(b"hello world");
-        let (out, err) = collect(VerifyingStream::new(source(vec![b"hello ", b"worle"]), d, 11)).await;
+        let (out, err) = collect(VerifyingStream::new(
+            source(vec![b"hello ", b"worle"]),
+            d,
+            11,
+        ))
+        .await;
         assert_eq!(out, b"hello ", "the final chunk must never be delivered");
         assert!(matches!(err, Some(StreamError::DigestMismatch { .. })));
     }
@@ -195,7 +225,10 @@ mod tests {
     async fn truncation_and_overrun_are_errors() {
         let d = digest_of(b"hello world");
         let (_, err) = collect(VerifyingStream::new(source(vec![b"hello "]), d.clone(), 11)).await;
-        assert!(matches!(err, Some(StreamError::Truncated { received: 6, .. })));
+        assert!(matches!(
+            err,
+            Some(StreamError::Truncated { received: 6, .. })
+        ));
         let (_, err) = collect(VerifyingStream::new(source(vec![b"hello world!"]), d, 11)).await;
         assert!(matches!(err, Some(StreamError::TooLong { .. })));
     }
