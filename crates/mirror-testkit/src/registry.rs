@@ -1,0 +1,367 @@
+//! Real OCI registries: Debian's `docker-registry` (distribution 2.8) as child
+//! processes.
+//!
+//! The reference implementation is the best judge of what a registry accepts
+//! (content negotiation, upload sessions, auth challenges), so tests push to and
+//! pull from the real thing. Each [`Registry`] gets its own port and temp dir
+//! (config, storage, log, htpasswd) and can run open, with Basic auth (htpasswd,
+//! like ECR) or with bearer tokens from a [`TokenServer`] (like Docker Hub).
+//!
+//! The child is started through a small `sh` wrapper holding a pipe from this
+//! process: when the pipe closes (on drop, or when the test process dies, even
+//! by SIGKILL) the wrapper kills the registry, so no registry outlives its test.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, bail};
+
+use crate::token::TokenServer;
+
+/// How long a registry may take to answer `GET /v2/` after start.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The realm distribution names in its Basic challenge.
+const HTPASSWD_REALM: &str = "mirror-testkit";
+
+/// The wrapper: starts the registry (stdin from /dev/null, output to the log),
+/// and a watcher that kills it once our pipe (fd 3) reaches EOF. The shell
+/// itself exits when the registry does, which is how an early failure shows.
+const WRAPPER: &str = r#"exec 3<&0
+"$1" serve "$2" >>"$3" 2>&1 &
+pid=$!
+( read -r _unused <&3; kill -9 "$pid" 2>/dev/null ) &
+exec 3<&-
+wait "$pid"
+"#;
+
+enum Auth {
+    Open,
+    Htpasswd,
+    Token {
+        realm: String,
+        service: String,
+        issuer: String,
+        rootcertbundle: PathBuf,
+    },
+}
+
+/// A running `docker-registry` on 127.0.0.1, stopped and wiped on drop.
+pub struct Registry {
+    addr: SocketAddr,
+    storage: PathBuf,
+    log: PathBuf,
+    htpasswd: Option<PathBuf>,
+    users: Mutex<BTreeMap<String, String>>,
+    child: Child,
+    /// Closing this pipe makes the wrapper kill the registry.
+    lifeline: Option<ChildStdin>,
+    // Last so it is removed after the process is gone.
+    _dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("addr", &self.addr)
+            .field("storage", &self.storage)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// A registry without auth.
+    pub async fn open() -> anyhow::Result<Self> {
+        Self::start(Auth::Open, BTreeMap::new()).await
+    }
+
+    /// A registry with Basic auth for one user (like ECR). More users and
+    /// password changes go through [`Registry::set_password`].
+    pub async fn htpasswd(user: &str, password: &str) -> anyhow::Result<Self> {
+        let users = BTreeMap::from([(user.to_owned(), bcrypt_hash(password)?)]);
+        Self::start(Auth::Htpasswd, users).await
+    }
+
+    /// A registry that takes bearer tokens from `tokens` (like Docker Hub).
+    pub async fn token(tokens: &TokenServer) -> anyhow::Result<Self> {
+        Self::start(
+            Auth::Token {
+                realm: tokens.realm(),
+                service: tokens.service(),
+                issuer: tokens.issuer(),
+                rootcertbundle: tokens.cert_path().to_owned(),
+            },
+            BTreeMap::new(),
+        )
+        .await
+    }
+
+    async fn start(auth: Auth, users: BTreeMap<String, String>) -> anyhow::Result<Self> {
+        let program = crate::require_tool("docker-registry", "docker-registry")?;
+        // A port picked by binding :0 can be taken by someone else before the
+        // registry binds it; that shows as an early exit, so try again.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let mut registry = Self::spawn(&program, &auth, &users)?;
+            match registry.wait_ready().await {
+                Ok(()) => return Ok(registry),
+                Err(Ready::Exited(text))
+                    if text.contains("address already in use") && attempts < 5 =>
+                {
+                    continue;
+                }
+                Err(Ready::Exited(text)) => {
+                    bail!("docker-registry exited before it was ready; its log:\n{text}")
+                }
+                Err(Ready::Timeout(text)) => bail!(
+                    "docker-registry did not answer GET /v2/ within {READY_TIMEOUT:?}; its log:\n{text}"
+                ),
+            }
+        }
+    }
+
+    /// Writes config (and htpasswd) into a fresh temp dir and starts the wrapper.
+    fn spawn(
+        program: &Path,
+        auth: &Auth,
+        users: &BTreeMap<String, String>,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("mirror-testkit-registry-")
+            .tempdir()?;
+        let storage = dir.path().join("storage");
+        std::fs::create_dir(&storage)?;
+        let log = dir.path().join("registry.log");
+        let config = dir.path().join("config.yml");
+        let htpasswd = match auth {
+            Auth::Htpasswd => {
+                let path = dir.path().join("htpasswd");
+                write_htpasswd(&path, users)?;
+                Some(path)
+            }
+            _ => None,
+        };
+        let addr = free_port()?;
+        std::fs::write(
+            &config,
+            config_yaml(addr, &storage, auth, htpasswd.as_deref()),
+        )?;
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(WRAPPER)
+            .arg("sh")
+            .arg(program)
+            .arg(&config)
+            .arg(&log)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting docker-registry")?;
+        let lifeline = child.stdin.take();
+        Ok(Registry {
+            addr,
+            storage,
+            log,
+            htpasswd,
+            users: Mutex::new(users.clone()),
+            child,
+            lifeline,
+            _dir: dir,
+        })
+    }
+
+    /// The host:port to put in references (`127.0.0.1:PORT`).
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// The socket address the registry listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The filesystem storage root (`docker/registry/v2/...` lives under it).
+    pub fn storage_dir(&self) -> &Path {
+        &self.storage
+    }
+
+    /// Sets (adds or changes) a user's password in the htpasswd file.
+    /// Distribution re-reads the file when its modification time changes, so
+    /// this rotates a password on a live registry.
+    pub fn set_password(&self, user: &str, password: &str) -> anyhow::Result<()> {
+        let Some(path) = &self.htpasswd else {
+            bail!("set_password on a registry without htpasswd auth");
+        };
+        let hash = bcrypt_hash(password)?;
+        let mut users = self
+            .users
+            .lock()
+            .map_err(|_| anyhow::anyhow!("htpasswd users lock poisoned"))?;
+        users.insert(user.to_owned(), hash);
+        write_htpasswd(path, &users)
+    }
+
+    /// Removes everything the registry stored (a cold destination for
+    /// benchmarks). No cache is configured, so the registry sees it at once.
+    pub fn wipe_storage(&self) -> anyhow::Result<()> {
+        for entry in std::fs::read_dir(&self.storage)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Everything the registry logged so far (logrus text lines and the
+    /// combined-format access log).
+    pub fn log_text(&self) -> String {
+        std::fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), Ready> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .no_proxy()
+            .build()
+            .map_err(|e| Ready::Timeout(format!("building an HTTP client: {e}")))?;
+        let url = format!("http://{}/v2/", self.addr);
+        let listening = format!("listening on {}", self.addr);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(Some(_status)) = self.child.try_wait() {
+                return Err(Ready::Exited(self.log_text()));
+            }
+            // The log line proves that the server answering is ours, not
+            // another process that got the port first.
+            let bound = self.log_text().contains(&listening);
+            if bound && let Ok(response) = client.get(&url).send().await {
+                let status = response.status().as_u16();
+                if status == 200 || status == 401 {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(Ready::Timeout(self.log_text()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn stop(&mut self) {
+        // Closing the pipe makes the wrapper kill the registry and exit.
+        drop(self.lifeline.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) if Instant::now() > deadline => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    return;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+enum Ready {
+    Exited(String),
+    Timeout(String),
+}
+
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(listener.local_addr()?)
+}
+
+/// A YAML string: JSON strings are valid YAML, and quoting keeps paths with
+/// odd characters intact.
+fn quoted(text: &str) -> String {
+    serde_json::Value::String(text.to_owned()).to_string()
+}
+
+fn config_yaml(addr: SocketAddr, storage: &Path, auth: &Auth, htpasswd: Option<&Path>) -> String {
+    let mut yaml = format!(
+        "version: 0.1\n\
+         log:\n  level: info\n  formatter: text\n\
+         storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
+         http:\n  addr: {addr}\n  secret: {secret}\n\
+         health:\n  storagedriver:\n    enabled: false\n",
+        storage = quoted(&storage.to_string_lossy()),
+        addr = quoted(&addr.to_string()),
+        secret = quoted(&crate::unique_token()),
+    );
+    match auth {
+        Auth::Open => {}
+        Auth::Htpasswd => {
+            let path = htpasswd.map(|p| p.to_string_lossy().into_owned());
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: {}\n    path: {}\n",
+                quoted(HTPASSWD_REALM),
+                quoted(&path.unwrap_or_default()),
+            ));
+        }
+        Auth::Token {
+            realm,
+            service,
+            issuer,
+            rootcertbundle,
+        } => {
+            yaml.push_str(&format!(
+                "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                quoted(realm),
+                quoted(service),
+                quoted(issuer),
+                quoted(&rootcertbundle.to_string_lossy()),
+            ));
+        }
+    }
+    yaml
+}
+
+/// Distribution's htpasswd accepts bcrypt entries only. Cost 4 is the minimum:
+/// tests check passwords often and security is not the point here.
+fn bcrypt_hash(password: &str) -> anyhow::Result<String> {
+    Ok(bcrypt::hash(password, 4)?)
+}
+
+/// Writes the file through a rename and makes sure its modification time
+/// moves: distribution reloads the file only when the mtime differs, and two
+/// writes within one clock tick would otherwise look unchanged.
+fn write_htpasswd(path: &Path, users: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    let previous = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let tmp = path.with_extension("tmp");
+    {
+        let mut file = std::fs::File::create(&tmp)?;
+        for (user, hash) in users {
+            writeln!(file, "{user}:{hash}")?;
+        }
+        let now = SystemTime::now();
+        let mtime = match previous {
+            Some(prev) if prev >= now => prev + Duration::from_secs(1),
+            _ => now,
+        };
+        file.set_modified(mtime)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
