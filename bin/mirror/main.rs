@@ -1,1 +1,418 @@
-fn main() {}
+//! `mirror`: a thin CLI over `mirror-engine`. Parses arguments, builds the
+//! registry client and the endpoints, runs one library call, prints the report
+//! and maps failures to exit codes (0 ok, 1 transfer failure, 2 usage).
+
+mod cli;
+mod progress;
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser as _;
+use mirror_engine::{
+    CopyOptions, CopyReport, CopyRequest, Engine, EngineOptions, RegistryEndpoint,
+};
+use mirror_oci::{Reference, platform_string};
+use mirror_registry::{
+    ClientOptions, CredentialStore, Credentials, RegistryClient, RetryPolicy, StatsSnapshot,
+};
+use serde_json::json;
+
+use crate::cli::{Cli, Command, CopyArgs, InspectArgs, TransportArgs};
+use crate::progress::{Mode, Progress};
+
+/// A failure with its exit code.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    fn transfer(message: impl Into<String>) -> Self {
+        Self {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Copy(args) => copy(args, cli.quiet).await,
+            Command::Inspect(args) => inspect(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info,mirror=info",
+        (false, _) => "debug,hyper=info,rustls=info,h2=info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn parse_reference(text: &str, what: &str) -> Result<Reference, Failure> {
+    text.parse::<Reference>()
+        .map_err(|e| Failure::usage(format!("{what} `{text}`: {e}")))
+}
+
+fn parse_credentials(text: Option<&str>, flag: &str) -> Result<Option<Credentials>, Failure> {
+    text.map(|t| {
+        Credentials::parse_user_password(t).map_err(|e| Failure::usage(format!("{flag}: {e}")))
+    })
+    .transpose()
+}
+
+fn client(transport: &TransportArgs) -> Result<RegistryClient, Failure> {
+    let mut endpoints = HashMap::new();
+    for entry in &transport.endpoints {
+        let (host, url) = entry.split_once('=').ok_or_else(|| {
+            Failure::usage(format!(
+                "--registry-endpoint `{entry}`: expected HOST=URL, for example 123456789012.dkr.ecr.us-east-1.amazonaws.com=https://vpce-0abc.dkr.ecr.us-east-1.vpce.amazonaws.com"
+            ))
+        })?;
+        let url = url::Url::parse(url)
+            .map_err(|e| Failure::usage(format!("--registry-endpoint `{entry}`: {e}")))?;
+        endpoints.insert(host.to_owned(), url);
+    }
+    let options = ClientOptions {
+        insecure_registries: transport
+            .insecure_registries
+            .iter()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .collect(),
+        ca_certs: transport.ca_certs.clone(),
+        endpoints,
+        retry: RetryPolicy {
+            max_attempts: transport.retries,
+            ..RetryPolicy::default()
+        },
+        ..ClientOptions::default()
+    };
+    RegistryClient::new(options, CredentialStore::from_environment())
+        .map_err(|e| Failure::usage(e.to_string()))
+}
+
+/// The destination reference as given, or with the source's tag when it has none.
+fn destination_reference(source: &Reference, destination: &Reference) -> String {
+    if let Some(digest) = destination.digest() {
+        return digest.to_string();
+    }
+    if destination.has_explicit_tag() {
+        return destination.tag().unwrap_or("latest").to_owned();
+    }
+    match (
+        source.has_explicit_tag().then(|| source.tag()).flatten(),
+        source.digest(),
+    ) {
+        (Some(tag), _) => tag.to_owned(),
+        (None, Some(digest)) => digest.to_string(),
+        (None, None) => source.tag().unwrap_or("latest").to_owned(),
+    }
+}
+
+fn source_reference(source: &Reference) -> String {
+    match source.digest() {
+        Some(digest) => digest.to_string(),
+        None => source.tag().unwrap_or("latest").to_owned(),
+    }
+}
+
+async fn copy(args: CopyArgs, quiet: bool) -> Result<(), Failure> {
+    let source = parse_reference(&args.source, "source")?;
+    let destination = parse_reference(&args.destination, "destination")?;
+    let src_creds = parse_credentials(args.src_creds.as_deref(), "--src-creds")?;
+    let dest_creds = parse_credentials(args.dest_creds.as_deref(), "--dest-creds")?;
+    let client = client(&args.transport)?;
+    let src_repo = client
+        .repository(&source, src_creds)
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let dst_repo = client
+        .repository(&destination, dest_creds)
+        .map_err(|e| Failure::usage(e.to_string()))?;
+
+    let dst_ref = destination_reference(&source, &destination);
+    let dst_label = if dst_ref.starts_with("sha") && dst_ref.contains(':') {
+        format!("{}@{dst_ref}", destination.name())
+    } else {
+        format!("{}:{dst_ref}", destination.name())
+    };
+    let mode = Mode::detect(quiet);
+    let progress = Progress::new(mode);
+    progress.spawn_ticker();
+    let engine = Engine::new(
+        EngineOptions {
+            max_concurrent_blobs: args.max_concurrent_blobs,
+            blob_attempts: args.transport.retries,
+            ..EngineOptions::default()
+        },
+        progress.clone(),
+    );
+    let request = CopyRequest {
+        source: Arc::new(RegistryEndpoint::new(src_repo.clone())),
+        source_reference: source_reference(&source),
+        destination: Arc::new(RegistryEndpoint::new(dst_repo)),
+        destination_reference: dst_ref,
+        source_label: source.to_string(),
+        destination_label: dst_label,
+        options: CopyOptions {
+            platforms: args.platforms.clone(),
+            include_foreign: args.include_foreign,
+            dry_run: args.dry_run,
+        },
+    };
+    let result = engine.copy(request).await;
+    progress.stop();
+    let stats = client.stats().snapshot();
+    let rate_limit = src_repo.rate_limit();
+    let report = result.map_err(|e| Failure::transfer(e.to_string()))?;
+    if args.json {
+        let mut value = serde_json::to_value(&report)
+            .map_err(|e| Failure::transfer(format!("cannot encode the report: {e}")))?;
+        if let Some(object) = value.as_object_mut() {
+            object.insert("retries".into(), json!(report.retries + stats.retries));
+            object.insert("requests".into(), requests_json(&stats));
+            object.insert(
+                "rate_limit".into(),
+                rate_limit.map_or(serde_json::Value::Null, |r| {
+                    json!({"limit": r.limit, "remaining": r.remaining, "window_seconds": r.window_seconds})
+                }),
+            );
+        }
+        println!("{value}");
+    }
+    if !quiet {
+        eprint!("{}", summary(&report, &stats, &args));
+        if let Some(limit) = rate_limit {
+            eprintln!("  pull limit at {}: {limit}", source.registry());
+        }
+    }
+    Ok(())
+}
+
+fn requests_json(stats: &StatsSnapshot) -> serde_json::Value {
+    json!({
+        "total": stats.requests,
+        "head": stats.head,
+        "get": stats.get,
+        "put": stats.put,
+        "post": stats.post,
+        "patch": stats.patch,
+        "token": stats.token,
+    })
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn summary(report: &CopyReport, stats: &StatsSnapshot, args: &CopyArgs) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let what = match (report.kind.as_str(), report.platforms.len()) {
+        ("index", n) => format!("index, {n} platform{}", if n == 1 { "" } else { "s" }),
+        _ => "image".to_owned(),
+    };
+    if report.up_to_date {
+        let _ = writeln!(
+            out,
+            "up to date: {} already points at {} ({}); nothing was written ({} requests)",
+            report.destination, report.digest, report.kind, stats.requests
+        );
+        return out;
+    }
+    let verb = if report.dry_run {
+        "would copy"
+    } else {
+        "copied"
+    };
+    let _ = writeln!(out, "{verb} {} -> {}", report.source, report.destination);
+    let _ = writeln!(out, "  digest {} ({what})", report.digest);
+    if let Some(filtered) = &report.filtered {
+        let wanted: Vec<String> = args.platforms.iter().map(ToString::to_string).collect();
+        if filtered.kind == "image" {
+            let _ = writeln!(
+                out,
+                "  --platform {} selected one image: the destination points at that platform's own manifest, not at the source index {}",
+                wanted.join(", "),
+                filtered.source_digest
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  --platform {} kept {} platforms in a NEW index with a new digest (the source index is {})",
+                wanted.join(", "),
+                report.platforms.len(),
+                filtered.source_digest
+            );
+        }
+    }
+    let rate = report.bytes as f64 / report.seconds.max(0.001);
+    let _ = writeln!(
+        out,
+        "  manifests: {} {}, {} already there; blobs: {} {}, {} already there, {} mounted{}",
+        report.manifests.copied,
+        if report.dry_run { "to push" } else { "pushed" },
+        report.manifests.skipped,
+        report.blobs.copied,
+        if report.dry_run { "to copy" } else { "copied" },
+        report.blobs.skipped,
+        report.blobs.mounted,
+        if report.blobs.foreign_skipped > 0 {
+            format!(
+                ", {} foreign layers left out (--include-foreign copies them)",
+                report.blobs.foreign_skipped
+            )
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  {} in {:.1} s ({}/s), {} retries, {} requests",
+        human_bytes(report.bytes),
+        report.seconds,
+        human_bytes(rate as u64),
+        report.retries + stats.retries,
+        stats.requests
+    );
+    out
+}
+
+async fn inspect(args: InspectArgs) -> Result<(), Failure> {
+    let reference = parse_reference(&args.reference, "reference")?;
+    let creds = parse_credentials(args.creds.as_deref(), "--creds")?;
+    let client = client(&args.transport)?;
+    let repo = client
+        .repository(&reference, creds)
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let wanted = source_reference(&reference);
+    let head = repo
+        .head_manifest(&wanted)
+        .await
+        .map_err(|e| Failure::transfer(e.to_string()))?
+        .ok_or_else(|| Failure::transfer(format!("{reference} was not found")))?;
+    let manifest = repo
+        .get_manifest(head.digest.as_ref(), Some(&head.digest))
+        .await
+        .map_err(|e| Failure::transfer(e.to_string()))?;
+    let children: Vec<serde_json::Value> = manifest
+        .children()
+        .iter()
+        .map(|d| {
+            json!({
+                "digest": d.digest().to_string(),
+                "media_type": d.media_type().to_string(),
+                "size": d.size(),
+                "platform": d.platform().as_ref().map(platform_string),
+            })
+        })
+        .collect();
+    let blobs: Vec<serde_json::Value> = manifest
+        .blobs()
+        .iter()
+        .map(|d| {
+            json!({
+                "digest": d.digest().to_string(),
+                "media_type": d.media_type().to_string(),
+                "size": d.size(),
+            })
+        })
+        .collect();
+    if args.json {
+        let value = json!({
+            "reference": reference.to_string(),
+            "digest": manifest.digest().to_string(),
+            "media_type": manifest.media_type(),
+            "size": manifest.size(),
+            "kind": if manifest.is_index() { "index" } else { "image" },
+            "manifests": children,
+            "blobs": blobs,
+        });
+        println!("{value}");
+        return Ok(());
+    }
+    println!("{reference}");
+    println!("  digest:     {}", manifest.digest());
+    println!("  media type: {}", manifest.media_type());
+    println!("  size:       {} bytes", manifest.size());
+    if manifest.is_index() {
+        println!("  manifests:  {}", manifest.children().len());
+        for d in manifest.children() {
+            println!(
+                "    {:<16} {} {:>8}",
+                d.platform()
+                    .as_ref()
+                    .map(platform_string)
+                    .unwrap_or_else(|| "-".to_owned()),
+                d.digest(),
+                human_bytes(d.size())
+            );
+        }
+    } else {
+        let total: u64 = manifest.blobs().iter().map(|d| d.size()).sum();
+        println!(
+            "  blobs:      {} ({} total)",
+            blobs.len(),
+            human_bytes(total)
+        );
+        for d in manifest.blobs() {
+            println!(
+                "    {} {:>10} {}",
+                d.digest(),
+                human_bytes(d.size()),
+                d.media_type()
+            );
+        }
+    }
+    Ok(())
+}

@@ -101,7 +101,9 @@ pub(crate) enum CallBody {
     Bytes(Bytes),
     /// A stream can be sent once: such a call is never retried here (the engine
     /// restarts the whole blob transfer with a fresh GET and upload session).
-    Stream(BlobStream, u64),
+    /// The mutex only makes a `Call` `Sync` (it is borrowed across awaits);
+    /// it is taken exactly once, never contended.
+    Stream(std::sync::Mutex<Option<BlobStream>>, u64),
 }
 
 /// One logical request.
@@ -552,9 +554,10 @@ impl RegistryClient {
                     call.body = CallBody::Bytes(bytes.clone());
                     Some((reqwest::Body::from(bytes.clone()), bytes.len() as u64))
                 }
-                CallBody::Stream(stream, length) => {
-                    Some((reqwest::Body::wrap_stream(stream), length))
-                }
+                CallBody::Stream(stream, length) => stream
+                    .into_inner()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .map(|stream| (reqwest::Body::wrap_stream(stream), length)),
             };
             let replayable = !matches!(call.body, CallBody::Empty) || body.is_none();
             let mut request = self
@@ -571,15 +574,18 @@ impl RegistryClient {
             } else if matches!(call.method, Method::PUT | Method::POST | Method::PATCH) {
                 request = request.header(reqwest::header::CONTENT_LENGTH, 0);
             }
-            self.inner.stats.count(&call.method);
             let sent = Instant::now();
             let result = request.send().await;
+            let tls_fallback = matches!(&result, Err(source) if host.insecure
+                && call.url.scheme() == "https"
+                && (source.is_connect() || source.is_request()));
+            if !tls_fallback {
+                // A TLS handshake refused by a plain-HTTP host never became a request.
+                self.inner.stats.count(&call.method);
+            }
             let error = match result {
                 Err(source) => {
-                    if host.insecure
-                        && call.url.scheme() == "https"
-                        && (source.is_connect() || source.is_request())
-                    {
+                    if tls_fallback {
                         // A host allowed to be insecure that does not speak TLS: plain HTTP from now on.
                         let mut base = lock(&host.base);
                         let _ = base.set_scheme("http");

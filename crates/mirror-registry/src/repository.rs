@@ -510,7 +510,7 @@ impl Repository {
             CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         );
-        call.body = CallBody::Stream(body, descriptor.size());
+        call.body = CallBody::Stream(std::sync::Mutex::new(Some(body)), descriptor.size());
         let answer = self.send(call).await?;
         if answer.response.status() != StatusCode::CREATED && !answer.response.status().is_success()
         {

@@ -1,0 +1,183 @@
+//! What every backend implements: a [`Source`] to read an image from and a
+//! [`Destination`] to write one to. Backend differences live in
+//! [`Capabilities`], never in backend checks inside the engine.
+
+use std::any::Any;
+
+use async_trait::async_trait;
+use mirror_oci::{BlobStream, Descriptor, Digest, ManifestError, RawManifest, StreamError};
+use mirror_registry::RegistryError;
+
+/// A manifest as resolved without fetching it (HEAD).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub digest: Digest,
+    pub media_type: Option<String>,
+    pub size: Option<u64>,
+}
+
+/// Where a blob can be mounted from: a repository on a registry host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountOrigin {
+    /// The API host (`registry-1.docker.io`, `127.0.0.1:5000`).
+    pub host: String,
+    /// The repository path on that host.
+    pub repository: String,
+}
+
+/// An upload already opened by a failed mount, handed back to [`Destination::put_blob`]
+/// so the destination does not open a second one. Opaque to the engine.
+pub struct UploadSlot(pub Box<dyn Any + Send + Sync>);
+
+impl std::fmt::Debug for UploadSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UploadSlot")
+    }
+}
+
+/// The answer to a mount attempt.
+#[derive(Debug)]
+pub enum Mount {
+    Mounted,
+    NotMounted(Option<UploadSlot>),
+}
+
+/// What a destination can do; the engine plans with these, not with backend names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Cross-repository blob mounts are worth trying (same registry).
+    pub mount: bool,
+    /// Manifests may be pushed concurrently (ECR throttles PutImage).
+    pub parallel_manifest_puts: bool,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Self {
+            mount: true,
+            parallel_manifest_puts: true,
+        }
+    }
+}
+
+/// Why an endpoint operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+impl EndpointError {
+    /// The blob-stream failure behind this error, if one caused it (an upload
+    /// fails because the body it was streaming failed).
+    pub fn stream_error(&self) -> Option<&StreamError> {
+        match self {
+            Self::Stream(e) => Some(e),
+            Self::Registry(e) => StreamError::find_in(e),
+            _ => None,
+        }
+    }
+
+    /// Whether a fresh attempt may succeed. Content that fails verification is
+    /// never transient: the source serves wrong bytes and would again.
+    pub fn is_transient(&self) -> bool {
+        if let Some(stream) = self.stream_error() {
+            return stream.is_transient();
+        }
+        match self {
+            Self::Registry(e) => e.is_transient(),
+            Self::Io { .. } => false,
+            _ => false,
+        }
+    }
+}
+
+/// Where images are read from: a registry, later an OCI layout or archive.
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// For messages: `127.0.0.1:5000/app`.
+    fn name(&self) -> String;
+
+    /// Resolves a tag or digest without fetching the manifest; `None` if absent.
+    async fn resolve(&self, reference: &str) -> Result<Option<Resolved>, EndpointError>;
+
+    /// Fetches a manifest by digest, checked against it and size-capped.
+    async fn manifest(&self, digest: &Digest) -> Result<RawManifest, EndpointError>;
+
+    /// Streams a blob, unverified: the engine wraps it in a verifying stream.
+    async fn blob(&self, descriptor: &Descriptor) -> Result<BlobStream, EndpointError>;
+
+    /// Where the destination could mount this source's blobs from, if anywhere.
+    fn mount_origin(&self) -> Option<MountOrigin> {
+        None
+    }
+}
+
+/// Where images are written to.
+#[async_trait]
+pub trait Destination: Send + Sync {
+    /// For messages: `127.0.0.1:5000/app`.
+    fn name(&self) -> String;
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    /// Creates the repository if the backend needs one (ECR); a no-op elsewhere.
+    async fn ensure_repository(&self) -> Result<(), EndpointError> {
+        Ok(())
+    }
+
+    /// The digest a tag or digest resolves to at the destination; `None` if absent.
+    async fn manifest_digest(&self, reference: &str) -> Result<Option<Digest>, EndpointError>;
+
+    /// Whether the blob is present with the right size (404/403/size mismatch: no).
+    async fn blob_exists(&self, descriptor: &Descriptor) -> Result<bool, EndpointError>;
+
+    /// Tries to mount a blob from another repository of the same registry.
+    async fn mount_blob(
+        &self,
+        _descriptor: &Descriptor,
+        _from: &MountOrigin,
+    ) -> Result<Mount, EndpointError> {
+        Ok(Mount::NotMounted(None))
+    }
+
+    /// Whether a blob from `origin` can be mounted here (same host, other repo).
+    fn can_mount_from(&self, _origin: &MountOrigin) -> bool {
+        false
+    }
+
+    /// Uploads a blob from a verifying stream. If the stream fails, even in place
+    /// of its last chunk, the upload fails and the digest never becomes visible.
+    async fn put_blob(
+        &self,
+        descriptor: &Descriptor,
+        body: BlobStream,
+        slot: Option<UploadSlot>,
+    ) -> Result<(), EndpointError>;
+
+    /// Pushes a manifest's exact bytes by tag or digest.
+    async fn put_manifest(
+        &self,
+        reference: &str,
+        manifest: &RawManifest,
+    ) -> Result<(), EndpointError>;
+
+    /// Called once after the root manifest is pushed (layout index, archive close).
+    async fn finish(&self) -> Result<(), EndpointError> {
+        Ok(())
+    }
+}

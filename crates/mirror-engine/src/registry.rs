@@ -1,0 +1,125 @@
+//! The registry backend: any OCI distribution registry through `mirror-registry`.
+
+use async_trait::async_trait;
+use mirror_oci::{BlobStream, Descriptor, Digest, RawManifest};
+use mirror_registry::{MountOutcome, Repository, UploadSession};
+
+use crate::endpoint::{
+    Destination, EndpointError, Mount, MountOrigin, Resolved, Source, UploadSlot,
+};
+
+/// A repository on a registry, as a source or a destination.
+#[derive(Debug, Clone)]
+pub struct RegistryEndpoint {
+    repository: Repository,
+}
+
+impl RegistryEndpoint {
+    pub fn new(repository: Repository) -> Self {
+        Self { repository }
+    }
+
+    pub fn repository(&self) -> &Repository {
+        &self.repository
+    }
+}
+
+#[async_trait]
+impl Source for RegistryEndpoint {
+    fn name(&self) -> String {
+        format!("{}/{}", self.repository.registry(), self.repository.name())
+    }
+
+    async fn resolve(&self, reference: &str) -> Result<Option<Resolved>, EndpointError> {
+        Ok(self
+            .repository
+            .head_manifest(reference)
+            .await?
+            .map(|head| Resolved {
+                digest: head.digest,
+                media_type: head.media_type,
+                size: head.size,
+            }))
+    }
+
+    async fn manifest(&self, digest: &Digest) -> Result<RawManifest, EndpointError> {
+        Ok(self
+            .repository
+            .get_manifest(digest.as_ref(), Some(digest))
+            .await?)
+    }
+
+    async fn blob(&self, descriptor: &Descriptor) -> Result<BlobStream, EndpointError> {
+        Ok(self.repository.get_blob(descriptor).await?)
+    }
+
+    fn mount_origin(&self) -> Option<MountOrigin> {
+        Some(MountOrigin {
+            host: self.repository.api_host().to_owned(),
+            repository: self.repository.name().to_owned(),
+        })
+    }
+}
+
+#[async_trait]
+impl Destination for RegistryEndpoint {
+    fn name(&self) -> String {
+        Source::name(self)
+    }
+
+    async fn manifest_digest(&self, reference: &str) -> Result<Option<Digest>, EndpointError> {
+        Ok(self
+            .repository
+            .head_manifest(reference)
+            .await?
+            .map(|head| head.digest))
+    }
+
+    async fn blob_exists(&self, descriptor: &Descriptor) -> Result<bool, EndpointError> {
+        Ok(self.repository.blob_exists(descriptor).await?)
+    }
+
+    fn can_mount_from(&self, origin: &MountOrigin) -> bool {
+        origin.host == self.repository.api_host() && origin.repository != self.repository.name()
+    }
+
+    async fn mount_blob(
+        &self,
+        descriptor: &Descriptor,
+        from: &MountOrigin,
+    ) -> Result<Mount, EndpointError> {
+        Ok(
+            match self
+                .repository
+                .mount_blob(descriptor, &from.repository)
+                .await?
+            {
+                MountOutcome::Mounted => Mount::Mounted,
+                MountOutcome::NotMounted(session) => {
+                    Mount::NotMounted(Some(UploadSlot(Box::new(session))))
+                }
+            },
+        )
+    }
+
+    async fn put_blob(
+        &self,
+        descriptor: &Descriptor,
+        body: BlobStream,
+        slot: Option<UploadSlot>,
+    ) -> Result<(), EndpointError> {
+        let session = match slot.and_then(|s| s.0.downcast::<UploadSession>().ok()) {
+            Some(session) => *session,
+            None => self.repository.start_upload(descriptor).await?,
+        };
+        Ok(self.repository.put_blob(session, descriptor, body).await?)
+    }
+
+    async fn put_manifest(
+        &self,
+        reference: &str,
+        manifest: &RawManifest,
+    ) -> Result<(), EndpointError> {
+        Ok(self.repository.put_manifest(reference, manifest).await?)
+    }
+}
