@@ -7,6 +7,13 @@ use mirror_oci::PlatformFilter;
 
 const EXAMPLES: &str = "\
 Examples:
+  # Docker Hub's python image, every platform, into your own ECR registry
+  # (repository created if missing; AWS credentials from the usual chain)
+  mirror python:3.10-slim-buster
+
+  # ...renamed, into an immutable repository
+  mirror python:3.10-slim-buster --to cruddur-python --tag-mutability IMMUTABLE
+
   # Every platform of a Docker Hub image into a private registry
   mirror copy python:3.10-slim-buster registry.example.com/base/python
 
@@ -31,19 +38,104 @@ containers' auth.json. Exit codes: 0 success, 1 the copy failed, 2 usage error."
 #[command(
     name = "mirror",
     version,
-    about = "Copy container images between registries: every platform, byte for byte, no daemon",
+    about = "Copy container images into Amazon ECR or between any registries: every platform, byte for byte, no daemon",
+    override_usage = "mirror [OPTIONS] IMAGE...\n       mirror <COMMAND> [ARGS]",
     after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true,
     propagate_version = true
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub mirror: MirrorArgs,
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     /// Only errors on stderr: no progress, no summary.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+}
+
+/// `mirror IMAGE...`: into the caller's ECR registry.
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    /// Images to mirror into your ECR registry (`python:3.10-slim-buster`, `ghcr.io/org/app:1.2`).
+    #[arg(value_name = "IMAGE")]
+    pub images: Vec<String>,
+    /// Destination repository (and tag): `cruddur-python`, `team/python:3.10`. One image only.
+    #[arg(long, value_name = "NAME[:TAG]")]
+    pub to: Option<String>,
+    /// Prefix for destination repository names (`mirror/` gives mirror/python).
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
+    #[command(flatten)]
+    pub copy: CommonCopyArgs,
+    #[command(flatten)]
+    pub ecr: EcrArgs,
+    #[command(flatten)]
+    pub transport: TransportArgs,
+}
+
+/// Options shared by `mirror IMAGE...` and `mirror copy`.
+#[derive(Debug, Args)]
+pub struct CommonCopyArgs {
+    /// Copy only this platform (os/arch[/variant]); repeatable.
+    #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]")]
+    pub platforms: Vec<PlatformFilter>,
+    /// USER:PASSWORD for the source registry.
+    #[arg(
+        long,
+        env = "MIRROR_SRC_CREDS",
+        hide_env_values = true,
+        value_name = "USER:PASS"
+    )]
+    pub src_creds: Option<String>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Plan and report what would be copied; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Blob transfers in flight across the whole run.
+    #[arg(long, default_value_t = mirror_engine::DEFAULT_CONCURRENT_BLOBS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    pub max_concurrent_blobs: usize,
+    /// Also copy non-distributable (foreign) layers.
+    #[arg(long)]
+    pub include_foreign: bool,
+}
+
+/// ECR settings: used when the destination is an ECR registry.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "ECR")]
+pub struct EcrArgs {
+    /// AWS region (default: from the AWS config chain).
+    #[arg(long, env = "AWS_REGION", hide_env = true)]
+    pub region: Option<String>,
+    /// Tag mutability of repositories mirror creates.
+    #[arg(long, value_name = "MODE", value_parser = ["MUTABLE", "IMMUTABLE", "MUTABLE_WITH_EXCLUSION", "IMMUTABLE_WITH_EXCLUSION"])]
+    pub tag_mutability: Option<String>,
+    /// Tag filter excluded from the mutability mode (wildcards allowed); repeatable.
+    #[arg(long = "tag-mutability-exclusion", value_name = "FILTER")]
+    pub tag_mutability_exclusions: Vec<String>,
+    /// Turn on scan on push for repositories mirror creates.
+    #[arg(long)]
+    pub scan_on_push: bool,
+    /// Encryption of repositories mirror creates.
+    #[arg(long, value_parser = ["AES256", "KMS", "KMS_DSSE"])]
+    pub encryption: Option<String>,
+    /// KMS key for --encryption KMS.
+    #[arg(long, value_name = "ARN|ID")]
+    pub kms_key: Option<String>,
+    /// Resource tag for repositories mirror creates; repeatable.
+    #[arg(long = "repo-tag", value_name = "KEY=VALUE")]
+    pub repo_tags: Vec<String>,
+    /// Fail instead of creating a missing repository.
+    #[arg(long)]
+    pub no_create: bool,
+    /// Manifest PUTs per second per ECR registry (PutImage quota).
+    #[arg(long, default_value_t = 10.0)]
+    pub manifest_puts_per_second: f64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,17 +145,27 @@ pub enum Command {
     Copy(CopyArgs),
     /// Show what a reference resolves to: digest, media type, platforms, sizes.
     Inspect(InspectArgs),
+    /// Compare source and destination by digest, for the tag and every platform.
+    Verify(VerifyArgs),
+    /// Create a CloudWatch Logs log group with a retention (idempotent).
+    LogGroup(LogGroupArgs),
+    /// Point a Dockerfile's FROM lines at their ECR mirrors.
+    RewriteFrom(RewriteFromArgs),
+    /// Print a least-privilege IAM policy for mirroring (push) or pulling.
+    IamPolicy(IamPolicyArgs),
 }
 
 #[derive(Debug, Args)]
-pub struct CopyArgs {
-    /// Source image: `python:3.10-slim-buster`, `host:port/repo:tag`, `repo@sha256:...`.
-    pub source: String,
-    /// Destination: `host[:port]/repo[:tag]`. Without a tag the source's tag is kept.
-    pub destination: String,
-    /// Copy only this platform (os/arch[/variant]); repeatable.
-    #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]")]
-    pub platforms: Vec<PlatformFilter>,
+pub struct VerifyArgs {
+    /// Source image.
+    pub image: String,
+    /// Destination (default: the image's mirror in your ECR registry).
+    pub destination: Option<String>,
+    /// Destination repository (and tag) in ECR.
+    #[arg(long, value_name = "NAME[:TAG]")]
+    pub to: Option<String>,
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
     /// USER:PASSWORD for the source registry.
     #[arg(
         long,
@@ -80,18 +182,82 @@ pub struct CopyArgs {
         value_name = "USER:PASS"
     )]
     pub dest_creds: Option<String>,
-    /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Plan and report what would be copied; write nothing.
+    #[arg(long, env = "AWS_REGION", hide_env = true)]
+    pub region: Option<String>,
+    #[command(flatten)]
+    pub transport: TransportArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct LogGroupArgs {
+    /// Log group name, e.g. /cruddur/fargate-cluster.
+    pub name: String,
+    /// Days to keep events (one of CloudWatch's allowed values).
     #[arg(long)]
-    pub dry_run: bool,
-    /// Blob transfers in flight across the whole run.
-    #[arg(long, default_value_t = mirror_engine::DEFAULT_CONCURRENT_BLOBS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
-    pub max_concurrent_blobs: usize,
-    /// Also copy non-distributable (foreign) layers.
+    pub retention_days: Option<i32>,
+    #[arg(long, env = "AWS_REGION", hide_env = true)]
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RewriteFromArgs {
+    /// The Dockerfile to rewrite.
+    pub dockerfile: PathBuf,
+    /// Pin each rewritten image by the digest the mirror holds.
     #[arg(long)]
-    pub include_foreign: bool,
+    pub pin: bool,
+    /// Write the file in place (default: print a diff).
+    #[arg(long)]
+    pub write: bool,
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
+    #[arg(long, env = "AWS_REGION", hide_env = true)]
+    pub region: Option<String>,
+    #[command(flatten)]
+    pub transport: TransportArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct IamPolicyArgs {
+    /// Policy for the role that mirrors (creates repositories, pushes).
+    #[arg(long, conflicts_with = "pull", required_unless_present = "pull")]
+    pub push: bool,
+    /// Policy for a role that only pulls (ECS task execution role).
+    #[arg(long)]
+    pub pull: bool,
+    /// Also allow creating log groups and setting retention.
+    #[arg(long)]
+    pub logs: bool,
+    /// Repository names (wildcards allowed).
+    #[arg(required = true, value_name = "REPO")]
+    pub repositories: Vec<String>,
+    /// Account id (default: `*`).
+    #[arg(long)]
+    pub account: Option<String>,
+    #[arg(long, env = "AWS_REGION", hide_env = true)]
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Source image: `python:3.10-slim-buster`, `host:port/repo:tag`, `repo@sha256:...`.
+    pub source: String,
+    /// Destination: `host[:port]/repo[:tag]`. Without a tag the source's tag is kept.
+    pub destination: String,
+    /// USER:PASSWORD for the destination registry.
+    #[arg(
+        long,
+        env = "MIRROR_DEST_CREDS",
+        hide_env_values = true,
+        value_name = "USER:PASS"
+    )]
+    pub dest_creds: Option<String>,
+    #[command(flatten)]
+    pub copy: CommonCopyArgs,
+    #[command(flatten)]
+    pub ecr: EcrArgs,
     #[command(flatten)]
     pub transport: TransportArgs,
 }
@@ -129,7 +295,12 @@ pub struct TransportArgs {
     #[arg(long = "ca-cert", value_name = "FILE")]
     pub ca_certs: Vec<PathBuf>,
     /// Reach HOST through URL (VPC endpoints, proxies); repeatable.
-    #[arg(long = "registry-endpoint", value_name = "HOST=URL")]
+    #[arg(
+        long = "registry-endpoint",
+        env = "MIRROR_REGISTRY_ENDPOINT",
+        value_delimiter = ',',
+        value_name = "HOST=URL"
+    )]
     pub endpoints: Vec<String>,
     /// Attempts per request and per blob transfer before giving up.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]

@@ -3,40 +3,38 @@
 //! and maps failures to exit codes (0 ok, 1 transfer failure, 2 usage).
 
 mod cli;
+mod jobs;
 mod progress;
+mod walkthrough;
 
 use std::collections::HashMap;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::Parser as _;
-use mirror_engine::{
-    CopyOptions, CopyReport, CopyRequest, Engine, EngineOptions, RegistryEndpoint,
-};
+use mirror_engine::CopyReport;
 use mirror_oci::{Reference, platform_string};
 use mirror_registry::{
     ClientOptions, CredentialStore, Credentials, RegistryClient, RetryPolicy, StatsSnapshot,
 };
 use serde_json::json;
 
-use crate::cli::{Cli, Command, CopyArgs, InspectArgs, TransportArgs};
-use crate::progress::{Mode, Progress};
+use crate::cli::{Cli, Command, InspectArgs, TransportArgs};
 
 /// A failure with its exit code.
-struct Failure {
-    code: u8,
-    message: String,
+pub(crate) struct Failure {
+    pub code: u8,
+    pub message: String,
 }
 
 impl Failure {
-    fn usage(message: impl Into<String>) -> Self {
+    pub fn usage(message: impl Into<String>) -> Self {
         Self {
             code: 2,
             message: message.into(),
         }
     }
 
-    fn transfer(message: impl Into<String>) -> Self {
+    pub fn transfer(message: impl Into<String>) -> Self {
         Self {
             code: 1,
             message: message.into(),
@@ -59,8 +57,16 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Copy(args) => copy(args, cli.quiet).await,
-            Command::Inspect(args) => inspect(args).await,
+            None if cli.mirror.images.is_empty() => Err(Failure::usage(
+                "no image given: try `mirror python:3.10-slim-buster` (into your ECR registry) or `mirror copy SRC DST`; see `mirror --help`",
+            )),
+            None => jobs::mirror_to_ecr(cli.mirror, cli.quiet).await,
+            Some(Command::Copy(args)) => jobs::copy(args, cli.quiet).await,
+            Some(Command::Inspect(args)) => inspect(args).await,
+            Some(Command::Verify(args)) => jobs::verify(args).await,
+            Some(Command::LogGroup(args)) => walkthrough::log_group(args).await,
+            Some(Command::RewriteFrom(args)) => walkthrough::rewrite_from(args).await,
+            Some(Command::IamPolicy(args)) => walkthrough::iam_policy(args),
         }
     });
     match result {
@@ -75,8 +81,10 @@ fn main() -> ExitCode {
 fn init_logging(verbose: u8, quiet: bool) {
     let default = match (quiet, verbose) {
         (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info,mirror=info",
+        // The AWS SDK warns about every credential provider it tries; the
+        // error it ends with says what matters.
+        (false, 0) => "warn,aws_config=error,aws_smithy_runtime=error",
+        (false, 1) => "info,aws_config=warn,aws_smithy_runtime=warn",
         (false, _) => "debug,hyper=info,rustls=info,h2=info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -88,19 +96,22 @@ fn init_logging(verbose: u8, quiet: bool) {
         .init();
 }
 
-fn parse_reference(text: &str, what: &str) -> Result<Reference, Failure> {
+pub(crate) fn parse_reference(text: &str, what: &str) -> Result<Reference, Failure> {
     text.parse::<Reference>()
         .map_err(|e| Failure::usage(format!("{what} `{text}`: {e}")))
 }
 
-fn parse_credentials(text: Option<&str>, flag: &str) -> Result<Option<Credentials>, Failure> {
+pub(crate) fn parse_credentials(
+    text: Option<&str>,
+    flag: &str,
+) -> Result<Option<Credentials>, Failure> {
     text.map(|t| {
         Credentials::parse_user_password(t).map_err(|e| Failure::usage(format!("{flag}: {e}")))
     })
     .transpose()
 }
 
-fn client(transport: &TransportArgs) -> Result<RegistryClient, Failure> {
+pub(crate) fn client(transport: &TransportArgs) -> Result<RegistryClient, Failure> {
     let mut endpoints = HashMap::new();
     for entry in &transport.endpoints {
         let (host, url) = entry.split_once('=').ok_or_else(|| {
@@ -132,7 +143,7 @@ fn client(transport: &TransportArgs) -> Result<RegistryClient, Failure> {
 }
 
 /// The destination reference as given, or with the source's tag when it has none.
-fn destination_reference(source: &Reference, destination: &Reference) -> String {
+pub(crate) fn destination_reference(source: &Reference, destination: &Reference) -> String {
     if let Some(digest) = destination.digest() {
         return digest.to_string();
     }
@@ -149,86 +160,14 @@ fn destination_reference(source: &Reference, destination: &Reference) -> String 
     }
 }
 
-fn source_reference(source: &Reference) -> String {
+pub(crate) fn source_reference(source: &Reference) -> String {
     match source.digest() {
         Some(digest) => digest.to_string(),
         None => source.tag().unwrap_or("latest").to_owned(),
     }
 }
 
-async fn copy(args: CopyArgs, quiet: bool) -> Result<(), Failure> {
-    let source = parse_reference(&args.source, "source")?;
-    let destination = parse_reference(&args.destination, "destination")?;
-    let src_creds = parse_credentials(args.src_creds.as_deref(), "--src-creds")?;
-    let dest_creds = parse_credentials(args.dest_creds.as_deref(), "--dest-creds")?;
-    let client = client(&args.transport)?;
-    let src_repo = client
-        .repository(&source, src_creds)
-        .map_err(|e| Failure::usage(e.to_string()))?;
-    let dst_repo = client
-        .repository(&destination, dest_creds)
-        .map_err(|e| Failure::usage(e.to_string()))?;
-
-    let dst_ref = destination_reference(&source, &destination);
-    let dst_label = if dst_ref.starts_with("sha") && dst_ref.contains(':') {
-        format!("{}@{dst_ref}", destination.name())
-    } else {
-        format!("{}:{dst_ref}", destination.name())
-    };
-    let mode = Mode::detect(quiet);
-    let progress = Progress::new(mode);
-    progress.spawn_ticker();
-    let engine = Engine::new(
-        EngineOptions {
-            max_concurrent_blobs: args.max_concurrent_blobs,
-            blob_attempts: args.transport.retries,
-            ..EngineOptions::default()
-        },
-        progress.clone(),
-    );
-    let request = CopyRequest {
-        source: Arc::new(RegistryEndpoint::new(src_repo.clone())),
-        source_reference: source_reference(&source),
-        destination: Arc::new(RegistryEndpoint::new(dst_repo)),
-        destination_reference: dst_ref,
-        source_label: source.to_string(),
-        destination_label: dst_label,
-        options: CopyOptions {
-            platforms: args.platforms.clone(),
-            include_foreign: args.include_foreign,
-            dry_run: args.dry_run,
-        },
-    };
-    let result = engine.copy(request).await;
-    progress.stop();
-    let stats = client.stats().snapshot();
-    let rate_limit = src_repo.rate_limit();
-    let report = result.map_err(|e| Failure::transfer(e.to_string()))?;
-    if args.json {
-        let mut value = serde_json::to_value(&report)
-            .map_err(|e| Failure::transfer(format!("cannot encode the report: {e}")))?;
-        if let Some(object) = value.as_object_mut() {
-            object.insert("retries".into(), json!(report.retries + stats.retries));
-            object.insert("requests".into(), requests_json(&stats));
-            object.insert(
-                "rate_limit".into(),
-                rate_limit.map_or(serde_json::Value::Null, |r| {
-                    json!({"limit": r.limit, "remaining": r.remaining, "window_seconds": r.window_seconds})
-                }),
-            );
-        }
-        println!("{value}");
-    }
-    if !quiet {
-        eprint!("{}", summary(&report, &stats, &args));
-        if let Some(limit) = rate_limit {
-            eprintln!("  pull limit at {}: {limit}", source.registry());
-        }
-    }
-    Ok(())
-}
-
-fn requests_json(stats: &StatsSnapshot) -> serde_json::Value {
+pub(crate) fn requests_json(stats: &StatsSnapshot) -> serde_json::Value {
     json!({
         "total": stats.requests,
         "head": stats.head,
@@ -240,7 +179,7 @@ fn requests_json(stats: &StatsSnapshot) -> serde_json::Value {
     })
 }
 
-fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -255,7 +194,11 @@ fn human_bytes(bytes: u64) -> String {
     }
 }
 
-fn summary(report: &CopyReport, stats: &StatsSnapshot, args: &CopyArgs) -> String {
+pub(crate) fn summary(
+    report: &CopyReport,
+    stats: &StatsSnapshot,
+    platforms: &[mirror_oci::PlatformFilter],
+) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let what = match (report.kind.as_str(), report.platforms.len()) {
@@ -278,7 +221,7 @@ fn summary(report: &CopyReport, stats: &StatsSnapshot, args: &CopyArgs) -> Strin
     let _ = writeln!(out, "{verb} {} -> {}", report.source, report.destination);
     let _ = writeln!(out, "  digest {} ({what})", report.digest);
     if let Some(filtered) = &report.filtered {
-        let wanted: Vec<String> = args.platforms.iter().map(ToString::to_string).collect();
+        let wanted: Vec<String> = platforms.iter().map(ToString::to_string).collect();
         if filtered.kind == "image" {
             let _ = writeln!(
                 out,

@@ -20,7 +20,7 @@ use tracing::{debug, warn};
 use url::Url;
 
 use crate::auth::{Scheme, Scopes, Token, TokenResponse, parse_challenge};
-use crate::credentials::{CredentialStore, Credentials};
+use crate::credentials::{CredentialProvider, CredentialStore, Credentials};
 use crate::error::{Operation, RegistryError, decode_error_body};
 use crate::ratelimit::RateLimit;
 use crate::redact::redact_url;
@@ -133,6 +133,7 @@ pub(crate) struct Host {
     scheme: Mutex<Scheme>,
     probe: tokio::sync::Mutex<()>,
     explicit: Option<Credentials>,
+    provider: Option<Arc<dyn CredentialProvider>>,
     credentials: tokio::sync::OnceCell<Option<Credentials>>,
     tokens: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Token>>>>>,
     permits: Arc<Semaphore>,
@@ -241,7 +242,23 @@ impl RegistryClient {
         reference: &Reference,
         credentials: Option<Credentials>,
     ) -> Result<Repository, RegistryError> {
-        let host = self.host(reference.api_host(), credentials)?;
+        let host = self.host(reference.api_host(), credentials, None)?;
+        Ok(Repository::new(
+            self.clone(),
+            host,
+            reference.registry().to_owned(),
+            reference.repository().to_owned(),
+        ))
+    }
+
+    /// A handle on one repository whose credentials come from `provider`
+    /// (asked before requests, invalidated on a 401): ECR's expiring tokens.
+    pub fn repository_with_provider(
+        &self,
+        reference: &Reference,
+        provider: Arc<dyn CredentialProvider>,
+    ) -> Result<Repository, RegistryError> {
+        let host = self.host(reference.api_host(), None, Some(provider))?;
         Ok(Repository::new(
             self.clone(),
             host,
@@ -254,10 +271,14 @@ impl RegistryClient {
         &self,
         name: &str,
         credentials: Option<Credentials>,
+        provider: Option<Arc<dyn CredentialProvider>>,
     ) -> Result<Arc<Host>, RegistryError> {
         let key = (
             name.to_owned(),
-            credentials.as_ref().map(|c| format!("{c:?}")),
+            match &provider {
+                Some(p) => Some(format!("provider:{:p}", Arc::as_ptr(p).cast::<()>())),
+                None => credentials.as_ref().map(|c| format!("{c:?}")),
+            },
         );
         let mut hosts = lock(&self.inner.hosts);
         if let Some(host) = hosts.get(&key) {
@@ -282,6 +303,7 @@ impl RegistryClient {
             scheme: Mutex::new(Scheme::Unknown),
             probe: tokio::sync::Mutex::new(()),
             explicit: credentials,
+            provider,
             credentials: tokio::sync::OnceCell::new(),
             tokens: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(
@@ -304,6 +326,9 @@ impl RegistryClient {
     async fn credentials(&self, host: &Host) -> Result<Option<Credentials>, RegistryError> {
         if let Some(c) = &host.explicit {
             return Ok(Some(c.clone()));
+        }
+        if let Some(provider) = &host.provider {
+            return provider.credentials().await.map(Some);
         }
         let found = host
             .credentials
@@ -627,6 +652,9 @@ impl RegistryClient {
                             }
                             if (!reauthenticated || changed) && replayable {
                                 reauthenticated = true;
+                                if let Some(provider) = &host.provider {
+                                    provider.invalidate();
+                                }
                                 stale_token = authorization
                                     .as_deref()
                                     .and_then(|a| a.strip_prefix("Bearer "))
@@ -635,6 +663,14 @@ impl RegistryClient {
                                 drop(probe_guard);
                                 continue;
                             }
+                        }
+                        if !replayable && let Some(provider) = &host.provider {
+                            provider.invalidate();
+                            return Err(RegistryError::CredentialsExpired {
+                                host: host.name.clone(),
+                                operation: call.operation,
+                                target: call.target.clone(),
+                            });
                         }
                         let (code, message) = decode_error_body(&body);
                         return Err(self.unauthorized(

@@ -181,6 +181,14 @@ pub enum RegistryError {
         detail: String,
         hint: String,
     },
+    /// Expiring credentials (ECR tokens) were refused on a request that cannot be
+    /// replayed (a streaming upload); they are refreshed, and a fresh attempt may pass.
+    #[error("{host} refused expired credentials while {operation} {target}; they were refreshed")]
+    CredentialsExpired {
+        host: String,
+        operation: Operation,
+        target: String,
+    },
     /// The registry asked us to wait longer than the retry budget allows.
     #[error("{host} is rate limiting {operation} {target}: retry after {retry_after:?}{extra}\n  hint: {hint}",
         extra = limit.as_ref().map(|l| format!(" ({l})")).unwrap_or_default())]
@@ -219,7 +227,7 @@ impl RegistryError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Api { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
-            Self::Transport { .. } => true,
+            Self::Transport { .. } | Self::CredentialsExpired { .. } => true,
             Self::RetriesExhausted { .. } => false,
             _ => false,
         }

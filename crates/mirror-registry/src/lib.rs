@@ -40,7 +40,7 @@ mod repository;
 mod stats;
 
 pub use client::{ClientOptions, RegistryClient, RetryPolicy};
-pub use credentials::{CredentialStore, Credentials};
+pub use credentials::{CredentialProvider, CredentialStore, Credentials};
 pub use error::{ErrorCode, Operation, RegistryError};
 pub use ratelimit::RateLimit;
 pub use redact::redact_url;

@@ -1,0 +1,624 @@
+//! Copy jobs: `mirror IMAGE...` (into the caller's ECR registry), `mirror copy
+//! SRC DST` (any registry; ECR hosts get ECR's auth and manners) and `mirror
+//! verify`. Several images run concurrently under the engine's shared bounds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mirror_ecr::{EcrAuth, EcrDestination, EcrHost, Pacer, RepositorySettings};
+use mirror_engine::{
+    CopyOptions, CopyReport, CopyRequest, Destination, Engine, EngineOptions, RegistryEndpoint,
+    Source,
+};
+use mirror_oci::Reference;
+use mirror_registry::{Credentials, RegistryClient, Repository};
+use serde_json::json;
+
+use crate::cli::{CommonCopyArgs, CopyArgs, EcrArgs, MirrorArgs, TransportArgs, VerifyArgs};
+use crate::progress::{Mode, Progress};
+use crate::{
+    Failure, client, destination_reference, parse_credentials, parse_reference, requests_json,
+    source_reference, summary,
+};
+
+/// One image to copy.
+struct Job {
+    source: Reference,
+    destination: Reference,
+}
+
+/// AWS state for one region: the ECR API client, registry credentials, pacing.
+#[derive(Clone)]
+struct EcrRegion {
+    api: aws_sdk_ecr::Client,
+    auth: Arc<EcrAuth>,
+    pacer: Arc<Pacer>,
+}
+
+/// Test hook and escape hatch: ECR token lifetime in seconds, replacing the
+/// `expiresAt` GetAuthorizationToken returns (refresh happens at half of it).
+const TOKEN_LIFETIME_ENV: &str = "MIRROR_ECR_TOKEN_LIFETIME_SECS";
+
+async fn ecr_region(region: Option<&str>, puts_per_second: f64) -> Result<EcrRegion, Failure> {
+    let config = mirror_ecr::aws_config(region).await;
+    if config.region().is_none() {
+        return Err(Failure::usage(
+            "no AWS region configured: pass --region (for example --region us-east-1) or set AWS_REGION / a profile region",
+        ));
+    }
+    let api = aws_sdk_ecr::Client::new(&config);
+    let lifetime = std::env::var(TOKEN_LIFETIME_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    Ok(EcrRegion {
+        auth: EcrAuth::new(api.clone(), lifetime),
+        api,
+        pacer: Pacer::per_second(puts_per_second),
+    })
+}
+
+fn settings(args: &EcrArgs) -> Result<RepositorySettings, Failure> {
+    let mut tags = Vec::new();
+    for entry in &args.repo_tags {
+        let (k, v) = entry
+            .split_once('=')
+            .ok_or_else(|| Failure::usage(format!("--repo-tag `{entry}`: expected KEY=VALUE")))?;
+        tags.push((k.to_owned(), v.to_owned()));
+    }
+    let settings = RepositorySettings {
+        tag_mutability: args.tag_mutability.clone(),
+        exclusion_filters: args.tag_mutability_exclusions.clone(),
+        scan_on_push: args.scan_on_push.then_some(true),
+        encryption: args.encryption.clone(),
+        kms_key: args.kms_key.clone(),
+        tags,
+        no_create: args.no_create,
+    };
+    settings
+        .validate()
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    Ok(settings)
+}
+
+/// The repository name an image gets in ECR: its path without Docker Hub's
+/// `library/` (python:3.10 -> python), under an optional prefix.
+fn ecr_name(source: &Reference, prefix: Option<&str>) -> String {
+    let path = if source.is_docker_hub() {
+        source
+            .repository()
+            .strip_prefix("library/")
+            .unwrap_or(source.repository())
+    } else {
+        source.repository()
+    };
+    format!("{}{path}", prefix.unwrap_or(""))
+}
+
+/// `--to NAME[:TAG]` split; the tag defaults to the source's.
+fn split_to(to: &str) -> (String, Option<String>) {
+    match to.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name.to_owned(), Some(tag.to_owned())),
+        _ => (to.to_owned(), None),
+    }
+}
+
+fn ecr_destination(
+    registry: &EcrHost,
+    source: &Reference,
+    to: Option<&str>,
+    prefix: Option<&str>,
+) -> Result<Reference, Failure> {
+    let (name, tag) = match to {
+        Some(to) => {
+            let (name, tag) = split_to(to);
+            (format!("{}{name}", prefix.unwrap_or("")), tag)
+        }
+        None => (ecr_name(source, prefix), None),
+    };
+    mirror_ecr::check_repository_name(&name).map_err(Failure::usage)?;
+    let reference = match (tag, source.digest(), source.has_explicit_tag()) {
+        (Some(tag), _, _) => format!("{}/{name}:{tag}", registry.host),
+        (None, _, true) | (None, None, _) => format!(
+            "{}/{name}:{}",
+            registry.host,
+            source.tag().unwrap_or("latest")
+        ),
+        (None, Some(digest), false) => format!("{}/{name}@{digest}", registry.host),
+    };
+    parse_reference(&reference, "destination")
+}
+
+/// `mirror IMAGE...`: into the caller's ECR registry.
+pub(crate) async fn mirror_to_ecr(args: MirrorArgs, quiet: bool) -> Result<(), Failure> {
+    if args.to.is_some() && args.images.len() > 1 {
+        return Err(Failure::usage(
+            "--to names one repository: give one image, or use --prefix for several",
+        ));
+    }
+    let settings = settings(&args.ecr)?;
+    let region = ecr_region(
+        args.ecr.region.as_deref(),
+        args.ecr.manifest_puts_per_second,
+    )
+    .await?;
+    let registry = region.auth.registry().await.map_err(|e| match e {
+        mirror_ecr::EcrError::NoCredentials { .. } => Failure::transfer(e.to_string()),
+        _ => Failure::transfer(format!(
+            "{e}\n  hint: without AWS, copy to any registry with `mirror copy SRC DST`"
+        )),
+    })?;
+    let mut jobs = Vec::new();
+    for image in &args.images {
+        let source = parse_reference(image, "image")?;
+        let destination = ecr_destination(
+            &registry,
+            &source,
+            args.to.as_deref(),
+            args.prefix.as_deref(),
+        )?;
+        jobs.push(Job {
+            source,
+            destination,
+        });
+    }
+    let mut regions = HashMap::new();
+    regions.insert(registry.region.clone(), region);
+    run_jobs(
+        jobs,
+        &args.copy,
+        None,
+        &args.ecr,
+        settings,
+        &args.transport,
+        regions,
+        quiet,
+    )
+    .await
+}
+
+/// `mirror copy SRC DST`.
+pub(crate) async fn copy(args: CopyArgs, quiet: bool) -> Result<(), Failure> {
+    let source = parse_reference(&args.source, "source")?;
+    let destination = parse_reference(&args.destination, "destination")?;
+    let reference = destination_reference(&source, &destination);
+    let destination = if reference.starts_with("sha256:") || reference.starts_with("sha512:") {
+        parse_reference(
+            &format!("{}@{reference}", destination.name()),
+            "destination",
+        )?
+    } else {
+        parse_reference(
+            &format!("{}:{reference}", destination.name()),
+            "destination",
+        )?
+    };
+    let settings = settings(&args.ecr)?;
+    run_jobs(
+        vec![Job {
+            source,
+            destination,
+        }],
+        &args.copy,
+        args.dest_creds.as_deref(),
+        &args.ecr,
+        settings,
+        &args.transport,
+        HashMap::new(),
+        quiet,
+    )
+    .await
+}
+
+/// Builds registry endpoints for both sides, ECR ones with ECR's auth.
+struct Endpoints<'a> {
+    client: RegistryClient,
+    regions: HashMap<String, EcrRegion>,
+    ecr: &'a EcrArgs,
+}
+
+impl Endpoints<'_> {
+    async fn region(&mut self, host: &EcrHost) -> Result<EcrRegion, Failure> {
+        if let Some(r) = self.regions.get(&host.region) {
+            return Ok(r.clone());
+        }
+        let r = ecr_region(Some(&host.region), self.ecr.manifest_puts_per_second).await?;
+        self.regions.insert(host.region.clone(), r.clone());
+        Ok(r)
+    }
+
+    async fn repository(
+        &mut self,
+        reference: &Reference,
+        creds: Option<Credentials>,
+    ) -> Result<(Repository, Option<EcrRegion>), Failure> {
+        match EcrHost::parse(reference.registry()) {
+            Some(host) if creds.is_none() => {
+                let region = self.region(&host).await?;
+                let repo = self
+                    .client
+                    .repository_with_provider(reference, region.auth.clone())
+                    .map_err(|e| Failure::usage(e.to_string()))?;
+                Ok((repo, Some(region)))
+            }
+            _ => Ok((
+                self.client
+                    .repository(reference, creds)
+                    .map_err(|e| Failure::usage(e.to_string()))?,
+                None,
+            )),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_jobs(
+    jobs: Vec<Job>,
+    common: &CommonCopyArgs,
+    dest_creds: Option<&str>,
+    ecr: &EcrArgs,
+    settings: RepositorySettings,
+    transport: &TransportArgs,
+    regions: HashMap<String, EcrRegion>,
+    quiet: bool,
+) -> Result<(), Failure> {
+    let src_creds = parse_credentials(common.src_creds.as_deref(), "--src-creds")?;
+    let dest_creds = parse_credentials(dest_creds, "--dest-creds")?;
+    let mut endpoints = Endpoints {
+        client: client(transport)?,
+        regions,
+        ecr,
+    };
+    let progress = Progress::new(Mode::detect(quiet));
+    let engine = Engine::new(
+        EngineOptions {
+            max_concurrent_blobs: common.max_concurrent_blobs,
+            blob_attempts: transport.retries,
+            ..EngineOptions::default()
+        },
+        progress.clone(),
+    );
+    let mut requests = Vec::new();
+    let mut ecr_destinations: Vec<Option<Arc<EcrDestination>>> = Vec::new();
+    let mut source_repos = Vec::new();
+    for job in &jobs {
+        let (src_repo, _) = endpoints.repository(&job.source, src_creds.clone()).await?;
+        let (dst_repo, dst_region) = endpoints
+            .repository(&job.destination, dest_creds.clone())
+            .await?;
+        let source: Arc<dyn Source> = Arc::new(RegistryEndpoint::new(src_repo.clone()));
+        source_repos.push(src_repo);
+        let destination: Arc<dyn Destination> = match dst_region {
+            Some(region) => {
+                let d = Arc::new(EcrDestination::new(
+                    RegistryEndpoint::new(dst_repo),
+                    region.api.clone(),
+                    settings.clone(),
+                    region.pacer.clone(),
+                ));
+                ecr_destinations.push(Some(d.clone()));
+                d
+            }
+            None => {
+                ecr_destinations.push(None);
+                Arc::new(RegistryEndpoint::new(dst_repo))
+            }
+        };
+        requests.push(CopyRequest {
+            source,
+            source_reference: source_reference(&job.source),
+            destination,
+            destination_reference: job
+                .destination
+                .digest()
+                .map(ToString::to_string)
+                .or_else(|| job.destination.tag().map(str::to_owned))
+                .unwrap_or_else(|| "latest".to_owned()),
+            source_label: job.source.to_string(),
+            destination_label: job.destination.to_string(),
+            options: CopyOptions {
+                platforms: common.platforms.clone(),
+                include_foreign: common.include_foreign,
+                dry_run: common.dry_run,
+            },
+        });
+    }
+    progress.spawn_ticker();
+    let results = futures::future::join_all(requests.into_iter().map(|r| engine.copy(r))).await;
+    progress.stop();
+    // An up-to-date tag needs no repository call; when settings were asked for,
+    // still read the repository back so that drift is reported.
+    if settings != RepositorySettings::default() && !common.dry_run {
+        for d in ecr_destinations.iter().flatten() {
+            if d.repository_outcome().is_none() {
+                let _ = d.ensure_repository().await;
+            }
+        }
+    }
+    let stats = endpoints.client.stats().snapshot();
+
+    let mut failures = Vec::new();
+    let mut single_error = None;
+    let mut json_reports = Vec::new();
+    for (i, result) in results.into_iter().enumerate() {
+        let job = &jobs[i];
+        let repo_note = ecr_destinations[i]
+            .as_ref()
+            .and_then(|d| d.repository_outcome().cloned());
+        match result {
+            Ok(report) => {
+                if !quiet {
+                    if let Some(outcome) = &repo_note {
+                        repository_lines(job, outcome, &settings);
+                    }
+                    eprint!("{}", summary(&report, &stats, &common.platforms));
+                    if let Some(limit) = source_repos[i].rate_limit() {
+                        eprintln!("  pull limit at {}: {limit}", job.source.registry());
+                    }
+                }
+                json_reports.push(report_json(
+                    &report,
+                    &stats,
+                    &source_repos[i],
+                    repo_note.as_ref(),
+                ));
+            }
+            Err(error) => {
+                if jobs.len() > 1 {
+                    eprintln!("error: {} -> {}: {error}", job.source, job.destination);
+                } else {
+                    single_error = Some(error.to_string());
+                }
+                json_reports.push(json!({
+                    "source": job.source.to_string(),
+                    "destination": job.destination.to_string(),
+                    "error": error.to_string(),
+                }));
+                failures.push(job.source.to_string());
+            }
+        }
+    }
+    if common.json {
+        if json_reports.len() == 1 {
+            println!("{}", json_reports[0]);
+        } else {
+            println!("{}", serde_json::Value::Array(json_reports));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else if let Some(message) = single_error {
+        Err(Failure::transfer(message))
+    } else {
+        Err(Failure::transfer(format!(
+            "{} of {} images failed: {}",
+            failures.len(),
+            jobs.len(),
+            failures.join(", ")
+        )))
+    }
+}
+
+fn repository_lines(
+    job: &Job,
+    outcome: &mirror_ecr::RepositoryOutcome,
+    settings: &RepositorySettings,
+) {
+    let repo = format!(
+        "{}/{}",
+        job.destination.registry(),
+        job.destination.repository()
+    );
+    if outcome.created {
+        eprintln!(
+            "created repository {repo} (tag mutability {})",
+            settings.tag_mutability.as_deref().unwrap_or("MUTABLE")
+        );
+    }
+    for drift in &outcome.drift {
+        eprintln!("note: repository {repo} exists and its {drift}; left unchanged");
+    }
+}
+
+fn report_json(
+    report: &CopyReport,
+    stats: &mirror_registry::StatsSnapshot,
+    source: &Repository,
+    repository: Option<&mirror_ecr::RepositoryOutcome>,
+) -> serde_json::Value {
+    let mut value = serde_json::to_value(report).unwrap_or_else(|_| json!({}));
+    if let Some(object) = value.as_object_mut() {
+        object.insert("retries".into(), json!(report.retries + stats.retries));
+        object.insert("requests".into(), requests_json(stats));
+        object.insert(
+            "rate_limit".into(),
+            source.rate_limit().map_or(serde_json::Value::Null, |r| {
+                json!({"limit": r.limit, "remaining": r.remaining, "window_seconds": r.window_seconds})
+            }),
+        );
+        if let Some(outcome) = repository {
+            object.insert(
+                "repository".into(),
+                json!({"created": outcome.created, "drift": outcome.drift, "uri": outcome.uri}),
+            );
+        }
+    }
+    value
+}
+
+/// `mirror verify IMAGE [DST]`.
+pub(crate) async fn verify(args: VerifyArgs) -> Result<(), Failure> {
+    let source = parse_reference(&args.image, "image")?;
+    let src_creds = parse_credentials(args.src_creds.as_deref(), "--src-creds")?;
+    let dest_creds = parse_credentials(args.dest_creds.as_deref(), "--dest-creds")?;
+    let ecr_args = EcrArgs {
+        region: args.region.clone(),
+        tag_mutability: None,
+        tag_mutability_exclusions: Vec::new(),
+        scan_on_push: false,
+        encryption: None,
+        kms_key: None,
+        repo_tags: Vec::new(),
+        no_create: true,
+        manifest_puts_per_second: 10.0,
+    };
+    let mut endpoints = Endpoints {
+        client: client(&args.transport)?,
+        regions: HashMap::new(),
+        ecr: &ecr_args,
+    };
+    let destination = match &args.destination {
+        Some(d) => {
+            let d = parse_reference(d, "destination")?;
+            let reference = destination_reference(&source, &d);
+            if reference.contains(':') && reference.starts_with("sha") {
+                parse_reference(&format!("{}@{reference}", d.name()), "destination")?
+            } else {
+                parse_reference(&format!("{}:{reference}", d.name()), "destination")?
+            }
+        }
+        None => {
+            let region = ecr_region(args.region.as_deref(), 10.0).await?;
+            let registry = region
+                .auth
+                .registry()
+                .await
+                .map_err(|e| Failure::transfer(e.to_string()))?;
+            endpoints.regions.insert(registry.region.clone(), region);
+            ecr_destination(
+                &registry,
+                &source,
+                args.to.as_deref(),
+                args.prefix.as_deref(),
+            )?
+        }
+    };
+    let (src, _) = endpoints.repository(&source, src_creds).await?;
+    let (dst, dst_region) = endpoints.repository(&destination, dest_creds).await?;
+    let fail = |e: mirror_registry::RegistryError| Failure::transfer(e.to_string());
+    let src_ref = source_reference(&source);
+    let dst_ref = destination
+        .digest()
+        .map(ToString::to_string)
+        .or_else(|| destination.tag().map(str::to_owned))
+        .unwrap_or_else(|| "latest".to_owned());
+    let src_head = src
+        .head_manifest(&src_ref)
+        .await
+        .map_err(fail)?
+        .ok_or_else(|| Failure::transfer(format!("{source} was not found at the source")))?;
+    let dst_head = dst.head_manifest(&dst_ref).await.map_err(fail)?;
+    let mut rows = Vec::new();
+    let mut all_match = dst_head.as_ref().map(|h| &h.digest) == Some(&src_head.digest);
+    rows.push(json!({
+        "what": "tag",
+        "source": src_head.digest.to_string(),
+        "destination": dst_head.as_ref().map(|h| h.digest.to_string()),
+        "match": all_match,
+    }));
+    let root = src
+        .get_manifest(src_head.digest.as_ref(), Some(&src_head.digest))
+        .await
+        .map_err(fail)?;
+    for child in root.children() {
+        let present = dst
+            .head_manifest(child.digest().as_ref())
+            .await
+            .map_err(fail)?
+            .is_some();
+        all_match &= present;
+        rows.push(json!({
+            "what": child.platform().as_ref().map(mirror_oci::platform_string).unwrap_or_else(|| "manifest".to_owned()),
+            "source": child.digest().to_string(),
+            "destination": present.then(|| child.digest().to_string()),
+            "match": present,
+        }));
+    }
+    let mut images = Vec::new();
+    if let Some(region) = dst_region {
+        let output = region
+            .api
+            .describe_images()
+            .repository_name(destination.repository())
+            .send()
+            .await;
+        match output {
+            Ok(output) => {
+                for detail in output.image_details() {
+                    images.push(json!({
+                        "digest": detail.image_digest(),
+                        "tags": detail.image_tags(),
+                        "pushed_at": detail.image_pushed_at().map(|t| t.to_string()),
+                        "size": detail.image_size_in_bytes(),
+                    }));
+                }
+            }
+            Err(error) => {
+                eprintln!(
+                    "note: DescribeImages on {} failed: {}",
+                    destination.repository(),
+                    aws_sdk_ecr::error::DisplayErrorContext(&error)
+                );
+            }
+        }
+    }
+    if args.json {
+        println!(
+            "{}",
+            json!({"source": source.to_string(), "destination": destination.to_string(), "match": all_match, "manifests": rows, "images": images})
+        );
+    } else {
+        println!("{source} -> {destination}");
+        for row in &rows {
+            println!(
+                "  {:<16} {} {}",
+                row["what"].as_str().unwrap_or(""),
+                row["source"].as_str().unwrap_or(""),
+                if row["match"].as_bool().unwrap_or(false) {
+                    "ok"
+                } else {
+                    "MISSING OR DIFFERENT"
+                }
+            );
+        }
+        for image in &images {
+            println!(
+                "  in ECR: {} tags {} pushed {} size {}",
+                image["digest"].as_str().unwrap_or(""),
+                image["tags"],
+                image["pushed_at"].as_str().unwrap_or("?"),
+                image["size"]
+            );
+        }
+    }
+    if all_match {
+        Ok(())
+    } else {
+        Err(Failure::transfer(format!(
+            "{destination} does not match {source}\n  hint: run `mirror copy {source} {destination}` (or `mirror {source}`) to bring it up to date"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ecr_names_drop_library() {
+        let r: Reference = "python:3.10-slim-buster".parse().unwrap();
+        assert_eq!(ecr_name(&r, None), "python");
+        assert_eq!(ecr_name(&r, Some("mirror/")), "mirror/python");
+        let r: Reference = "ghcr.io/org/app:1".parse().unwrap();
+        assert_eq!(ecr_name(&r, None), "org/app");
+        assert_eq!(
+            split_to("cruddur-python"),
+            ("cruddur-python".to_owned(), None)
+        );
+        assert_eq!(
+            split_to("team/python:3.10"),
+            ("team/python".to_owned(), Some("3.10".to_owned()))
+        );
+    }
+}
