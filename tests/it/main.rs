@@ -1,0 +1,20 @@
+//! End-to-end tests: the real `mirror` binary against real registries.
+//!
+//! Every test starts its own `docker-registry` processes (and, where it needs
+//! them, a recording/fault-injecting proxy or a token server) from
+//! `mirror-testkit`, seeds them with deterministic images, runs
+//! `target/debug/mirror` as a child process and then checks what landed at the
+//! destination with the test kit's own client and, for the main cases, with
+//! skopeo. Exit codes, stderr and the `--json` report are asserted too, but a
+//! test never trusts the binary's word alone.
+//!
+//! Run with `cargo test --test it -- --test-threads=4`.
+
+mod auth;
+mod copy;
+mod errors;
+mod faults;
+mod inspect;
+mod large;
+mod platforms;
+mod support;

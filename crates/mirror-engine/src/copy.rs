@@ -205,7 +205,7 @@ impl Engine {
             .manifest(&resolved.digest)
             .await
             .map_err(|e| CopyError::source_side(src.name(), e))?;
-        let (root, filtered) = self.apply_platforms(&request, source_root).await?;
+        let (root, filtered, single_platform) = self.apply_platforms(&request, source_root).await?;
         report.digest = root.digest().clone();
         report.media_type = root.media_type().to_owned();
         report.kind = if root.is_index() { "index" } else { "image" }.to_owned();
@@ -216,6 +216,9 @@ impl Engine {
             .map(platform_string)
             .filter(|p| p != "unknown/unknown")
             .collect();
+        if let Some(platform) = &single_platform {
+            report.platforms = vec![platform.clone()];
+        }
         if let Some(filtered) = &filtered {
             report.filtered = Some(filtered.clone());
             if self
@@ -344,7 +347,7 @@ impl Engine {
         &self,
         request: &CopyRequest,
         root: RawManifest,
-    ) -> Result<(RawManifest, Option<Filtered>), CopyError> {
+    ) -> Result<(RawManifest, Option<Filtered>, Option<String>), CopyError> {
         let filters = &request.options.platforms;
         if filters.is_empty() || !root.is_index() {
             if !filters.is_empty() {
@@ -353,7 +356,7 @@ impl Engine {
                     request.source_label
                 );
             }
-            return Ok((root, None));
+            return Ok((root, None, None));
         }
         let images: Vec<&Descriptor> = root
             .children()
@@ -382,6 +385,15 @@ impl Engine {
                 available: available.join(", "),
             });
         }
+        // Every platform asked for: the source index itself, digest unchanged.
+        let all_images = root
+            .children()
+            .iter()
+            .filter(|d| !is_attestation(d))
+            .count();
+        if images.len() == all_images {
+            return Ok((root, None, None));
+        }
         if let [only] = images.as_slice() {
             let child = request
                 .source
@@ -393,7 +405,8 @@ impl Engine {
                 digest: child.digest().clone(),
                 source_digest: root.digest().clone(),
             };
-            return Ok((child, Some(filtered)));
+            let platform = only.platform().as_ref().map(platform_string);
+            return Ok((child, Some(filtered), platform));
         }
         let kept: HashSet<String> = images.iter().map(|d| d.digest().to_string()).collect();
         let index = filter_index(&root, &kept).map_err(|detail| {
@@ -407,7 +420,7 @@ impl Engine {
             digest: index.digest().clone(),
             source_digest: root.digest().clone(),
         };
-        Ok((index, Some(filtered)))
+        Ok((index, Some(filtered), None))
     }
 
     /// Fetches every manifest below the root that the destination lacks.
@@ -666,6 +679,14 @@ impl Transfer {
                 (side, e)
             })
     }
+}
+
+/// Attestation manifests (BuildKit provenance/SBOM) describe another child.
+fn is_attestation(descriptor: &Descriptor) -> bool {
+    descriptor.annotations().as_ref().is_some_and(|a| {
+        a.get("vnd.docker.reference.type")
+            .is_some_and(|t| t == "attestation-manifest")
+    })
 }
 
 fn kind_of_media_type(media_type: &str) -> &'static str {

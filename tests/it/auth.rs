@@ -1,0 +1,305 @@
+//! Credentials: Basic (htpasswd, like ECR) from flags, the environment and a
+//! Docker config file; bearer tokens (like Docker Hub) with one token request
+//! per repository, not per blob; secrets never printed.
+
+use mirror_testkit::{
+    PushAuth, PushTarget, Registry, TokenOptions, TokenServer, push_layout, skopeo_digest,
+};
+
+use crate::support::{
+    Mirror, Scratch, assert_landed, assert_no_manifest, open_registry, seeded_registry, small_image,
+};
+
+const USER: &str = "mirror-bot";
+const PASSWORD: &str = "pw-Sup3r-s3cret-9f1c";
+
+/// Standard base64 (with padding), for Docker's `auths.*.auth`.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn base64_matches_the_rfc_examples() {
+    assert_eq!(base64(b""), "");
+    assert_eq!(base64(b"f"), "Zg==");
+    assert_eq!(base64(b"fo"), "Zm8=");
+    assert_eq!(base64(b"foo"), "Zm9v");
+    assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+}
+
+async fn htpasswd_registry() -> Registry {
+    Registry::htpasswd(USER, PASSWORD)
+        .await
+        .expect("start an htpasswd docker-registry")
+}
+
+fn basic() -> PushAuth {
+    PushAuth::basic(USER, PASSWORD)
+}
+
+/// `--dest-creds` and `MIRROR_DEST_CREDS` against a Basic-auth destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_destination_with_flag_and_environment() {
+    let image = small_image().await;
+    let src = seeded_registry(&image, "app", "v1").await;
+    let dst = htpasswd_registry().await;
+    let source = format!("{}/app:v1", src.host());
+    let creds = format!("{USER}:{PASSWORD}");
+
+    let out = Mirror::copy(&source, &format!("{}/app:flag", dst.host()))
+        .args(["--dest-creds", &creds, "-v"])
+        .run()
+        .await;
+    out.expect_success();
+    out.expect_not_leaked(PASSWORD);
+    assert_landed(&dst.host(), "app", "flag", &image, &basic()).await;
+
+    let out = Mirror::copy(&source, &format!("{}/app:env", dst.host()))
+        .env("MIRROR_DEST_CREDS", &creds)
+        .run()
+        .await;
+    out.expect_success();
+    out.expect_not_leaked(PASSWORD);
+    assert_landed(&dst.host(), "app", "env", &image, &basic()).await;
+}
+
+/// `--src-creds` against a Basic-auth source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_source_with_src_creds() {
+    let image = small_image().await;
+    let src = htpasswd_registry().await;
+    push_layout(
+        &image,
+        &PushTarget::new(&src.host(), "private/app", "v1").with_auth(basic()),
+    )
+    .await
+    .expect("seed the source");
+    let dst = open_registry().await;
+
+    let out = Mirror::copy(
+        &format!("{}/private/app:v1", src.host()),
+        &format!("{}/app:v1", dst.host()),
+    )
+    .args(["--src-creds", &format!("{USER}:{PASSWORD}")])
+    .run()
+    .await;
+    out.expect_success();
+    out.expect_not_leaked(PASSWORD);
+    assert_landed(&dst.host(), "app", "v1", &image, &PushAuth::Anonymous).await;
+}
+
+/// Credentials from `$DOCKER_CONFIG/config.json` (`auths` with a base64
+/// `user:password`), as `docker login` writes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_from_docker_config() {
+    let image = small_image().await;
+    let src = seeded_registry(&image, "app", "v1").await;
+    let dst = htpasswd_registry().await;
+    let config = Scratch::new("docker-config");
+    let auth = base64(format!("{USER}:{PASSWORD}").as_bytes());
+    std::fs::write(
+        config.path().join("config.json"),
+        serde_json::json!({"auths": {dst.host(): {"auth": auth}}}).to_string(),
+    )
+    .expect("write config.json");
+
+    let out = Mirror::copy(
+        &format!("{}/app:v1", src.host()),
+        &format!("{}/app:v1", dst.host()),
+    )
+    .env("DOCKER_CONFIG", config.path().to_string_lossy())
+    .arg("-v")
+    .run()
+    .await;
+    out.expect_success();
+    out.expect_not_leaked(PASSWORD);
+    out.expect_not_leaked(&auth);
+    assert_landed(&dst.host(), "app", "v1", &image, &basic()).await;
+}
+
+/// A wrong password fails with exit 1, says it is about authentication, and
+/// nothing is tagged at the destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_an_authentication_error() {
+    let image = small_image().await;
+    let src = seeded_registry(&image, "app", "v1").await;
+    let dst = htpasswd_registry().await;
+    let wrong = "wrong-pw-7d2e";
+
+    let out = Mirror::copy(
+        &format!("{}/app:v1", src.host()),
+        &format!("{}/app:v1", dst.host()),
+    )
+    .args(["--dest-creds", &format!("{USER}:{wrong}"), "--retries", "2"])
+    .run()
+    .await;
+    out.expect_code(1);
+    out.expect_error_line();
+    out.expect_not_leaked(wrong);
+    let stderr = out.stderr_lower();
+    assert!(
+        stderr.contains("auth") || stderr.contains("credential"),
+        "the error should be about authentication\n{}",
+        out.describe()
+    );
+    assert_no_manifest(&dst.host(), "app", "v1", &basic()).await;
+}
+
+/// Both registries want bearer tokens from one token server (different
+/// users): the copy works with a handful of token requests per repository,
+/// not one per blob, and the tokens and passwords stay out of the output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_are_fetched_once_per_repository() {
+    let (alice, alice_pw) = ("alice", "alice-pw-41b7e2");
+    let (bob, bob_pw) = ("bob", "bob-pw-0c93aa");
+    let tokens = TokenServer::start(TokenOptions {
+        users: vec![
+            (alice.to_owned(), alice_pw.to_owned()),
+            (bob.to_owned(), bob_pw.to_owned()),
+        ],
+        anonymous_pull: false,
+        ..TokenOptions::default()
+    })
+    .await
+    .expect("start the token server");
+    let src = Registry::token(&tokens).await.expect("source registry");
+    let dst = Registry::token(&tokens)
+        .await
+        .expect("destination registry");
+    let image = small_image().await;
+    push_layout(
+        &image,
+        &PushTarget::new(&src.host(), "library/app", "v1")
+            .with_auth(PushAuth::basic(alice, alice_pw)),
+    )
+    .await
+    .expect("seed the source");
+    tokens.clear_requests();
+
+    let out = Mirror::copy(
+        &format!("{}/library/app:v1", src.host()),
+        &format!("{}/mirror/app:v1", dst.host()),
+    )
+    .args([
+        "--src-creds",
+        &format!("{alice}:{alice_pw}"),
+        "--dest-creds",
+        &format!("{bob}:{bob_pw}"),
+        "--json",
+        "-v",
+    ])
+    .run()
+    .await;
+    out.expect_success();
+    out.expect_not_leaked(alice_pw);
+    out.expect_not_leaked(bob_pw);
+    // No JWT (base64url JSON, so it starts with `eyJ`) in the output either.
+    out.expect_not_leaked("eyJ");
+    let requests = tokens.requests();
+    let report = out.json();
+
+    let shown = format!("{requests:#?}");
+    assert!(
+        requests.iter().all(|r| r.granted),
+        "refused token requests: {shown}"
+    );
+    let by = |user: &str| {
+        requests
+            .iter()
+            .filter(|r| r.user.as_deref() == Some(user))
+            .count()
+    };
+    assert!(
+        (1..=3).contains(&by(alice)),
+        "source (alice) token requests: {shown}"
+    );
+    assert!(
+        (1..=3).contains(&by(bob)),
+        "destination (bob) token requests: {shown}"
+    );
+    assert_eq!(
+        by(alice) + by(bob),
+        requests.len(),
+        "anonymous token requests: {shown}"
+    );
+    assert_eq!(
+        crate::support::num(&report, "/requests/token"),
+        requests.len() as u64,
+        "{report:#}"
+    );
+
+    assert_landed(
+        &dst.host(),
+        "mirror/app",
+        "v1",
+        &image,
+        &PushAuth::basic(bob, bob_pw),
+    )
+    .await;
+    assert_eq!(
+        skopeo_digest(
+            &format!("docker://{}/mirror/app:v1", dst.host()),
+            Some((bob, bob_pw))
+        )
+        .await
+        .expect("skopeo reads the destination"),
+        image.root_digest().to_string()
+    );
+}
+
+/// A token server that refuses the destination user: exit 1 about
+/// authentication, nothing tagged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_bearer_token_is_an_authentication_error() {
+    let tokens = TokenServer::start(TokenOptions {
+        users: vec![("carol".to_owned(), "carol-pw-5e1d".to_owned())],
+        anonymous_pull: true,
+        ..TokenOptions::default()
+    })
+    .await
+    .expect("start the token server");
+    let dst = Registry::token(&tokens)
+        .await
+        .expect("destination registry");
+    let image = small_image().await;
+    let src = seeded_registry(&image, "app", "v1").await;
+
+    let out = Mirror::copy(
+        &format!("{}/app:v1", src.host()),
+        &format!("{}/app:v1", dst.host()),
+    )
+    .args(["--dest-creds", "carol:not-her-password", "--retries", "2"])
+    .run()
+    .await;
+    out.expect_code(1);
+    out.expect_error_line();
+    out.expect_not_leaked("not-her-password");
+    let stderr = out.stderr_lower();
+    assert!(
+        stderr.contains("auth") || stderr.contains("credential"),
+        "the error should be about authentication\n{}",
+        out.describe()
+    );
+    assert_no_manifest(
+        &dst.host(),
+        "app",
+        "v1",
+        &PushAuth::basic("carol", "carol-pw-5e1d"),
+    )
+    .await;
+}
