@@ -169,9 +169,49 @@ impl Host {
 /// A host's state is keyed by its name and the credentials used there.
 type HostKey = (String, Option<String>);
 
+/// A reqwest client built on first use; `roots: None` accepts any certificate
+/// (only for hosts named by `--insecure-registry`).
+struct LazyClient {
+    options: ClientOptions,
+    roots: Option<Vec<reqwest::Certificate>>,
+    client: std::sync::OnceLock<Result<reqwest::Client, String>>,
+}
+
+impl LazyClient {
+    fn new(options: ClientOptions, roots: Option<Vec<reqwest::Certificate>>) -> Self {
+        Self {
+            options,
+            roots,
+            client: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn get(&self) -> Result<&reqwest::Client, RegistryError> {
+        self.client
+            .get_or_init(|| {
+                let options = &self.options;
+                let builder = reqwest::Client::builder()
+                    .user_agent(options.user_agent.clone())
+                    .redirect(reqwest::redirect::Policy::none())
+                    .connect_timeout(options.connect_timeout)
+                    .read_timeout(options.read_timeout)
+                    .tcp_nodelay(true)
+                    .pool_max_idle_per_host(options.max_requests_per_host.max(1))
+                    .http2_adaptive_window(true);
+                let builder = match &self.roots {
+                    Some(roots) => builder.tls_certs_merge(roots.clone()),
+                    None => builder.tls_danger_accept_invalid_certs(true),
+                };
+                builder.build().map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| RegistryError::Setup(format!("cannot set up HTTPS: {e}")))
+    }
+}
+
 struct Inner {
-    secure: reqwest::Client,
-    insecure: reqwest::Client,
+    secure: LazyClient,
+    insecure: LazyClient,
     options: ClientOptions,
     hosts: Mutex<HashMap<HostKey, Arc<Host>>>,
     store: CredentialStore,
@@ -202,22 +242,10 @@ impl RegistryClient {
             })?;
             roots.extend(certs);
         }
-        let builder = || {
-            reqwest::Client::builder()
-                .user_agent(options.user_agent.clone())
-                .redirect(reqwest::redirect::Policy::none())
-                .connect_timeout(options.connect_timeout)
-                .read_timeout(options.read_timeout)
-                .tcp_nodelay(true)
-                .pool_max_idle_per_host(options.max_requests_per_host.max(1))
-                .http2_adaptive_window(true)
-        };
-        let setup = |e: reqwest::Error| RegistryError::Setup(format!("cannot set up HTTPS: {e}"));
-        let secure = builder().tls_certs_merge(roots).build().map_err(setup)?;
-        let insecure = builder()
-            .tls_danger_accept_invalid_certs(true)
-            .build()
-            .map_err(setup)?;
+        // Built on first use: loading the system roots costs ~300 file reads,
+        // which a run against insecure (local) registries never needs.
+        let secure = LazyClient::new(options.clone(), Some(roots));
+        let insecure = LazyClient::new(options.clone(), None);
         Ok(Self {
             inner: Arc::new(Inner {
                 secure,
@@ -315,11 +343,11 @@ impl RegistryClient {
         Ok(host)
     }
 
-    fn http_for(&self, host: &Host) -> &reqwest::Client {
+    fn http_for(&self, host: &Host) -> Result<&reqwest::Client, RegistryError> {
         if host.insecure {
-            &self.inner.insecure
+            self.inner.insecure.get()
         } else {
-            &self.inner.secure
+            self.inner.secure.get()
         }
     }
 
@@ -430,7 +458,7 @@ impl RegistryClient {
                 "use an HTTPS token server, or name the registry with --insecure-registry if this is a test setup",
             ));
         }
-        let http = self.http_for(host);
+        let http = self.http_for(host)?;
         let mut delays = self.inner.options.retry.delays();
         loop {
             let request = match credentials {
@@ -586,7 +614,7 @@ impl RegistryClient {
             };
             let replayable = !matches!(call.body, CallBody::Empty) || body.is_none();
             let mut request = self
-                .http_for(host)
+                .http_for(host)?
                 .request(call.method.clone(), call.url.clone())
                 .headers(call.headers.clone());
             if let Some(value) = &authorization {
@@ -820,7 +848,7 @@ impl RegistryClient {
                 })?;
             debug!(to = %redact_url(&location), "following redirect");
             let mut request = self
-                .http_for(host)
+                .http_for(host)?
                 .request(call.method.clone(), location.clone())
                 .headers(call.headers.clone());
             if host.owns(&location)
