@@ -227,9 +227,10 @@ pub struct IamPolicyArgs {
     /// Policy for a role that only pulls (ECS task execution role).
     #[arg(long)]
     pub pull: bool,
-    /// Also allow creating log groups and setting retention.
-    #[arg(long)]
-    pub logs: bool,
+    /// Also allow the CloudWatch Logs group NAME (push: create it and set its
+    /// retention; pull: write to it from ECS tasks); repeatable.
+    #[arg(long = "log-group", value_name = "NAME")]
+    pub log_groups: Vec<String>,
     /// Repository names (wildcards allowed).
     #[arg(required = true, value_name = "REPO")]
     pub repositories: Vec<String>,

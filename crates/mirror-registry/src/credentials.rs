@@ -309,6 +309,16 @@ async fn run_helper(helper: &str, server_url: &str) -> Result<Option<Credentials
     }))
 }
 
+/// Credentials that change during a run (ECR's 12-hour passwords): asked for
+/// before each request that needs them, told when the registry refused them.
+pub trait CredentialProvider: Send + Sync {
+    /// Current credentials; a provider refreshes them when they near expiry.
+    fn credentials(&self) -> futures::future::BoxFuture<'_, Result<Credentials, RegistryError>>;
+
+    /// The registry answered 401 to these credentials: fetch new ones next time.
+    fn invalidate(&self);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,14 +387,4 @@ mod tests {
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
-}
-
-/// Credentials that change during a run (ECR's 12-hour passwords): asked for
-/// before each request that needs them, told when the registry refused them.
-pub trait CredentialProvider: Send + Sync {
-    /// Current credentials; a provider refreshes them when they near expiry.
-    fn credentials(&self) -> futures::future::BoxFuture<'_, Result<Credentials, RegistryError>>;
-
-    /// The registry answered 401 to these credentials: fetch new ones next time.
-    fn invalidate(&self);
 }

@@ -8,7 +8,8 @@
 //! must stay an independent witness of the code it tests.
 //!
 //! - [`Registry`]: a `docker-registry serve` child process (open, htpasswd Basic
-//!   auth like ECR, or bearer tokens like Docker Hub), killed on drop.
+//!   auth like ECR, or bearer tokens like Docker Hub), killed on drop; also in
+//!   a network namespace ([`Registry::open_in_netns`], for WAN conditions).
 //! - [`TokenServer`] and [`TokenOptions`]: a Docker Hub style token server
 //!   (`GET /token` and the OAuth2 `POST /token`) that records every request
 //!   as a [`TokenRequest`].
@@ -23,7 +24,9 @@
 //! - [`skopeo_inspect_raw`] and [`skopeo_digest`]: a second, unrelated witness.
 //! - [`require_tool`]: fails with the apt command that installs a missing tool.
 //!
-//! Every server binds 127.0.0.1 on a free port and stops when dropped.
+//! Every server binds 127.0.0.1 on a free port (unless placed in a network
+//! namespace) and stops when dropped. The `mirror-bench` binary of this crate
+//! compares `mirror` with skopeo on these servers (see its `--help`).
 //!
 //! ```no_run
 //! use mirror_testkit::{Fault, ImageSpec, Proxy, PushTarget, Registry, Rule};

@@ -28,16 +28,31 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The realm distribution names in its Basic challenge.
 const HTPASSWD_REALM: &str = "mirror-testkit";
 
-/// The wrapper: starts the registry (stdin from /dev/null, output to the log),
-/// and a watcher that kills it once our pipe (fd 3) reaches EOF. The shell
-/// itself exits when the registry does, which is how an early failure shows.
+/// The wrapper: starts the registry (`$2...`, output to the log `$1`), and a
+/// watcher that kills it once our pipe (fd 3) reaches EOF. The shell itself
+/// exits when the registry does, which is how an early failure shows. Under
+/// `ip netns exec` the pid is still the registry's: `ip` execs it.
 const WRAPPER: &str = r#"exec 3<&0
-"$1" serve "$2" >>"$3" 2>&1 &
+log=$1
+shift
+"$@" >>"$log" 2>&1 &
 pid=$!
 ( read -r _unused <&3; kill -9 "$pid" 2>/dev/null ) &
 exec 3<&-
 wait "$pid"
 "#;
+
+/// Where a registry runs: by default on a free port of 127.0.0.1 with fresh
+/// storage in its temp dir.
+#[derive(Default)]
+struct Placement {
+    /// A network namespace (made by the caller) to run in, via `ip netns exec`.
+    netns: Option<String>,
+    /// A fixed listen address instead of a free port of 127.0.0.1.
+    addr: Option<SocketAddr>,
+    /// An existing storage directory instead of a fresh one.
+    storage: Option<PathBuf>,
+}
 
 enum Auth {
     Open,
@@ -50,7 +65,9 @@ enum Auth {
     },
 }
 
-/// A running `docker-registry` on 127.0.0.1, stopped and wiped on drop.
+/// A running `docker-registry` on 127.0.0.1 (or, from
+/// [`Registry::open_in_netns`], on an address of a network namespace), stopped
+/// and wiped on drop.
 pub struct Registry {
     addr: SocketAddr,
     storage: PathBuf,
@@ -79,6 +96,27 @@ impl Registry {
         Self::start(Auth::Open, BTreeMap::new()).await
     }
 
+    /// A registry without auth inside the network namespace `netns` (made by
+    /// the caller, e.g. with `ip netns add`), run with `ip netns exec` and
+    /// listening on `addr`, an address of that namespace. Needs root.
+    ///
+    /// With `storage`, it serves that directory (for example another
+    /// registry's [`Registry::storage_dir`], to serve what was pushed there
+    /// without pushing it again) instead of a fresh one. Such a directory is
+    /// not removed on drop, but [`Registry::wipe_storage`] does empty it.
+    pub async fn open_in_netns(
+        netns: &str,
+        addr: SocketAddr,
+        storage: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let placement = Placement {
+            netns: Some(netns.to_owned()),
+            addr: Some(addr),
+            storage: storage.map(Path::to_path_buf),
+        };
+        Self::start_at(Auth::Open, BTreeMap::new(), placement).await
+    }
+
     /// A registry with Basic auth for one user (like ECR). More users and
     /// password changes go through [`Registry::set_password`].
     pub async fn htpasswd(user: &str, password: &str) -> anyhow::Result<Self> {
@@ -101,17 +139,27 @@ impl Registry {
     }
 
     async fn start(auth: Auth, users: BTreeMap<String, String>) -> anyhow::Result<Self> {
+        Self::start_at(auth, users, Placement::default()).await
+    }
+
+    async fn start_at(
+        auth: Auth,
+        users: BTreeMap<String, String>,
+        placement: Placement,
+    ) -> anyhow::Result<Self> {
         let program = crate::require_tool("docker-registry", "docker-registry")?;
         // A port picked by binding :0 can be taken by someone else before the
         // registry binds it; that shows as an early exit, so try again.
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let mut registry = Self::spawn(&program, &auth, &users)?;
+            let mut registry = Self::spawn(&program, &auth, &users, &placement)?;
             match registry.wait_ready().await {
                 Ok(()) => return Ok(registry),
                 Err(Ready::Exited(text))
-                    if text.contains("address already in use") && attempts < 5 =>
+                    if text.contains("address already in use")
+                        && placement.addr.is_none()
+                        && attempts < 5 =>
                 {
                     continue;
                 }
@@ -130,12 +178,19 @@ impl Registry {
         program: &Path,
         auth: &Auth,
         users: &BTreeMap<String, String>,
+        placement: &Placement,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("mirror-testkit-registry-")
             .tempdir()?;
-        let storage = dir.path().join("storage");
-        std::fs::create_dir(&storage)?;
+        let storage = match &placement.storage {
+            Some(storage) => storage.clone(),
+            None => {
+                let storage = dir.path().join("storage");
+                std::fs::create_dir(&storage)?;
+                storage
+            }
+        };
         let log = dir.path().join("registry.log");
         let config = dir.path().join("config.yml");
         let htpasswd = match auth {
@@ -146,18 +201,24 @@ impl Registry {
             }
             _ => None,
         };
-        let addr = free_port()?;
+        let addr = match placement.addr {
+            Some(addr) => addr,
+            None => free_port()?,
+        };
         std::fs::write(
             &config,
             config_yaml(addr, &storage, auth, htpasswd.as_deref()),
         )?;
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(WRAPPER)
-            .arg("sh")
+        let mut command = Command::new("sh");
+        command.arg("-c").arg(WRAPPER).arg("sh").arg(&log);
+        if let Some(netns) = &placement.netns {
+            let ip = crate::require_tool("ip", "iproute2")?;
+            command.arg(ip).args(["netns", "exec"]).arg(netns);
+        }
+        let mut child = command
             .arg(program)
+            .arg("serve")
             .arg(&config)
-            .arg(&log)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -176,7 +237,8 @@ impl Registry {
         })
     }
 
-    /// The host:port to put in references (`127.0.0.1:PORT`).
+    /// The host:port to put in references (`127.0.0.1:PORT`, or the address
+    /// given to [`Registry::open_in_netns`]).
     pub fn host(&self) -> String {
         self.addr.to_string()
     }

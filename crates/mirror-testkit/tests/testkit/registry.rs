@@ -269,3 +269,82 @@ fn registry_dies_with_a_killed_test_process() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// Deletes the test's network namespace (and with it the veth pair).
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+fn ip(args: &[&str]) {
+    let status = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .expect("run ip");
+    assert!(status.success(), "ip {}: {status}", args.join(" "));
+}
+
+#[tokio::test]
+async fn a_registry_in_a_network_namespace_serves_another_registrys_storage() {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .expect("status")
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if !root || mirror_testkit::require_tool("ip", "iproute2").is_err() {
+        eprintln!("skipped: needs root and ip (iproute2)");
+        return;
+    }
+    let pid = std::process::id();
+    let netns = Netns(format!("mtk-test-{pid}"));
+    let (host_end, ns_end) = (format!("mtk{pid}h"), format!("mtk{pid}n"));
+    ip(&["netns", "add", &netns.0]);
+    ip(&[
+        "link", "add", &host_end, "type", "veth", "peer", "name", &ns_end,
+    ]);
+    ip(&["link", "set", &ns_end, "netns", &netns.0]);
+    ip(&["addr", "add", "10.213.1.1/30", "dev", &host_end]);
+    ip(&["link", "set", &host_end, "up"]);
+    let in_ns = |args: &[&str]| ip(&[&["netns", "exec", &netns.0, "ip"][..], args].concat());
+    in_ns(&["addr", "add", "10.213.1.2/30", "dev", &ns_end]);
+    in_ns(&["link", "set", &ns_end, "up"]);
+
+    let local = Registry::open().await.expect("registry");
+    let image = generate(&ImageSpec::small("netns-push", 7)).expect("image");
+    push_layout(&image, &PushTarget::new(&local.host(), "app", "v1"))
+        .await
+        .expect("push");
+
+    let addr = "10.213.1.2:5000".parse().expect("addr");
+    let remote = Registry::open_in_netns(&netns.0, addr, Some(local.storage_dir()))
+        .await
+        .expect("registry in the namespace");
+    assert_eq!(remote.host(), "10.213.1.2:5000");
+    let (bytes, _, _) = fetch_manifest(&remote.host(), "app", "v1", &PushAuth::Anonymous)
+        .await
+        .expect("fetch across the veth pair");
+    assert_eq!(mirror_oci::digest_of(&bytes), image.root_digest());
+    assert!(
+        remote
+            .log_text()
+            .contains("\"GET /v2/app/manifests/v1 HTTP/1.1\" 200"),
+        "the access log records the request"
+    );
+
+    // The borrowed storage outlives the registry that served it.
+    drop(remote);
+    assert!(
+        blob_exists(
+            &local.host(),
+            "app",
+            image.blobs[0].digest(),
+            &PushAuth::Anonymous
+        )
+        .await
+        .expect("head")
+    );
+}
