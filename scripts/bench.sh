@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Benchmarks mirror against skopeo (loopback and emulated WAN) and prints
+# markdown tables for the README. Run as root; takes about 15 minutes.
+# Extra arguments go to mirror-bench (e.g. `scripts/bench.sh --runs 1`; see
+# `target/release/mirror-bench --help`). The tables are also written to
+# bench/out/bench-DATE.md.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo=$(pwd)
+
+section() { printf '\n==> %s\n' "$*" >&2; }
+
+# What the bench runs: the registry, skopeo, /usr/bin/time, namespaces and
+# tc/iptables for the WAN link, and what PyPI NetfilterQueue (the delay
+# program) needs to build.
+apt_packages=(
+    docker-registry skopeo iproute2 iptables time util-linux curl
+    ca-certificates build-essential pkg-config python3-venv python3-dev
+    libnetfilter-queue-dev
+)
+# `dpkg -s` alone also succeeds for a removed package whose config files remain.
+installed() {
+    [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]
+}
+missing=()
+for package in "${apt_packages[@]}"; do
+    installed "$package" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+    section "apt-get install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Sources ~/.cargo/env; installs Rust with rustup (minimal profile, rustfmt,
+# clippy) when cargo is missing.
+# shellcheck source=scripts/ensure-rust.sh
+source scripts/ensure-rust.sh
+
+venv="$repo/.venv"
+if ! "$venv/bin/python" -c 'import netfilterqueue' >/dev/null 2>&1; then
+    section "NetfilterQueue in .venv (the WAN delay program)"
+    python=/usr/bin/python3
+    [[ -x "$python" ]] || python=python3
+    [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check NetfilterQueue
+fi
+
+section "cargo build --release --workspace --bins"
+cargo build --release --workspace --bins
+
+section "mirror-bench --profile all --markdown $*"
+mkdir -p bench/out
+out="bench/out/bench-$(date -u +%F).md"
+target/release/mirror-bench --profile all --markdown --python "$venv/bin/python" "$@" |
+    tee "$out"
+echo "written to $out" >&2
