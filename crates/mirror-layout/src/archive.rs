@@ -1,0 +1,532 @@
+//! `oci-archive`: a tar of an OCI image layout, read in place and written
+//! through a partial layout directory beside it.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use mirror_engine::{Capabilities, Destination, EndpointError, Resolved, Source, UploadSlot};
+use mirror_oci::{BlobStream, Descriptor, Digest, MAX_MANIFEST_BYTES, RawManifest};
+use serde_json::Value;
+
+use crate::error::LayoutError;
+use crate::fsutil::{
+    TempGuard, blob_rel, digest_of_blob_name, path_lock, reference_digest, sync_dir,
+};
+use crate::index::{MAX_INDEX_BYTES, OCI_LAYOUT_FILE, empty_index, ref_name, upsert_value};
+use crate::layout::{OciLayout, Target, hashes_to, target};
+use crate::reader::LayoutReader;
+use crate::store::{FileIdentity, Span, Store, TarIndex};
+
+/// Indexes a tar off the async threads.
+pub(crate) async fn index_tar(path: &Path) -> Result<Arc<TarIndex>, LayoutError> {
+    let owned = path.to_owned();
+    tokio::task::spawn_blocking(move || TarIndex::open(&owned))
+        .await
+        .map_err(|e| LayoutError::Io {
+            context: format!("indexing {}", path.display()),
+            source: std::io::Error::other(e),
+        })?
+        .map(Arc::new)
+}
+
+/// An `oci-archive` file as a copy source: indexed once, blobs streamed from
+/// their offsets, nothing extracted. Entries that could not come from an OCI
+/// tool are refused when it is opened: absolute names, `..` components, links
+/// or non-regular files in `blobs/` (or as `oci-layout`/`index.json`), and
+/// files in `blobs/` whose names are not valid digests. Links elsewhere (as
+/// `docker save` of Docker 25+ writes for its legacy layer paths) are ignored:
+/// they are never followed.
+#[derive(Debug, Clone)]
+pub struct OciArchive {
+    reader: LayoutReader,
+}
+
+impl OciArchive {
+    /// Opens and indexes an archive; it must hold an `oci-layout` file.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, LayoutError> {
+        let tar = index_tar(path.as_ref()).await?;
+        let reader = LayoutReader::new(Store::Tar(tar), "oci-archive");
+        reader.check_layout().await?;
+        Ok(Self { reader })
+    }
+
+    /// The archive file.
+    pub fn path(&self) -> &Path {
+        self.reader.store.path()
+    }
+
+    /// Every `index.json` entry with its ref name (`None`: unnamed).
+    pub async fn list(&self) -> Result<Vec<(Option<String>, Descriptor)>, LayoutError> {
+        self.reader.list().await
+    }
+
+    /// What a reference resolves to (tag, `""`, `@N` or digest).
+    pub async fn find(&self, reference: &str) -> Result<Resolved, LayoutError> {
+        self.reader.find(reference).await
+    }
+}
+
+#[async_trait]
+impl Source for OciArchive {
+    fn name(&self) -> String {
+        self.reader.label.clone()
+    }
+
+    async fn resolve(&self, reference: &str) -> Result<Option<Resolved>, EndpointError> {
+        Ok(Some(self.reader.find(reference).await?))
+    }
+
+    async fn manifest(&self, digest: &Digest) -> Result<RawManifest, EndpointError> {
+        Ok(self.reader.manifest(digest).await?)
+    }
+
+    async fn blob(&self, descriptor: &Descriptor) -> Result<BlobStream, EndpointError> {
+        Ok(self.reader.blob(descriptor).await?)
+    }
+}
+
+/// An `oci-archive` file as a copy destination.
+///
+/// The copy writes an OCI layout in `FILE.partial/` (verified blobs renamed
+/// into place as they complete, so an interrupted export resumes there);
+/// [`Destination::finish`] then writes `FILE.tmp` (`oci-layout`, `index.json`,
+/// `blobs/...` in name order, mtime 0, mode 0644, owner 0), fsyncs it, renames
+/// it to `FILE` and removes the partial directory. If `FILE` already is an
+/// archive, its images are kept: its blobs count as present (skipped, stored
+/// once) and are copied from it into the new file, and its `index.json` is
+/// merged with the new entries (an entry of the same name is replaced).
+///
+/// Every finished copy rewrites the whole file; copies into one writer are
+/// serialised around that commit, so several images (concurrently or one after
+/// another) end up in one archive.
+#[derive(Debug)]
+pub struct OciArchiveWriter {
+    target: PathBuf,
+    partial: OciLayout,
+    existing: Mutex<Option<Arc<TarIndex>>>,
+    label: String,
+}
+
+impl OciArchiveWriter {
+    /// Prepares to write `path`. An existing file must be a readable
+    /// oci-archive (its images are kept); a `FILE.partial/` left by an
+    /// interrupted export is resumed.
+    pub async fn create(path: impl AsRef<Path>) -> Result<Self, LayoutError> {
+        let target = path.as_ref().to_owned();
+        let existing = match tokio::fs::metadata(&target).await {
+            Ok(m) if m.is_dir() => {
+                return Err(LayoutError::Refused {
+                    path: target,
+                    reason: "is a directory".to_owned(),
+                    hint: "oci-archive:FILE names a tar file; use oci:DIR for a layout directory"
+                        .to_owned(),
+                });
+            }
+            Ok(_) => Some(open_existing(&target).await?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(LayoutError::read(&target, e)),
+        };
+        let partial = OciLayout::create(partial_path(&target)).await?;
+        Ok(Self {
+            label: format!("oci-archive:{}", target.display()),
+            target,
+            partial,
+            existing: Mutex::new(existing),
+        })
+    }
+
+    /// The archive file.
+    pub fn path(&self) -> &Path {
+        &self.target
+    }
+
+    /// The directory the layout is assembled in (`FILE.partial`).
+    pub fn partial_path(&self) -> &Path {
+        self.partial.path()
+    }
+
+    fn existing(&self) -> Option<Arc<TarIndex>> {
+        self.existing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn set_existing(&self, tar: Option<Arc<TarIndex>>) {
+        *self
+            .existing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = tar;
+    }
+
+    /// Whether the committed archive holds a manifest that hashes to `digest`.
+    async fn archived_manifest(&self, digest: &Digest) -> Result<bool, LayoutError> {
+        let Some(tar) = self.existing() else {
+            return Ok(false);
+        };
+        let rel = blob_rel(digest, "manifest")?;
+        match tar.files.get(&rel) {
+            Some(span) if span.size <= MAX_MANIFEST_BYTES as u64 => {
+                Ok(hashes_to(&tar.read(*span).await?, digest))
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Re-reads `FILE` if another writer replaced it since it was indexed.
+    async fn refresh_existing(&self) -> Result<(), LayoutError> {
+        let current = match tokio::fs::metadata(&self.target).await {
+            Ok(m) => Some(FileIdentity::of(&m)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(LayoutError::read(&self.target, e)),
+        };
+        let known = self.existing().map(|t| t.identity);
+        if current != known {
+            let fresh = match current {
+                Some(_) => Some(open_existing(&self.target).await?),
+                None => None,
+            };
+            self.set_existing(fresh);
+        }
+        Ok(())
+    }
+
+    /// Writes the archive from the committed one plus the partial layout.
+    async fn commit(&self) -> Result<(), LayoutError> {
+        self.refresh_existing().await?;
+        let existing = self.existing();
+        let mut blobs: BTreeMap<String, BlobSource> = BTreeMap::new();
+        let mut index = empty_index();
+        if let Some(tar) = &existing {
+            for (name, span) in &tar.files {
+                if digest_of_blob_name(name).is_some() {
+                    blobs.insert(name.clone(), BlobSource::Archive(*span));
+                }
+            }
+            let reader = LayoutReader::new(Store::Tar(tar.clone()), "oci-archive");
+            if let Some(bytes) = reader
+                .store
+                .read_file("index.json", MAX_INDEX_BYTES)
+                .await?
+            {
+                index = serde_json::from_slice(&bytes).map_err(|e| LayoutError::Malformed {
+                    path: tar.path.join("index.json"),
+                    reason: format!("not JSON: {e}"),
+                })?;
+            }
+        }
+        let partial_blobs = partial_blobs(self.partial.path()).await?;
+        let partial_index = self
+            .partial
+            .reader()
+            .store
+            .read_file("index.json", MAX_INDEX_BYTES)
+            .await?;
+        if existing.is_some() && partial_blobs.is_empty() && partial_index.is_none() {
+            // Nothing new: the archive is as it was.
+            return self.remove_partial().await;
+        }
+        for (name, path) in partial_blobs {
+            blobs.insert(name, BlobSource::File(path));
+        }
+        if let Some(bytes) = partial_index {
+            let partial: Value =
+                serde_json::from_slice(&bytes).map_err(|e| LayoutError::Malformed {
+                    path: self.partial.path().join("index.json"),
+                    reason: format!("not JSON: {e}"),
+                })?;
+            for entry in partial
+                .get("manifests")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+            {
+                upsert_value(&mut index, entry);
+            }
+        }
+        let index_bytes = serde_json::to_vec(&index).map_err(|e| LayoutError::Malformed {
+            path: self.target.clone(),
+            reason: e.to_string(),
+        })?;
+        let tmp = tmp_path(&self.target);
+        let target = self.target.clone();
+        let job_tmp = tmp.clone();
+        tokio::task::spawn_blocking(move || {
+            write_tar(&job_tmp, &index_bytes, &blobs, existing.as_deref())
+        })
+        .await
+        .map_err(|e| LayoutError::Io {
+            context: format!("writing {}", tmp.display()),
+            source: std::io::Error::other(e),
+        })??;
+        let mut guard = TempGuard::new(tmp.clone());
+        tokio::fs::rename(&tmp, &target)
+            .await
+            .map_err(|e| LayoutError::write(&target, e))?;
+        guard.disarm();
+        if let Some(dir) = target.parent() {
+            sync_dir(if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            })
+            .await;
+        }
+        self.set_existing(Some(open_existing(&target).await?));
+        self.remove_partial().await
+    }
+
+    async fn remove_partial(&self) -> Result<(), LayoutError> {
+        match tokio::fs::remove_dir_all(self.partial.path()).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(LayoutError::io("removing", self.partial.path(), e)),
+        }
+    }
+}
+
+/// Where a blob of the new archive comes from.
+enum BlobSource {
+    Archive(Span),
+    File(PathBuf),
+}
+
+async fn open_existing(path: &Path) -> Result<Arc<TarIndex>, LayoutError> {
+    let refuse = |reason: String| LayoutError::Refused {
+        path: path.to_owned(),
+        reason,
+        hint: "move it away or write to another file".to_owned(),
+    };
+    let tar = index_tar(path)
+        .await
+        .map_err(|e| refuse(format!("exists and is not a readable oci-archive: {e}")))?;
+    let reader = LayoutReader::new(Store::Tar(tar.clone()), "oci-archive");
+    if !reader.has_layout_file().await? {
+        return Err(refuse(
+            "exists and is not an oci-archive (no oci-layout entry)".to_owned(),
+        ));
+    }
+    Ok(tar)
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn partial_path(target: &Path) -> PathBuf {
+    with_suffix(target, ".partial")
+}
+
+fn tmp_path(target: &Path) -> PathBuf {
+    with_suffix(target, ".tmp")
+}
+
+/// The complete blobs of the partial layout, by archive name.
+async fn partial_blobs(root: &Path) -> Result<Vec<(String, PathBuf)>, LayoutError> {
+    let mut found = Vec::new();
+    for algorithm in ["sha256", "sha512"] {
+        let dir = root.join("blobs").join(algorithm);
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(LayoutError::read(&dir, e)),
+        };
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| LayoutError::read(&dir, e))?
+        {
+            let name = format!("blobs/{algorithm}/{}", entry.file_name().to_string_lossy());
+            if digest_of_blob_name(&name).is_some() {
+                found.push((name, entry.path()));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Writes the archive to `tmp` (removed on failure) and fsyncs it.
+fn write_tar(
+    tmp: &Path,
+    index: &[u8],
+    blobs: &BTreeMap<String, BlobSource>,
+    existing: Option<&TarIndex>,
+) -> Result<(), LayoutError> {
+    let mut guard = TempGuard::new(tmp.to_owned());
+    let io = |e| LayoutError::write(tmp, e);
+    let file = std::fs::File::create(tmp).map_err(io)?;
+    let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, file));
+    append(&mut builder, "oci-layout", OCI_LAYOUT_FILE).map_err(io)?;
+    append(&mut builder, "index.json", index).map_err(io)?;
+    append_dir(&mut builder, "blobs/").map_err(io)?;
+    let mut last_dir = String::new();
+    for (name, source) in blobs {
+        let dir = name.rsplit_once('/').map(|(d, _)| d).unwrap_or("blobs");
+        if dir != last_dir {
+            append_dir(&mut builder, &format!("{dir}/")).map_err(io)?;
+            last_dir = dir.to_owned();
+        }
+        match source {
+            BlobSource::File(path) => {
+                let file = std::fs::File::open(path).map_err(|e| LayoutError::read(path, e))?;
+                let size = file
+                    .metadata()
+                    .map_err(|e| LayoutError::read(path, e))?
+                    .len();
+                let reader = std::io::BufReader::with_capacity(1 << 20, file);
+                builder
+                    .append_data(&mut file_header(size), name, reader)
+                    .map_err(io)?;
+            }
+            BlobSource::Archive(span) => {
+                let Some(tar) = existing else {
+                    continue;
+                };
+                let reader = std::io::BufReader::with_capacity(1 << 20, tar.blocking_reader(*span));
+                builder
+                    .append_data(&mut file_header(span.size), name, reader)
+                    .map_err(io)?;
+            }
+        }
+    }
+    let mut writer = builder.into_inner().map_err(io)?;
+    writer.flush().map_err(io)?;
+    let file = writer.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    guard.disarm();
+    Ok(())
+}
+
+fn file_header(size: u64) -> tar::Header {
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    header
+}
+
+fn append<W: std::io::Write>(
+    builder: &mut tar::Builder<W>,
+    name: &str,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    builder.append_data(&mut file_header(bytes.len() as u64), name, bytes)
+}
+
+fn append_dir<W: std::io::Write>(builder: &mut tar::Builder<W>, name: &str) -> std::io::Result<()> {
+    let mut header = tar::Header::new_ustar();
+    header.set_entry_type(tar::EntryType::Directory);
+    header.set_size(0);
+    header.set_mode(0o755);
+    header.set_mtime(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    builder.append_data(&mut header, name, std::io::empty())
+}
+
+#[async_trait]
+impl Destination for OciArchiveWriter {
+    fn name(&self) -> String {
+        self.label.clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            mount: false,
+            parallel_manifest_puts: true,
+        }
+    }
+
+    async fn ensure_repository(&self) -> Result<(), EndpointError> {
+        let gate = path_lock(&self.target);
+        let _open = gate.read().await;
+        Ok(self.partial.ensure_layout().await?)
+    }
+
+    /// Tags are looked up in the committed archive only: a tag recorded in
+    /// the partial layout by a copy whose commit failed must be copied (and
+    /// committed) again.
+    async fn manifest_digest(&self, reference: &str) -> Result<Option<Digest>, EndpointError> {
+        let gate = path_lock(&self.target);
+        let _open = gate.read().await;
+        if let Some(digest) = reference_digest(reference)? {
+            let present = self.partial.has_manifest(&digest).await?
+                || self.archived_manifest(&digest).await?;
+            return Ok(present.then_some(digest));
+        }
+        if reference.is_empty() {
+            return Ok(None);
+        }
+        let Some(tar) = self.existing() else {
+            return Ok(None);
+        };
+        let reader = LayoutReader::new(Store::Tar(tar), "oci-archive");
+        let entries = reader.entries().await?.unwrap_or_default();
+        let Some(entry) = entries.iter().find(|d| ref_name(d) == Some(reference)) else {
+            return Ok(None);
+        };
+        let digest = entry.digest().clone();
+        Ok(self.archived_manifest(&digest).await?.then_some(digest))
+    }
+
+    async fn blob_exists(&self, descriptor: &Descriptor) -> Result<bool, EndpointError> {
+        let gate = path_lock(&self.target);
+        let _open = gate.read().await;
+        if self.partial.has_blob(descriptor).await? {
+            return Ok(true);
+        }
+        let Some(tar) = self.existing() else {
+            return Ok(false);
+        };
+        let rel = blob_rel(descriptor.digest(), "blob")?;
+        Ok(tar
+            .files
+            .get(&rel)
+            .is_some_and(|span| span.size == descriptor.size()))
+    }
+
+    async fn put_blob(
+        &self,
+        descriptor: &Descriptor,
+        body: BlobStream,
+        _slot: Option<UploadSlot>,
+    ) -> Result<(), EndpointError> {
+        let gate = path_lock(&self.target);
+        let _open = gate.read().await;
+        // A commit by another copy may have removed the partial layout.
+        self.partial.ensure_layout().await?;
+        self.partial.write_blob(descriptor, body).await
+    }
+
+    async fn put_manifest(
+        &self,
+        reference: &str,
+        manifest: &RawManifest,
+    ) -> Result<(), EndpointError> {
+        let gate = path_lock(&self.target);
+        let _open = gate.read().await;
+        let target = target(reference, manifest)?;
+        self.partial.ensure_layout().await?;
+        self.partial.write_manifest_blob(manifest).await?;
+        if let Target::Entry(tag) = target {
+            self.partial.record(&manifest.descriptor(), tag).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&self) -> Result<(), EndpointError> {
+        let gate = path_lock(&self.target);
+        let _exclusive = gate.write().await;
+        Ok(self.commit().await?)
+    }
+}

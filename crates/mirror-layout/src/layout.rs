@@ -1,0 +1,411 @@
+//! An OCI image layout directory as a copy source and destination.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use futures::StreamExt as _;
+use mirror_engine::{Capabilities, Destination, EndpointError, Resolved, Source, UploadSlot};
+use mirror_oci::{BlobStream, Descriptor, Digest, Hasher, MAX_MANIFEST_BYTES, RawManifest};
+use tokio::io::AsyncWriteExt as _;
+
+use crate::error::LayoutError;
+use crate::fsutil::{
+    TempGuard, blob_rel, create_temp, path_lock, reference_digest, remove_stale_temps, sync_dir,
+    temp_name, write_atomic,
+};
+use crate::index::{MAX_INDEX_BYTES, OCI_LAYOUT_FILE, empty_index, ref_name, upsert};
+use crate::reader::LayoutReader;
+use crate::store::Store;
+use crate::transport::validate_tag;
+
+/// An OCI image layout directory (`oci-layout`, `index.json`, `blobs/<alg>/<hex>`).
+///
+/// As a [`Source`], a reference is a tag (matched against the
+/// `org.opencontainers.image.ref.name` annotation of `index.json` entries),
+/// `""` for the only image, `@N` for the Nth entry, or a digest.
+///
+/// As a [`Destination`], blobs are written to `blobs/<alg>/.tmp-*` beside
+/// their final name, fsynced and renamed into place only when the (verifying)
+/// stream completed, so an interrupted copy leaves only complete, verified
+/// blobs, which a re-run skips. Manifests are written by digest; the root,
+/// pushed last by the engine, is then recorded in `index.json` under its tag
+/// (`""`: an entry without a name), replacing the entry of the same name and
+/// keeping every other: one layout holds many images. `index.json` and
+/// `oci-layout` are replaced atomically.
+///
+/// Manifests are stored byte for byte, Docker v2 media types included (a
+/// layout then holds the registry's digests). containers/image (skopeo 1.9)
+/// only looks at `index.json` entries of OCI media types, so it does not see
+/// such an image by tag; mirror does.
+///
+/// Concurrent copies into one layout from one process are safe (`index.json`
+/// updates are serialised per path); from several processes, blob writes are
+/// safe but two `index.json` updates at the same moment may lose one entry.
+#[derive(Debug, Clone)]
+pub struct OciLayout {
+    root: PathBuf,
+    reader: LayoutReader,
+}
+
+impl OciLayout {
+    /// Opens an existing layout for reading (it must have an `oci-layout` file
+    /// of version 1.x).
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, LayoutError> {
+        let layout = Self::at(path.as_ref());
+        match tokio::fs::metadata(&layout.root).await {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(not_a_directory(&layout.root)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(LayoutError::NotALayout { path: layout.root });
+            }
+            Err(e) => return Err(LayoutError::read(&layout.root, e)),
+        }
+        layout.reader.check_layout().await?;
+        Ok(layout)
+    }
+
+    /// Opens a layout to write to: a directory that does not exist yet (it is
+    /// created when the copy starts), an empty one, or an existing layout,
+    /// whose stale temporary files (from an interrupted copy) are removed.
+    /// A non-empty directory that is not a layout is refused.
+    pub async fn create(path: impl AsRef<Path>) -> Result<Self, LayoutError> {
+        let layout = Self::at(path.as_ref());
+        match tokio::fs::metadata(&layout.root).await {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Err(not_a_directory(&layout.root)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(layout),
+            Err(e) => return Err(LayoutError::read(&layout.root, e)),
+        }
+        if layout.reader.has_layout_file().await? {
+            layout.remove_stale_temps().await;
+            return Ok(layout);
+        }
+        let mut entries = tokio::fs::read_dir(&layout.root)
+            .await
+            .map_err(|e| LayoutError::read(&layout.root, e))?;
+        if entries
+            .next_entry()
+            .await
+            .map_err(|e| LayoutError::read(&layout.root, e))?
+            .is_some()
+        {
+            return Err(LayoutError::Refused {
+                path: layout.root.clone(),
+                reason: "exists, is not empty and is not an OCI layout (no oci-layout file)"
+                    .to_owned(),
+                hint: "write to a new or empty directory, or to an existing layout".to_owned(),
+            });
+        }
+        Ok(layout)
+    }
+
+    fn at(path: &Path) -> Self {
+        let root = path.to_owned();
+        Self {
+            reader: LayoutReader::new(Store::Dir(root.clone()), "oci"),
+            root,
+        }
+    }
+
+    /// The layout directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every `index.json` entry with its ref name (`None`: unnamed).
+    pub async fn list(&self) -> Result<Vec<(Option<String>, Descriptor)>, LayoutError> {
+        self.reader.list().await
+    }
+
+    /// What a reference resolves to (see the type docs for the forms).
+    pub async fn find(&self, reference: &str) -> Result<Resolved, LayoutError> {
+        self.reader.find(reference).await
+    }
+
+    async fn remove_stale_temps(&self) {
+        remove_stale_temps(&self.root).await;
+        for algorithm in ["sha256", "sha512"] {
+            remove_stale_temps(&self.root.join("blobs").join(algorithm)).await;
+        }
+    }
+
+    fn blob_path(&self, digest: &Digest) -> Result<PathBuf, LayoutError> {
+        Ok(self.root.join(blob_rel(digest, "blob")?))
+    }
+
+    /// Creates the directory, `blobs/sha256` and `oci-layout` (if missing).
+    pub(crate) async fn ensure_layout(&self) -> Result<(), LayoutError> {
+        let blobs = self.root.join("blobs").join("sha256");
+        tokio::fs::create_dir_all(&blobs)
+            .await
+            .map_err(|e| LayoutError::io("creating", &blobs, e))?;
+        if !self.reader.has_layout_file().await? {
+            write_atomic(&self.root.join("oci-layout"), OCI_LAYOUT_FILE).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether a blob is stored with the descriptor's size (trusted: it was
+    /// verified when written, and is verified again when copied out).
+    pub(crate) async fn has_blob(&self, descriptor: &Descriptor) -> Result<bool, LayoutError> {
+        Ok(self.reader.store.blob_len(descriptor.digest()).await? == Some(descriptor.size()))
+    }
+
+    /// Whether a manifest is stored and hashes to its digest.
+    pub(crate) async fn has_manifest(&self, digest: &Digest) -> Result<bool, LayoutError> {
+        match self.reader.store.blob_len(digest).await? {
+            Some(size) if size <= MAX_MANIFEST_BYTES as u64 => {}
+            _ => return Ok(false),
+        }
+        let Some(bytes) = self.reader.store.read_blob(digest).await? else {
+            return Ok(false);
+        };
+        Ok(hashes_to(&bytes, digest))
+    }
+
+    /// The digest `index.json` records for a tag, if its manifest is stored.
+    pub(crate) async fn tagged(&self, tag: &str) -> Result<Option<Digest>, LayoutError> {
+        let Some(entries) = self.reader.entries().await? else {
+            return Ok(None);
+        };
+        let Some(entry) = entries.iter().find(|d| ref_name(d) == Some(tag)) else {
+            return Ok(None);
+        };
+        Ok(self
+            .has_manifest(entry.digest())
+            .await?
+            .then(|| entry.digest().clone()))
+    }
+
+    /// Streams a blob into place: temp file, fsync, rename; nothing is left
+    /// behind if the stream fails or the future is dropped.
+    pub(crate) async fn write_blob(
+        &self,
+        descriptor: &Descriptor,
+        mut body: BlobStream,
+    ) -> Result<(), EndpointError> {
+        let digest = descriptor.digest();
+        let target = self.blob_path(digest)?;
+        let dir = target.parent().unwrap_or(&self.root).to_owned();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| LayoutError::io("creating", &dir, e))?;
+        let tmp = dir.join(temp_name(digest.digest()));
+        let mut guard = TempGuard::new(tmp.clone());
+        let file = create_temp(&tmp)?;
+        let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
+        let mut written: u64 = 0;
+        while let Some(chunk) = body.next().await {
+            // A failed stream (a digest mismatch fails in place of the last
+            // chunk) drops the guard: the temp file goes, nothing is renamed.
+            let chunk = chunk?;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| LayoutError::write(&tmp, e))?;
+            written += chunk.len() as u64;
+        }
+        if written != descriptor.size() {
+            return Err(EndpointError::Other(format!(
+                "blob {digest}: the stream ended after {written} of {} bytes",
+                descriptor.size()
+            )));
+        }
+        file.flush()
+            .await
+            .map_err(|e| LayoutError::write(&tmp, e))?;
+        let file = file.into_inner();
+        file.sync_all()
+            .await
+            .map_err(|e| LayoutError::write(&tmp, e))?;
+        drop(file);
+        tokio::fs::rename(&tmp, &target)
+            .await
+            .map_err(|e| LayoutError::write(&target, e))?;
+        guard.disarm();
+        Ok(())
+    }
+
+    /// Writes a manifest's bytes by digest (unless stored already).
+    pub(crate) async fn write_manifest_blob(
+        &self,
+        manifest: &RawManifest,
+    ) -> Result<(), LayoutError> {
+        let target = self.blob_path(manifest.digest())?;
+        if self.has_manifest(manifest.digest()).await? {
+            return Ok(());
+        }
+        if let Some(dir) = target.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| LayoutError::io("creating", dir, e))?;
+        }
+        write_atomic(&target, manifest.bytes()).await
+    }
+
+    /// Records `descriptor` in `index.json` under `tag` (`None`: unnamed).
+    pub(crate) async fn record(
+        &self,
+        descriptor: &Descriptor,
+        tag: Option<&str>,
+    ) -> Result<(), LayoutError> {
+        let lock = path_lock(&self.root);
+        let _held = lock.write().await;
+        self.ensure_layout().await?;
+        let mut index = match self
+            .reader
+            .store
+            .read_file("index.json", MAX_INDEX_BYTES)
+            .await?
+        {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| LayoutError::Malformed {
+                path: self.root.join("index.json"),
+                reason: format!("not JSON: {e}"),
+            })?,
+            None => empty_index(),
+        };
+        upsert(&mut index, descriptor, tag);
+        let bytes = serde_json::to_vec(&index).map_err(|e| LayoutError::Malformed {
+            path: self.root.join("index.json"),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&self.root.join("index.json"), &bytes).await
+    }
+
+    pub(crate) fn reader(&self) -> &LayoutReader {
+        &self.reader
+    }
+}
+
+fn not_a_directory(path: &Path) -> LayoutError {
+    LayoutError::Refused {
+        path: path.to_owned(),
+        reason: "is not a directory".to_owned(),
+        hint: "oci:PATH names a layout directory; use oci-archive:FILE for a tar".to_owned(),
+    }
+}
+
+pub(crate) fn hashes_to(bytes: &[u8], digest: &Digest) -> bool {
+    match Hasher::for_digest(digest) {
+        Some(mut hasher) => {
+            hasher.update(bytes);
+            &hasher.finish() == digest
+        }
+        None => false,
+    }
+}
+
+/// How a destination reference is recorded: by digest only, or in index.json.
+pub(crate) enum Target<'a> {
+    Digest,
+    Entry(Option<&'a str>),
+}
+
+/// Classifies a destination reference: a digest (which must be the
+/// manifest's), `""` (an unnamed index.json entry) or a tag (validated).
+pub(crate) fn target<'a>(
+    reference: &'a str,
+    manifest: &RawManifest,
+) -> Result<Target<'a>, LayoutError> {
+    if let Some(digest) = reference_digest(reference)? {
+        if &digest != manifest.digest() {
+            return Err(LayoutError::InvalidDigest {
+                digest: reference.to_owned(),
+                context: format!("pushing manifest {} by another digest", manifest.digest()),
+            });
+        }
+        return Ok(Target::Digest);
+    }
+    if reference.is_empty() {
+        return Ok(Target::Entry(None));
+    }
+    validate_tag(reference)?;
+    Ok(Target::Entry(Some(reference)))
+}
+
+#[async_trait]
+impl Source for OciLayout {
+    fn name(&self) -> String {
+        self.reader.label.clone()
+    }
+
+    async fn resolve(&self, reference: &str) -> Result<Option<Resolved>, EndpointError> {
+        Ok(Some(self.reader.find(reference).await?))
+    }
+
+    async fn manifest(&self, digest: &Digest) -> Result<RawManifest, EndpointError> {
+        Ok(self.reader.manifest(digest).await?)
+    }
+
+    async fn blob(&self, descriptor: &Descriptor) -> Result<BlobStream, EndpointError> {
+        Ok(self.reader.blob(descriptor).await?)
+    }
+}
+
+#[async_trait]
+impl Destination for OciLayout {
+    fn name(&self) -> String {
+        self.reader.label.clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            mount: false,
+            parallel_manifest_puts: true,
+        }
+    }
+
+    async fn ensure_repository(&self) -> Result<(), EndpointError> {
+        Ok(self.ensure_layout().await?)
+    }
+
+    async fn manifest_digest(&self, reference: &str) -> Result<Option<Digest>, EndpointError> {
+        if let Some(digest) = reference_digest(reference)? {
+            return Ok(self.has_manifest(&digest).await?.then_some(digest));
+        }
+        if reference.is_empty() {
+            // An unnamed entry cannot be told apart from others: copy (every
+            // blob and manifest present is skipped).
+            return Ok(None);
+        }
+        Ok(self.tagged(reference).await?)
+    }
+
+    async fn blob_exists(&self, descriptor: &Descriptor) -> Result<bool, EndpointError> {
+        Ok(self.has_blob(descriptor).await?)
+    }
+
+    async fn put_blob(
+        &self,
+        descriptor: &Descriptor,
+        body: BlobStream,
+        _slot: Option<UploadSlot>,
+    ) -> Result<(), EndpointError> {
+        self.write_blob(descriptor, body).await
+    }
+
+    async fn put_manifest(
+        &self,
+        reference: &str,
+        manifest: &RawManifest,
+    ) -> Result<(), EndpointError> {
+        let target = target(reference, manifest)?;
+        self.write_manifest_blob(manifest).await?;
+        if let Target::Entry(tag) = target {
+            self.record(&manifest.descriptor(), tag).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&self) -> Result<(), EndpointError> {
+        for dir in [
+            self.root.join("blobs/sha256"),
+            self.root.join("blobs/sha512"),
+        ] {
+            if tokio::fs::metadata(&dir).await.is_ok() {
+                sync_dir(&dir).await;
+            }
+        }
+        sync_dir(&self.root).await;
+        Ok(())
+    }
+}
