@@ -11,6 +11,7 @@ use mirror_engine::{
     CopyOptions, CopyReport, CopyRequest, Destination, Engine, EngineOptions, RegistryEndpoint,
     Source,
 };
+use mirror_layout::Location;
 use mirror_oci::Reference;
 use mirror_registry::{Credentials, RegistryClient, Repository};
 use serde_json::json;
@@ -22,10 +23,61 @@ use crate::{
     source_reference, summary,
 };
 
+/// One end of a copy: a registry repository or a local layout/archive.
+#[derive(Debug, Clone)]
+enum End {
+    Registry(Reference),
+    Local(Location),
+}
+
+impl End {
+    /// skopeo-style transports (`oci:`, `oci-archive:`, `docker-archive:`,
+    /// `docker://`); anything else is a registry reference.
+    fn parse(text: &str, what: &str) -> Result<Self, Failure> {
+        match Location::parse(text).map_err(|e| Failure::usage(format!("{what} `{text}`: {e}")))? {
+            Location::Registry(r) => Ok(Self::Registry(parse_reference(&r, what)?)),
+            local => Ok(Self::Local(local)),
+        }
+    }
+
+    fn label(&self) -> String {
+        match self {
+            Self::Registry(r) => r.to_string(),
+            Self::Local(l) => l.to_string(),
+        }
+    }
+
+    /// The tag this end names, if the user wrote one.
+    fn explicit_tag(&self) -> Option<String> {
+        match self {
+            Self::Registry(r) => r
+                .has_explicit_tag()
+                .then(|| r.tag().map(str::to_owned))
+                .flatten(),
+            Self::Local(Location::OciDir { tag, .. } | Location::OciArchive { tag, .. }) => {
+                tag.clone()
+            }
+            Self::Local(_) => None,
+        }
+    }
+
+    /// What the engine asks this end for (a source) or writes as (a destination).
+    fn engine_reference(&self) -> String {
+        match self {
+            Self::Registry(r) => r
+                .digest()
+                .map(ToString::to_string)
+                .or_else(|| r.tag().map(str::to_owned))
+                .unwrap_or_else(|| "latest".to_owned()),
+            Self::Local(l) => l.reference(),
+        }
+    }
+}
+
 /// One image to copy.
 struct Job {
-    source: Reference,
-    destination: Reference,
+    source: End,
+    destination: End,
 }
 
 /// AWS state for one region: the ECR API client, registry credentials, pacing.
@@ -106,17 +158,33 @@ fn split_to(to: &str) -> (String, Option<String>) {
 
 fn ecr_destination(
     registry: &EcrHost,
-    source: &Reference,
+    source: &End,
     to: Option<&str>,
     prefix: Option<&str>,
 ) -> Result<Reference, Failure> {
-    let (name, tag) = match to {
-        Some(to) => {
+    let (name, tag) = match (to, source) {
+        (Some(to), _) => {
             let (name, tag) = split_to(to);
             (format!("{}{name}", prefix.unwrap_or("")), tag)
         }
-        None => (ecr_name(source, prefix), None),
+        (None, End::Registry(source)) => (ecr_name(source, prefix), None),
+        (None, End::Local(local)) => {
+            return Err(Failure::usage(format!(
+                "{local} has no repository name: add --to NAME[:TAG], for example --to backend-flask:latest"
+            )));
+        }
     };
+    let source = match source {
+        End::Registry(r) => r.clone(),
+        // A local image keeps its layout tag, else `latest`.
+        End::Local(_) => Reference::new(
+            "localhost",
+            "local",
+            Some(source.explicit_tag().as_deref().unwrap_or("latest")),
+            None,
+        ),
+    };
+    let source = &source;
     mirror_ecr::check_repository_name(&name).map_err(Failure::usage)?;
     let reference = match (tag, source.digest(), source.has_explicit_tag()) {
         (Some(tag), _, _) => format!("{}/{name}:{tag}", registry.host),
@@ -151,7 +219,7 @@ pub(crate) async fn mirror_to_ecr(args: MirrorArgs, quiet: bool) -> Result<(), F
     })?;
     let mut jobs = Vec::new();
     for image in &args.images {
-        let source = parse_reference(image, "image")?;
+        let source = End::parse(image, "image")?;
         let destination = ecr_destination(
             &registry,
             &source,
@@ -160,7 +228,7 @@ pub(crate) async fn mirror_to_ecr(args: MirrorArgs, quiet: bool) -> Result<(), F
         )?;
         jobs.push(Job {
             source,
-            destination,
+            destination: End::Registry(destination),
         });
     }
     let mut regions = HashMap::new();
@@ -178,21 +246,46 @@ pub(crate) async fn mirror_to_ecr(args: MirrorArgs, quiet: bool) -> Result<(), F
     .await
 }
 
+/// The ref name of a layout's only image, if it has exactly one, named.
+async fn only_ref_name(location: &Location) -> Option<String> {
+    match mirror_layout::list(location).await.ok()?.as_slice() {
+        [(Some(name), _)] => Some(name.clone()),
+        _ => None,
+    }
+}
+
 /// `mirror copy SRC DST`.
 pub(crate) async fn copy(args: CopyArgs, quiet: bool) -> Result<(), Failure> {
-    let source = parse_reference(&args.source, "source")?;
-    let destination = parse_reference(&args.destination, "destination")?;
-    let reference = destination_reference(&source, &destination);
-    let destination = if reference.starts_with("sha256:") || reference.starts_with("sha512:") {
-        parse_reference(
-            &format!("{}@{reference}", destination.name()),
-            "destination",
-        )?
-    } else {
-        parse_reference(
-            &format!("{}:{reference}", destination.name()),
-            "destination",
-        )?
+    let source = End::parse(&args.source, "source")?;
+    let destination = match End::parse(&args.destination, "destination")? {
+        // A destination without a tag keeps the source's.
+        End::Registry(d) => {
+            let reference = match &source {
+                End::Registry(s) => destination_reference(s, &d),
+                End::Local(_) if d.has_explicit_tag() || d.digest().is_some() => d.reference_str(),
+                End::Local(l) => match source.explicit_tag() {
+                    Some(tag) => tag,
+                    None => only_ref_name(l)
+                        .await
+                        .unwrap_or_else(|| "latest".to_owned()),
+                },
+            };
+            let text = if reference.starts_with("sha256:") || reference.starts_with("sha512:") {
+                format!("{}@{reference}", d.name())
+            } else {
+                format!("{}:{reference}", d.name())
+            };
+            End::Registry(parse_reference(&text, "destination")?)
+        }
+        End::Local(Location::OciDir { path, tag: None }) => End::Local(Location::OciDir {
+            path,
+            tag: source.explicit_tag(),
+        }),
+        End::Local(Location::OciArchive { path, tag: None }) => End::Local(Location::OciArchive {
+            path,
+            tag: source.explicit_tag(),
+        }),
+        other => other,
     };
     let settings = settings(&args.ecr)?;
     run_jobs(
@@ -281,42 +374,57 @@ async fn run_jobs(
     );
     let mut requests = Vec::new();
     let mut ecr_destinations: Vec<Option<Arc<EcrDestination>>> = Vec::new();
-    let mut source_repos = Vec::new();
+    let mut source_repos: Vec<Option<Repository>> = Vec::new();
     for job in &jobs {
-        let (src_repo, _) = endpoints.repository(&job.source, src_creds.clone()).await?;
-        let (dst_repo, dst_region) = endpoints
-            .repository(&job.destination, dest_creds.clone())
-            .await?;
-        let source: Arc<dyn Source> = Arc::new(RegistryEndpoint::new(src_repo.clone()));
-        source_repos.push(src_repo);
-        let destination: Arc<dyn Destination> = match dst_region {
-            Some(region) => {
-                let d = Arc::new(EcrDestination::new(
-                    RegistryEndpoint::new(dst_repo),
-                    region.api.clone(),
-                    settings.clone(),
-                    region.pacer.clone(),
-                ));
-                ecr_destinations.push(Some(d.clone()));
-                d
+        let source: Arc<dyn Source> = match &job.source {
+            End::Registry(r) => {
+                let (repo, _) = endpoints.repository(r, src_creds.clone()).await?;
+                source_repos.push(Some(repo.clone()));
+                Arc::new(RegistryEndpoint::new(repo))
             }
-            None => {
+            End::Local(l) => {
+                source_repos.push(None);
+                mirror_layout::open_source(l)
+                    .await
+                    .map_err(|e| Failure::transfer(e.to_string()))?
+            }
+        };
+        let destination: Arc<dyn Destination> = match &job.destination {
+            End::Registry(r) => match endpoints.repository(r, dest_creds.clone()).await? {
+                (repo, Some(region)) => {
+                    let d = Arc::new(EcrDestination::new(
+                        RegistryEndpoint::new(repo),
+                        region.api.clone(),
+                        settings.clone(),
+                        region.pacer.clone(),
+                    ));
+                    ecr_destinations.push(Some(d.clone()));
+                    d
+                }
+                (repo, None) => {
+                    ecr_destinations.push(None);
+                    Arc::new(RegistryEndpoint::new(repo))
+                }
+            },
+            End::Local(l) => {
                 ecr_destinations.push(None);
-                Arc::new(RegistryEndpoint::new(dst_repo))
+                if common.dry_run {
+                    return Err(Failure::usage(
+                        "--dry-run is for registry destinations; a local layout is only written by a real copy",
+                    ));
+                }
+                mirror_layout::open_destination(l)
+                    .await
+                    .map_err(|e| Failure::transfer(e.to_string()))?
             }
         };
         requests.push(CopyRequest {
             source,
-            source_reference: source_reference(&job.source),
+            source_reference: job.source.engine_reference(),
             destination,
-            destination_reference: job
-                .destination
-                .digest()
-                .map(ToString::to_string)
-                .or_else(|| job.destination.tag().map(str::to_owned))
-                .unwrap_or_else(|| "latest".to_owned()),
-            source_label: job.source.to_string(),
-            destination_label: job.destination.to_string(),
+            destination_reference: job.destination.engine_reference(),
+            source_label: job.source.label(),
+            destination_label: job.destination.label(),
             options: CopyOptions {
                 platforms: common.platforms.clone(),
                 include_foreign: common.include_foreign,
@@ -353,29 +461,36 @@ async fn run_jobs(
                         repository_lines(job, outcome, &settings);
                     }
                     eprint!("{}", summary(&report, &stats, &common.platforms));
-                    if let Some(limit) = source_repos[i].rate_limit() {
-                        eprintln!("  pull limit at {}: {limit}", job.source.registry());
+                    if let (Some(limit), End::Registry(r)) = (
+                        source_repos[i].as_ref().and_then(Repository::rate_limit),
+                        &job.source,
+                    ) {
+                        eprintln!("  pull limit at {}: {limit}", r.registry());
                     }
                 }
                 json_reports.push(report_json(
                     &report,
                     &stats,
-                    &source_repos[i],
+                    source_repos[i].as_ref(),
                     repo_note.as_ref(),
                 ));
             }
             Err(error) => {
                 if jobs.len() > 1 {
-                    eprintln!("error: {} -> {}: {error}", job.source, job.destination);
+                    eprintln!(
+                        "error: {} -> {}: {error}",
+                        job.source.label(),
+                        job.destination.label()
+                    );
                 } else {
                     single_error = Some(error.to_string());
                 }
                 json_reports.push(json!({
-                    "source": job.source.to_string(),
-                    "destination": job.destination.to_string(),
+                    "source": job.source.label(),
+                    "destination": job.destination.label(),
                     "error": error.to_string(),
                 }));
-                failures.push(job.source.to_string());
+                failures.push(job.source.label());
             }
         }
     }
@@ -405,11 +520,10 @@ fn repository_lines(
     outcome: &mirror_ecr::RepositoryOutcome,
     settings: &RepositorySettings,
 ) {
-    let repo = format!(
-        "{}/{}",
-        job.destination.registry(),
-        job.destination.repository()
-    );
+    let End::Registry(destination) = &job.destination else {
+        return;
+    };
+    let repo = format!("{}/{}", destination.registry(), destination.repository());
     if outcome.created {
         eprintln!(
             "created repository {repo} (tag mutability {})",
@@ -424,7 +538,7 @@ fn repository_lines(
 fn report_json(
     report: &CopyReport,
     stats: &mirror_registry::StatsSnapshot,
-    source: &Repository,
+    source: Option<&Repository>,
     repository: Option<&mirror_ecr::RepositoryOutcome>,
 ) -> serde_json::Value {
     let mut value = serde_json::to_value(report).unwrap_or_else(|_| json!({}));
@@ -433,7 +547,7 @@ fn report_json(
         object.insert("requests".into(), requests_json(stats));
         object.insert(
             "rate_limit".into(),
-            source.rate_limit().map_or(serde_json::Value::Null, |r| {
+            source.and_then(Repository::rate_limit).map_or(serde_json::Value::Null, |r| {
                 json!({"limit": r.limit, "remaining": r.remaining, "window_seconds": r.window_seconds})
             }),
         );
@@ -488,7 +602,7 @@ pub(crate) async fn verify(args: VerifyArgs) -> Result<(), Failure> {
             endpoints.regions.insert(registry.region.clone(), region);
             ecr_destination(
                 &registry,
-                &source,
+                &End::Registry(source.clone()),
                 args.to.as_deref(),
                 args.prefix.as_deref(),
             )?

@@ -271,7 +271,42 @@ pub(crate) fn summary(
     out
 }
 
+/// `mirror inspect oci:DIR` / `oci-archive:FILE`: what a layout holds.
+async fn inspect_local(location: &mirror_layout::Location, json: bool) -> Result<(), Failure> {
+    let entries = mirror_layout::list(location)
+        .await
+        .map_err(|e| Failure::transfer(e.to_string()))?;
+    if json {
+        let items: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|(name, d)| {
+                json!({"name": name, "digest": d.digest().to_string(), "media_type": d.media_type().to_string(), "size": d.size()})
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({"location": location.to_string(), "images": items})
+        );
+        return Ok(());
+    }
+    println!("{location}: {} image(s)", entries.len());
+    for (name, d) in &entries {
+        println!(
+            "  {:<24} {} {}",
+            name.as_deref().unwrap_or("(untagged)"),
+            d.digest(),
+            d.media_type()
+        );
+    }
+    Ok(())
+}
+
 async fn inspect(args: InspectArgs) -> Result<(), Failure> {
+    let location = mirror_layout::Location::parse(&args.reference)
+        .map_err(|e| Failure::usage(format!("reference `{}`: {e}", args.reference)))?;
+    if !location.is_registry() {
+        return inspect_local(&location, args.json).await;
+    }
     let reference = parse_reference(&args.reference, "reference")?;
     let creds = parse_credentials(args.creds.as_deref(), "--creds")?;
     let client = client(&args.transport)?;

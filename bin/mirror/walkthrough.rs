@@ -9,7 +9,8 @@ use crate::cli::{IamPolicyArgs, LogGroupArgs, RewriteFromArgs};
 /// `mirror log-group NAME --retention-days N`.
 pub(crate) async fn log_group(args: LogGroupArgs) -> Result<(), Failure> {
     // Invalid names and retention values are usage errors, before any AWS call.
-    mirror_ecr::logs::check_log_group_name(&args.name).map_err(|e| Failure::usage(e.to_string()))?;
+    mirror_ecr::logs::check_log_group_name(&args.name)
+        .map_err(|e| Failure::usage(e.to_string()))?;
     if let Some(days) = args.retention_days {
         mirror_ecr::logs::check_retention(days).map_err(|e| Failure::usage(e.to_string()))?;
     }
@@ -54,7 +55,11 @@ pub(crate) fn iam_policy(args: IamPolicyArgs) -> Result<(), Failure> {
             "--account `{account}`: expected a 12-digit AWS account id"
         )));
     }
-    let access = if args.pull { Access::Pull } else { Access::Push };
+    let access = if args.pull {
+        Access::Pull
+    } else {
+        Access::Push
+    };
     let repositories: Vec<&str> = args.repositories.iter().map(String::as_str).collect();
     let log_groups: Vec<&str> = args.log_groups.iter().map(String::as_str).collect();
     let document = policy(
