@@ -198,6 +198,30 @@ fn ecr_destination(
     parse_reference(&reference, "destination")
 }
 
+/// The caller's ECR registry, a registry client and its credentials (for
+/// commands that read from ECR: rewrite-from).
+pub(crate) async fn ecr_registry(
+    region: Option<&str>,
+    transport: &TransportArgs,
+) -> Result<(EcrHost, RegistryClient, Arc<EcrAuth>), Failure> {
+    let region = ecr_region(region, 10.0).await?;
+    let registry = region
+        .auth
+        .registry()
+        .await
+        .map_err(|e| Failure::transfer(e.to_string()))?;
+    Ok((registry, client(transport)?, region.auth))
+}
+
+/// Where `mirror IMAGE` puts an image in ECR (`python:3.10` -> `<registry>/python:3.10`).
+pub(crate) fn ecr_target(
+    registry: &EcrHost,
+    source: &Reference,
+    prefix: Option<&str>,
+) -> Result<Reference, Failure> {
+    ecr_destination(registry, &End::Registry(source.clone()), None, prefix)
+}
+
 /// `mirror IMAGE...`: into the caller's ECR registry.
 pub(crate) async fn mirror_to_ecr(args: MirrorArgs, quiet: bool) -> Result<(), Failure> {
     if args.to.is_some() && args.images.len() > 1 {

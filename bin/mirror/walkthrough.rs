@@ -1,7 +1,11 @@
 //! The rest of the AWS walkthrough: log groups, Dockerfile FROM lines, IAM policies.
 
+use std::collections::HashMap;
+
+use mirror_ecr::dockerfile::{Rewrite, rewrite, unified_diff};
 use mirror_ecr::iam::{Access, policy};
 use mirror_ecr::logs::ensure_log_group;
+use mirror_oci::Reference;
 
 use crate::Failure;
 use crate::cli::{IamPolicyArgs, LogGroupArgs, RewriteFromArgs};
@@ -40,10 +44,78 @@ pub(crate) async fn log_group(args: LogGroupArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `mirror rewrite-from Dockerfile [--pin] [--write]`.
+/// `mirror rewrite-from Dockerfile [--pin] [--write]`: FROM lines whose image
+/// is mirrored in the caller's ECR registry point there (pinned by the digest
+/// the mirror holds with `--pin`); images not mirrored yet are left alone.
 pub(crate) async fn rewrite_from(args: RewriteFromArgs) -> Result<(), Failure> {
-    let _ = args;
-    Err(Failure::usage("rewrite-from is not wired yet"))
+    let path = args.dockerfile.display().to_string();
+    let text = std::fs::read_to_string(&args.dockerfile)
+        .map_err(|e| Failure::usage(format!("cannot read {path}: {e}")))?;
+    // First pass: which images does the file name?
+    let found = std::cell::RefCell::new(Vec::new());
+    let _ = rewrite(&text, &|r: &Reference| {
+        found.borrow_mut().push(r.clone());
+        None
+    });
+    let found = found.into_inner();
+    let (registry, client, auth) =
+        crate::jobs::ecr_registry(args.region.as_deref(), &args.transport).await?;
+    let mut table: HashMap<String, Rewrite> = HashMap::new();
+    let mut missing = Vec::new();
+    for source in found {
+        if table.contains_key(&source.to_string()) || source.registry() == registry.host {
+            continue;
+        }
+        let target = crate::jobs::ecr_target(&registry, &source, args.prefix.as_deref())?;
+        let repo = client
+            .repository_with_provider(&target, auth.clone())
+            .map_err(|e| Failure::usage(e.to_string()))?;
+        let head = repo
+            .head_manifest(&target.reference_str())
+            .await
+            .map_err(|e| Failure::transfer(e.to_string()))?;
+        match head {
+            Some(head) => {
+                let shown = match target.tag() {
+                    Some(tag) => format!("{}:{tag}", target.name()),
+                    None => target.name(),
+                };
+                table.insert(
+                    source.to_string(),
+                    Rewrite {
+                        reference: shown,
+                        digest: args.pin.then(|| head.digest.to_string()),
+                    },
+                );
+            }
+            None => missing.push((source, target)),
+        }
+    }
+    let result = rewrite(&text, &|r: &Reference| table.get(&r.to_string()).cloned());
+    for warning in &result.warnings {
+        eprintln!("warning: {warning}");
+    }
+    for (source, target) in &missing {
+        eprintln!(
+            "note: {source} is not mirrored yet ({target} not found); run `mirror {source}` first, then rewrite again"
+        );
+    }
+    if result.changes.is_empty() {
+        eprintln!("{path}: nothing to rewrite");
+        return Ok(());
+    }
+    if args.write {
+        let tmp = args.dockerfile.with_extension("mirror-tmp");
+        std::fs::write(&tmp, &result.text)
+            .and_then(|()| std::fs::rename(&tmp, &args.dockerfile))
+            .map_err(|e| Failure::transfer(format!("cannot write {path}: {e}")))?;
+        for change in &result.changes {
+            eprintln!("{path}:{}: {} -> {}", change.line, change.from, change.to);
+        }
+    } else {
+        print!("{}", unified_diff(&path, &text, &result.text));
+    }
+    Ok(())
 }
 
 /// `mirror iam-policy --push|--pull REPO...`.
