@@ -12,6 +12,7 @@
 
 mod auth;
 mod copy;
+mod ecr;
 mod errors;
 mod faults;
 mod inspect;

@@ -53,7 +53,9 @@
 //! # Ok(()) }
 //! ```
 
+mod ecr;
 mod image;
+mod moto;
 mod proxy;
 mod push;
 mod registry;
@@ -61,9 +63,11 @@ mod server;
 mod skopeo;
 mod token;
 
+pub use ecr::{DOCKER_HUB_HOST, DockerHubOptions, DockerHubStandIn, EcrOptions, EcrStandIn};
 pub use image::{
     GeneratedImage, ImageSpec, PlatformSpec, cache_root, generate, generate_into, open_layout,
 };
+pub use moto::{MOTO_ACCOUNT, MOTO_REGION, Moto, MotoCall, MotoClient};
 pub use proxy::{Fault, Proxy, RequestRecord, Rule};
 pub use push::{PushAuth, PushTarget, blob_exists, fetch_blob_digest, fetch_manifest, push_layout};
 pub use registry::Registry;

@@ -1,0 +1,581 @@
+//! The headline command against the stand-ins: moto for the AWS control plane,
+//! a distribution registry behind a gate with ECR's manners, and a Docker Hub
+//! stand-in (bearer tokens, rate-limit headers, blobs redirected to a "CDN").
+//! `mirror` reaches them only through `--registry-endpoint` and the AWS
+//! endpoint variables: the same code path as real ECR and Docker Hub.
+
+use mirror_testkit::{
+    DockerHubStandIn, EcrOptions, EcrStandIn, ImageSpec, Moto, PushAuth, RequestRecord,
+};
+use serde_json::Value;
+
+use crate::support::{Mirror, Scratch, assert_landed, fetch, image, num, small_image};
+
+struct Aws {
+    moto: Moto,
+    ecr: EcrStandIn,
+    hub: DockerHubStandIn,
+}
+
+async fn aws(options: EcrOptions) -> Aws {
+    let moto = Moto::start()
+        .await
+        .expect("moto starts (./scripts/test.sh installs it)");
+    let ecr = EcrStandIn::start(&moto, options)
+        .await
+        .expect("ECR stand-in starts");
+    let hub = DockerHubStandIn::start()
+        .await
+        .expect("Docker Hub stand-in starts");
+    Aws { moto, ecr, hub }
+}
+
+impl Aws {
+    /// `mirror ARGS...` with only the AWS variables (commands without registries).
+    fn aws_only<I, S>(&self, args: I) -> Mirror
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut run = Mirror::new(args);
+        for (key, value) in self.moto.env() {
+            run = run.env(&key, value);
+        }
+        run
+    }
+
+    /// `mirror ARGS...` with only endpoint mappings and AWS variables set.
+    fn mirror<I, S>(&self, args: I) -> Mirror
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut run = Mirror::new(args).args([
+            "--registry-endpoint".to_owned(),
+            self.ecr.endpoint_arg(),
+            "--registry-endpoint".to_owned(),
+            self.hub.endpoint_arg(),
+        ]);
+        for (key, value) in self.moto.env() {
+            run = run.env(&key, value);
+        }
+        run
+    }
+
+    fn ecr_auth(&self) -> PushAuth {
+        self.ecr.auth()
+    }
+
+    fn ecr_writes(&self) -> Vec<RequestRecord> {
+        self.ecr
+            .requests()
+            .into_iter()
+            .filter(|r| matches!(r.method.as_str(), "PUT" | "POST" | "PATCH" | "DELETE"))
+            .collect()
+    }
+}
+
+fn mutability(repository: &Value) -> String {
+    repository["imageTagMutability"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// `mirror python:3.10-slim-buster --to cruddur-python`: the repository is
+/// created with the asked mutability, every platform lands with identical
+/// digests, the pull limit is read, and a re-run writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headline_command_creates_the_repository_and_lands_every_platform() {
+    let aws = aws(EcrOptions::default()).await;
+    let python = aws.hub.seed_python().await.expect("seed python");
+
+    let out = aws
+        .mirror([
+            "python:3.10-slim-buster",
+            "--to",
+            "cruddur-python",
+            "--tag-mutability",
+            "MUTABLE",
+            "--json",
+        ])
+        .run()
+        .await;
+    out.expect_success();
+    let report = out.json();
+    assert_eq!(report["kind"], "index");
+    assert_eq!(report["platforms"].as_array().map(Vec::len), Some(7));
+    assert_eq!(report["repository"]["created"], true, "{report}");
+    assert!(
+        report["rate_limit"]["limit"].as_u64().is_some(),
+        "Docker Hub's pull limit is read: {report}"
+    );
+
+    let repo = aws
+        .moto
+        .describe_repository("cruddur-python")
+        .await
+        .expect("moto answers")
+        .expect("the repository exists in moto");
+    assert_eq!(mutability(&repo), "MUTABLE");
+    assert_landed(
+        &aws.ecr.host(),
+        "cruddur-python",
+        "3.10-slim-buster",
+        &python,
+        &aws.ecr_auth(),
+    )
+    .await;
+
+    // Blobs came through the CDN redirect, never with Docker Hub's credentials.
+    assert!(
+        aws.hub
+            .cdn_requests()
+            .iter()
+            .all(|r| r.authorization.is_none()),
+        "Authorization was forwarded to the CDN host"
+    );
+
+    // A warm re-run: one HEAD per side, nothing written.
+    aws.ecr.clear_requests();
+    aws.hub.clear_requests();
+    let again = aws
+        .mirror([
+            "python:3.10-slim-buster",
+            "--to",
+            "cruddur-python",
+            "--json",
+        ])
+        .run()
+        .await;
+    again.expect_success();
+    assert_eq!(again.json()["up_to_date"], true);
+    assert!(aws.ecr_writes().is_empty(), "a warm re-run wrote to ECR");
+    let manifest_heads = |requests: Vec<RequestRecord>| {
+        requests
+            .iter()
+            // A 401 is the auth handshake ("plus auth"), not a second look.
+            .filter(|r| r.method == "HEAD" && r.path.contains("/manifests/") && r.status != 401)
+            .count()
+    };
+    assert_eq!(manifest_heads(aws.ecr.requests()), 1);
+    assert_eq!(manifest_heads(aws.hub.requests()), 1);
+    assert!(
+        aws.hub
+            .requests()
+            .iter()
+            .all(|r| r.method != "GET" || !r.path.contains("/manifests/")),
+        "a warm re-run spent a Docker Hub pull"
+    );
+
+    // verify agrees, and DescribeImages shows the pushed image.
+    let verify = aws
+        .mirror([
+            "verify",
+            "python:3.10-slim-buster",
+            "--to",
+            "cruddur-python",
+            "--json",
+        ])
+        .run()
+        .await;
+    verify.expect_success();
+    assert_eq!(verify.json()["match"], true);
+}
+
+/// Without --to the repository is the image's path without `library/`, with
+/// the asked settings; --no-create refuses a missing repository.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_name_settings_and_no_create() {
+    let aws = aws(EcrOptions::default()).await;
+    let small = small_image().await;
+    aws.hub
+        .seed(&small, "library/alpine", "3.20")
+        .await
+        .expect("seed");
+
+    let refused = aws
+        .mirror(["alpine:3.20", "--prefix", "base/", "--no-create"])
+        .run()
+        .await;
+    refused.expect_code(1);
+    assert!(
+        refused.stderr.contains("base/alpine"),
+        "{}",
+        refused.describe()
+    );
+    assert!(aws.ecr_writes().is_empty(), "--no-create still wrote");
+
+    let out = aws
+        .mirror([
+            "alpine:3.20",
+            "--prefix",
+            "base/",
+            "--tag-mutability",
+            "IMMUTABLE",
+            "--scan-on-push",
+            "--repo-tag",
+            "team=platform",
+        ])
+        .run()
+        .await;
+    out.expect_success();
+    let repo = aws
+        .moto
+        .describe_repository("base/alpine")
+        .await
+        .expect("moto answers")
+        .expect("created");
+    assert_eq!(mutability(&repo), "IMMUTABLE");
+    assert_eq!(
+        repo["imageScanningConfiguration"]["scanOnPush"], true,
+        "{repo}"
+    );
+    assert_landed(
+        &aws.ecr.host(),
+        "base/alpine",
+        "3.20",
+        &small,
+        &aws.ecr_auth(),
+    )
+    .await;
+
+    // Asking for other settings later is reported, not applied.
+    let drift = aws
+        .mirror([
+            "alpine:3.20",
+            "--prefix",
+            "base/",
+            "--tag-mutability",
+            "MUTABLE",
+        ])
+        .run()
+        .await;
+    drift.expect_success();
+    assert!(drift.stderr.contains("IMMUTABLE"), "{}", drift.describe());
+    let repo = aws
+        .moto
+        .describe_repository("base/alpine")
+        .await
+        .expect("moto answers")
+        .expect("still there");
+    assert_eq!(mutability(&repo), "IMMUTABLE");
+}
+
+/// An immutable tag holding the same digest is a skip with no PUT; holding
+/// another digest is a conflict naming both, and other images carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn immutable_tags_skip_or_conflict() {
+    let aws = aws(EcrOptions::default()).await;
+    let first = image(ImageSpec::small("immutable-a", 11)).await;
+    let second = image(ImageSpec::small("immutable-b", 12)).await;
+    let other = image(ImageSpec::small("immutable-c", 13)).await;
+    aws.hub
+        .seed(&first, "library/app", "1")
+        .await
+        .expect("seed");
+    aws.hub
+        .seed(&second, "library/app", "2")
+        .await
+        .expect("seed");
+    aws.hub
+        .seed(&other, "library/tool", "1")
+        .await
+        .expect("seed");
+
+    aws.mirror([
+        "app:1",
+        "--to",
+        "app:stable",
+        "--tag-mutability",
+        "IMMUTABLE",
+    ])
+    .run()
+    .await
+    .expect_success();
+    let landed = fetch(&aws.ecr.host(), "app", "stable", &aws.ecr_auth()).await;
+
+    aws.ecr.clear_requests();
+    let same = aws
+        .mirror(["app:1", "--to", "app:stable", "--json"])
+        .run()
+        .await;
+    same.expect_success();
+    assert_eq!(same.json()["up_to_date"], true);
+    assert!(
+        aws.ecr_writes()
+            .iter()
+            .all(|r| !r.path.contains("/manifests/")),
+        "an identical immutable tag was PUT again"
+    );
+
+    let conflict = aws.mirror(["app:2", "--to", "app:stable"]).run().await;
+    conflict.expect_code(1);
+    assert!(
+        conflict.stderr.contains(&landed.digest),
+        "the conflict names the digest the tag holds: {}",
+        conflict.describe()
+    );
+    let still = fetch(&aws.ecr.host(), "app", "stable", &aws.ecr_auth()).await;
+    assert_eq!(
+        still.digest, landed.digest,
+        "the immutable tag was overwritten"
+    );
+
+    // Several images in one run: app:1 moves upstream and conflicts with the
+    // immutable tag it landed under; tool:1 still lands.
+    aws.mirror(["app:1"]).run().await.expect_success(); // repo `app`, tag 1, immutable
+    aws.hub
+        .seed(&second, "library/app", "1")
+        .await
+        .expect("re-seed");
+    let mixed = aws.mirror(["app:1", "tool:1"]).run().await;
+    mixed.expect_code(1);
+    assert!(mixed.stderr.contains("app"), "{}", mixed.describe());
+    assert_landed(&aws.ecr.host(), "tool", "1", &other, &aws.ecr_auth()).await;
+    let kept = fetch(&aws.ecr.host(), "app", "1", &aws.ecr_auth()).await;
+    assert_eq!(
+        kept.digest, landed.digest,
+        "the immutable tag was overwritten"
+    );
+}
+
+/// A short token lifetime makes mirror fetch new ECR credentials mid-run;
+/// throttled manifest PUTs (429) are backed off and retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_refresh_and_manifest_throttling() {
+    let aws = aws(EcrOptions {
+        manifest_puts_per_second: Some(2),
+        ..EcrOptions::default()
+    })
+    .await;
+    let img = image(ImageSpec::python_like_variant(21)).await;
+    aws.hub
+        .seed(&img, "library/python", "3.11")
+        .await
+        .expect("seed");
+
+    let out = aws
+        .mirror([
+            "python:3.11",
+            "--manifest-puts-per-second",
+            "100",
+            "--max-concurrent-blobs",
+            "2",
+            "--json",
+        ])
+        .env("MIRROR_ECR_TOKEN_LIFETIME_SECS", "1")
+        .run()
+        .await;
+    out.expect_success();
+    assert_landed(&aws.ecr.host(), "python", "3.11", &img, &aws.ecr_auth()).await;
+    let throttled = aws
+        .ecr
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("/manifests/") && r.status == 429)
+        .count();
+    assert!(
+        throttled > 0,
+        "the stand-in never throttled: the test proves nothing"
+    );
+    assert!(num(&out.json(), "/retries") >= 1);
+    assert!(
+        aws.moto.count_calls("GetAuthorizationToken") >= 2,
+        "the token was not refreshed: {} calls",
+        aws.moto.count_calls("GetAuthorizationToken")
+    );
+}
+
+/// The rest of the walkthrough: log group with retention, FROM rewriting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_group_and_rewrite_from() {
+    let aws = aws(EcrOptions::default()).await;
+    let out = aws
+        .aws_only([
+            "log-group",
+            "/cruddur/fargate-cluster",
+            "--retention-days",
+            "1",
+        ])
+        .run()
+        .await;
+    out.expect_success();
+    let groups = aws
+        .moto
+        .describe_log_groups("/cruddur/fargate-cluster")
+        .await
+        .expect("moto answers");
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0]["retentionInDays"], 1);
+    aws.aws_only([
+        "log-group",
+        "/cruddur/fargate-cluster",
+        "--retention-days",
+        "1",
+    ])
+    .run()
+    .await
+    .expect_success();
+    aws.aws_only(["log-group", "/cruddur/x", "--retention-days", "10"])
+        .run()
+        .await
+        .expect_code(2);
+
+    let small = small_image().await;
+    aws.hub
+        .seed(&small, "library/python", "3.10-slim-buster")
+        .await
+        .expect("seed");
+    aws.mirror(["python:3.10-slim-buster"])
+        .run()
+        .await
+        .expect_success();
+    let landed = fetch(
+        &aws.ecr.host(),
+        "python",
+        "3.10-slim-buster",
+        &aws.ecr_auth(),
+    )
+    .await;
+
+    let dir = Scratch::new("rewrite");
+    let dockerfile = dir.path().join("Dockerfile.prod");
+    let fixture = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/dockerfiles/backend-flask.Dockerfile.prod"
+    ))
+    .expect("fixture");
+    std::fs::write(&dockerfile, &fixture).expect("write");
+    let path = dockerfile.display().to_string();
+
+    let diff = aws.mirror(["rewrite-from", &path, "--pin"]).run().await;
+    diff.expect_success();
+    let ecr_ref = format!(
+        "{}/python:3.10-slim-buster@{}",
+        aws.ecr.registry_host(),
+        landed.digest
+    );
+    assert!(
+        diff.stdout.contains(&format!("+FROM {ecr_ref}")),
+        "{}",
+        diff.describe()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&dockerfile).expect("read"),
+        fixture,
+        "a diff wrote the file"
+    );
+
+    aws.mirror(["rewrite-from", &path, "--pin", "--write"])
+        .run()
+        .await
+        .expect_success();
+    let written = std::fs::read_to_string(&dockerfile).expect("read");
+    assert!(written.contains(&format!("FROM {ecr_ref}")), "{written}");
+    assert!(!written.contains("FROM python:3.10-slim-buster"));
+}
+
+/// Inside one ECR registry blobs are mounted from the repository that holds
+/// them when BLOB_MOUNTING is on; when it is off, the 202 answer's upload
+/// session is used for the upload (no second POST).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_repository_mounts_on_and_off() {
+    for mounting in [true, false] {
+        let aws = aws(EcrOptions {
+            blob_mounting: mounting,
+            ..EcrOptions::default()
+        })
+        .await;
+        let img = image(ImageSpec::small("mount", 31)).await;
+        aws.hub.seed(&img, "library/app", "1").await.expect("seed");
+        aws.mirror(["app:1", "--to", "team-a/app:1"])
+            .run()
+            .await
+            .expect_success();
+        aws.ecr.clear_requests();
+        let host = aws.ecr.registry_host();
+        let out = aws
+            .mirror([
+                "copy".to_owned(),
+                format!("{host}/team-a/app:1"),
+                format!("{host}/team-b/app:1"),
+                "--json".to_owned(),
+            ])
+            .run()
+            .await;
+        out.expect_success();
+        let report = out.json();
+        let blobs = img.blobs.len() as u64;
+        assert_landed(&aws.ecr.host(), "team-b/app", "1", &img, &aws.ecr_auth()).await;
+        let requests = aws.ecr.requests();
+        let blob_gets = requests
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.contains("/blobs/"))
+            .count();
+        let posts = requests.iter().filter(|r| r.method == "POST").count() as u64;
+        if mounting {
+            assert_eq!(num(&report, "/blobs/mounted"), blobs, "{report}");
+            assert_eq!(blob_gets, 0, "mounted blobs were downloaded");
+        } else {
+            assert_eq!(num(&report, "/blobs/mounted"), 0, "{report}");
+            assert_eq!(num(&report, "/blobs/copied"), blobs, "{report}");
+            assert_eq!(
+                posts, blobs,
+                "the 202 session was not reused: {posts} POSTs"
+            );
+        }
+    }
+}
+
+/// ECR refusing the credentials mid-run (401) makes mirror fetch a new token
+/// once and carry on: on a manifest HEAD and on a streaming blob upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthorized_mid_run_refreshes_the_token() {
+    let aws = aws(EcrOptions::default()).await;
+    let img = image(ImageSpec::small("refresh", 41)).await;
+    aws.hub.seed(&img, "library/app", "1").await.expect("seed");
+    let expired = || {
+        mirror_testkit::Fault::ReplaceResponse {
+        status: 401,
+        content_type: "application/json".to_owned(),
+        body: br#"{"errors":[{"code":"DENIED","message":"Your authorization token has expired. Reauthenticate and try again."}]}"#.to_vec(),
+        headers: vec![(
+            "WWW-Authenticate".to_owned(),
+            format!(r#"Basic realm="https://{}/",service="ecr.amazonaws.com""#, aws.ecr.registry_host()),
+        )],
+    }
+    };
+    let faults = aws.ecr.faults();
+    faults.add_rule(
+        mirror_testkit::Rule::new(expired())
+            .method("PUT")
+            .path_contains("/blobs/uploads/")
+            .times(1),
+    );
+    faults.add_rule(
+        mirror_testkit::Rule::new(expired())
+            .method("HEAD")
+            .path_contains("/blobs/")
+            .times(1),
+    );
+    aws.mirror(["app:1", "--to", "app:1"])
+        .run()
+        .await
+        .expect_success();
+    assert_landed(&aws.ecr.host(), "app", "1", &img, &aws.ecr_auth()).await;
+    let unauthorized = aws
+        .ecr
+        .requests()
+        .iter()
+        .filter(|r| r.status == 401)
+        .count();
+    assert!(
+        unauthorized >= 2,
+        "the faults never fired: the test proves nothing"
+    );
+    assert!(
+        aws.moto.count_calls("GetAuthorizationToken") >= 2,
+        "no new token after a 401"
+    );
+}
