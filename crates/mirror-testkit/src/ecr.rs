@@ -253,7 +253,9 @@ pub struct DockerHubOptions {
     /// The window in seconds (`w=`, default 21600).
     pub window_seconds: u32,
     /// Answer blob GETs with a 307 to a presigned URL on the stand-in's CDN
-    /// (default on, as Docker Hub does).
+    /// (default on, as Docker Hub does). The CDN serves the registry's
+    /// storage directly, so [`DockerHubStandIn::faults`] rules do not touch
+    /// redirected blob bodies: turn this off to inject blob faults.
     pub redirect_blobs: bool,
 }
 
@@ -995,9 +997,6 @@ fn wildcard_match(pattern: &str, text: &str) -> bool {
     let [first, middle @ .., last] = parts.as_slice() else {
         return pattern == text;
     };
-    if parts.len() == 1 {
-        return pattern == text;
-    }
     let Some(mut rest) = text.strip_prefix(first) else {
         return false;
     };

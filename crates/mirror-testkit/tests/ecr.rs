@@ -29,6 +29,15 @@ async fn json_of(response: reqwest::Response) -> Value {
     serde_json::from_slice(&response.bytes().await.expect("body")).expect("JSON body")
 }
 
+#[test]
+fn stand_ins_can_be_shared_between_tasks_and_statics() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<Moto>();
+    shareable::<mirror_testkit::MotoClient>();
+    shareable::<EcrStandIn>();
+    shareable::<DockerHubStandIn>();
+}
+
 #[tokio::test]
 async fn moto_hands_out_the_documented_account_token_and_endpoint() {
     let moto = Moto::start().await.unwrap();
