@@ -664,6 +664,7 @@ impl Transfer {
             .blob(desc)
             .await
             .map_err(|e| (Side::Source, e))?;
+        let stream = crate::coalesce::Coalesce::new(stream).boxed();
         let verified = VerifyingStream::new(stream, desc.digest().clone(), desc.size())
             .count_into(counter.clone());
         self.destination

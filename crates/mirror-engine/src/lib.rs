@@ -10,6 +10,7 @@
 //! - [`Observer`]: progress events; byte counts are atomics read on a timer.
 //! - [`CopyError`]: which side, which object, what to do.
 
+mod coalesce;
 mod copy;
 mod endpoint;
 mod error;
