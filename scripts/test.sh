@@ -16,10 +16,14 @@ section() { printf '\n==> %s\n' "$*"; }
 # docker-registry: the reference registry the tests run (distribution 2.8);
 # skopeo: the independent witness; apache2-utils: htpasswd; iproute2, iptables:
 # network namespaces for the WAN bench; time: /usr/bin/time for the bench;
-# build-essential, pkg-config: crates with C parts; python3-venv: moto.
+# build-essential, pkg-config: crates with C parts; python3-venv: moto;
+# buildah: a daemonless build as a layout source (the test skips itself where
+# buildah cannot build); umoci, debootstrap: a real Debian image layout (an
+# ignored test).
 apt_packages=(
     docker-registry skopeo apache2-utils iproute2 iptables jq time curl
     ca-certificates build-essential pkg-config python3-venv
+    buildah umoci debootstrap
 )
 # `dpkg -s` alone also succeeds for a removed package whose config files remain.
 installed() {

@@ -17,5 +17,6 @@ mod errors;
 mod faults;
 mod inspect;
 mod large;
+mod layout;
 mod platforms;
 mod support;

@@ -287,9 +287,14 @@ impl Mirror {
 }
 
 /// The registry hosts (`127.0.0.1:PORT`) of some references, each once.
+/// Local locations (`oci:`, `oci-archive:`, `docker-archive:`) have none;
+/// `docker://REF` is `REF`.
 fn hosts_of(references: &[&str]) -> Vec<String> {
+    const LOCAL: [&str; 3] = ["oci:", "oci-archive:", "docker-archive:"];
     let hosts: BTreeSet<String> = references
         .iter()
+        .filter(|r| !LOCAL.iter().any(|t| r.starts_with(t)))
+        .map(|r| r.strip_prefix("docker://").unwrap_or(r))
         .filter_map(|r| r.split_once('/').map(|(host, _)| host.to_owned()))
         .filter(|host| host.contains(':') || host.contains('.') || host == "localhost")
         .collect();

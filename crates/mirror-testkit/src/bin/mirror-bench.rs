@@ -6,7 +6,8 @@
 //!
 //! ```text
 //! cargo run --release -p mirror-testkit --bin mirror-bench -- \
-//!     [--profile loopback|wan|all] [--runs N] [--mirror PATH] [--markdown]
+//!     [--profile loopback|wan|all] [--scenarios python,big,archive] [--runs N]
+//!     [--mirror PATH] [--markdown]
 //! ```
 //!
 //! What it does:
@@ -16,11 +17,20 @@
 //! - copies them with each tool to a destination registry: the corpus cold
 //!   (destination storage wiped; skopeo's blob cache hidden under a tmpfs) and
 //!   then warm (again, onto the populated destination), the 1 GiB image cold;
+//! - on loopback, the air gap: exports the corpus from the source registry
+//!   into a new `oci-archive` file and imports it from an archive (written by
+//!   this bench from the generated layout, the same file for both tools) into
+//!   the emptied destination registry; temporary files of both tools go to
+//!   the same disk (mirror's `FILE.partial/` beside the archive, skopeo's
+//!   `--tmpdir` in the same directory);
 //! - measures wall time, CPU seconds (user + sys) and peak RSS of the tool
 //!   (`/usr/bin/time`), counts the requests each registry received by method
 //!   (a recording [`Proxy`] in front of each, or the source registry's access
 //!   log on the WAN profile), and checks after each run that the destination
-//!   holds exactly the source's index, manifests and blobs;
+//!   (registry or archive) holds exactly the source's index, manifests and
+//!   blobs (every archive blob re-hashed);
+//! - reports throughput as the blob bytes a run moves over its wall time (none
+//!   for a warm run);
 //! - prints the median of `--runs` runs per scenario and the mirror/skopeo
 //!   ratios, as plain text or (`--markdown`) as tables for the README.
 //!
@@ -47,12 +57,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
 use mirror_testkit::{GeneratedImage, ImageSpec, Proxy, PushAuth, PushTarget, Registry};
+use serde_json::Value;
 
 const PYTHON_REPO: &str = "python";
 const PYTHON_TAG: &str = "3.10-slim-buster";
 const BIG_REPO: &str = "big";
 const BIG_TAG: &str = "1gib";
 const BIG_SIZE: u64 = 1 << 30;
+/// The tag of the corpus in the archives (the generated layout's ref name).
+const ARCHIVE_TAG: &str = "latest";
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 const NETNS: &str = "mirror-bench";
 const VETH_HOST: &str = "mbench-h";
@@ -91,7 +105,17 @@ struct Args {
     /// Print markdown tables (for the README) instead of plain text.
     #[arg(long)]
     markdown: bool,
-    /// Leave out the 1 GiB image.
+    /// Scenarios to run: python (the python-like index, cold and warm), big
+    /// (the 1 GiB image, cold), archive (export to and import from an
+    /// oci-archive; loopback only).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_values_t = [ScenarioArg::Python, ScenarioArg::Big, ScenarioArg::Archive]
+    )]
+    scenarios: Vec<ScenarioArg>,
+    /// Leave out the 1 GiB image (the same as leaving `big` out of --scenarios).
     #[arg(long)]
     no_big: bool,
     /// WAN: the tbf rate on both ends of the link.
@@ -114,6 +138,13 @@ enum ProfileArg {
     Loopback,
     Wan,
     All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ScenarioArg {
+    Python,
+    Big,
+    Archive,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
@@ -151,6 +182,8 @@ enum Scenario {
     PythonCold,
     PythonWarm,
     BigCold,
+    ArchiveExport,
+    ArchiveImport,
 }
 
 impl Scenario {
@@ -159,6 +192,8 @@ impl Scenario {
             Scenario::PythonCold => "python cold",
             Scenario::PythonWarm => "python warm",
             Scenario::BigCold => "1 GiB cold",
+            Scenario::ArchiveExport => "archive export",
+            Scenario::ArchiveImport => "archive import",
         }
     }
 }
@@ -174,6 +209,8 @@ struct Measurement {
     wall: f64,
     cpu: f64,
     rss_mib: f64,
+    /// Blob bytes the run had to move (0 for a warm run).
+    bytes: f64,
     src: Counts,
     dst: Counts,
 }
@@ -194,6 +231,11 @@ impl Measurement {
     fn requests(&self) -> f64 {
         Self::total(&self.src) + Self::total(&self.dst)
     }
+
+    /// MB/s of blob bytes over the wall time; `None` when nothing moved.
+    fn throughput(&self) -> Option<f64> {
+        (self.bytes > 0.0 && self.wall > 0.0).then(|| self.bytes / 1e6 / self.wall)
+    }
 }
 
 type Key = (Profile, Scenario, Tool);
@@ -208,6 +250,21 @@ impl Results {
     fn fail(&mut self, what: String) {
         eprintln!("FAILED: {what}");
         self.failures.push(what);
+    }
+
+    /// Keeps the measurement of one run, or its failure; whether it worked.
+    fn record(&mut self, key: Key, label: &str, outcome: anyhow::Result<Measurement>) -> bool {
+        match outcome {
+            Ok(m) => {
+                eprintln!("{label}: {}", summary(&m));
+                self.runs.entry(key).or_default().push(m);
+                true
+            }
+            Err(e) => {
+                self.fail(format!("{label}: {e:#}"));
+                false
+            }
+        }
     }
 }
 
@@ -280,6 +337,10 @@ struct Bench {
     mirror: PathBuf,
     tools: Vec<Tool>,
     skipped: Vec<String>,
+    /// The python-like corpus cold and warm.
+    python: bool,
+    /// The air gap scenarios: the archive both tools import from.
+    reference_archive: Option<PathBuf>,
     workdir: tempfile::TempDir,
 }
 
@@ -347,11 +408,27 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         bail!("no tool to run");
     }
     std::fs::create_dir_all(SKOPEO_CACHE).with_context(|| format!("creating {SKOPEO_CACHE}"))?;
+    let wanted = |scenario| args.scenarios.contains(&scenario);
+    let (run_python, run_big, run_archive) = (
+        wanted(ScenarioArg::Python),
+        wanted(ScenarioArg::Big) && !args.no_big,
+        wanted(ScenarioArg::Archive),
+    );
+    if run_archive && !profiles.contains(&Profile::Loopback) {
+        let note = "archive: skipped, it runs on the loopback profile only".to_owned();
+        eprintln!("{note}");
+        skipped.push(note);
+    }
+    if !(run_python || run_big || run_archive && profiles.contains(&Profile::Loopback)) {
+        bail!("no scenario to run (--scenarios, --no-big, --profile)");
+    }
 
-    let bench = Bench {
+    let mut bench = Bench {
         mirror,
         tools,
         skipped,
+        python: run_python,
+        reference_archive: None,
         workdir: tempfile::Builder::new().prefix("mirror-bench-").tempdir()?,
         args,
     };
@@ -368,7 +445,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         repo: PYTHON_REPO,
         tag: PYTHON_TAG,
     };
-    let big = if bench.args.no_big {
+    let big = if !run_big {
         None
     } else {
         let image = tokio::task::spawn_blocking(|| {
@@ -395,6 +472,18 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         )
         .await
         .with_context(|| format!("pushing {}:{}", corpus.repo, corpus.tag))?;
+    }
+    if run_archive && profiles.contains(&Profile::Loopback) {
+        let path = bench.workdir.path().join("reference.tar");
+        eprintln!(
+            "writing the archive both tools import from: {}",
+            path.display()
+        );
+        let (layout, job_path) = (python.image.layout.clone(), path.clone());
+        tokio::task::spawn_blocking(move || write_reference_archive(&layout, &job_path)).await??;
+        verify_archive(&path, &python.image, ARCHIVE_TAG)
+            .context("the reference archive does not hold the corpus")?;
+        bench.reference_archive = Some(path);
     }
     let source_proxy = Proxy::start(source.addr()).await?;
     let destination_proxy = Proxy::start(destination.addr()).await?;
@@ -478,77 +567,58 @@ impl Bench {
         results: &mut Results,
     ) -> anyhow::Result<()> {
         let runs = self.args.runs;
-        for run in 1..=runs {
-            for &tool in &self.tools {
-                let label = |scenario: Scenario| {
-                    format!(
-                        "{} / {} / {} (run {run}/{runs})",
-                        profile.name(),
-                        scenario.name(),
-                        tool.name()
-                    )
-                };
-                let cold = self
-                    .measure(tool, src, dst, destination, python, true)
-                    .await;
-                let cold_ok = match cold {
-                    Ok(m) => {
-                        eprintln!("{}: {}", label(Scenario::PythonCold), summary(&m));
-                        results
-                            .runs
-                            .entry((profile, Scenario::PythonCold, tool))
-                            .or_default()
-                            .push(m);
-                        true
+        let label = |scenario: Scenario, tool: Tool, run: u32| {
+            format!(
+                "{} / {} / {} (run {run}/{runs})",
+                profile.name(),
+                scenario.name(),
+                tool.name()
+            )
+        };
+        if self.python {
+            for run in 1..=runs {
+                for &tool in &self.tools {
+                    let cold = self
+                        .measure(tool, src, dst, destination, python, true)
+                        .await;
+                    let key = (profile, Scenario::PythonCold, tool);
+                    if !results.record(key, &label(Scenario::PythonCold, tool, run), cold) {
+                        results.fail(format!(
+                            "{}: not run, the cold run failed",
+                            label(Scenario::PythonWarm, tool, run)
+                        ));
+                        continue;
                     }
-                    Err(e) => {
-                        results.fail(format!("{}: {e:#}", label(Scenario::PythonCold)));
-                        false
-                    }
-                };
-                if !cold_ok {
-                    results.fail(format!(
-                        "{}: not run, the cold run failed",
-                        label(Scenario::PythonWarm)
-                    ));
-                    continue;
-                }
-                match self
-                    .measure(tool, src, dst, destination, python, false)
-                    .await
-                {
-                    Ok(m) => {
-                        eprintln!("{}: {}", label(Scenario::PythonWarm), summary(&m));
-                        results
-                            .runs
-                            .entry((profile, Scenario::PythonWarm, tool))
-                            .or_default()
-                            .push(m);
-                    }
-                    Err(e) => results.fail(format!("{}: {e:#}", label(Scenario::PythonWarm))),
+                    let warm = self
+                        .measure(tool, src, dst, destination, python, false)
+                        .await;
+                    let key = (profile, Scenario::PythonWarm, tool);
+                    results.record(key, &label(Scenario::PythonWarm, tool, run), warm);
                 }
             }
         }
         if let Some(big) = big {
             for run in 1..=runs {
                 for &tool in &self.tools {
-                    let label = format!(
-                        "{} / {} / {} (run {run}/{runs})",
-                        profile.name(),
-                        Scenario::BigCold.name(),
-                        tool.name()
-                    );
-                    match self.measure(tool, src, dst, destination, big, true).await {
-                        Ok(m) => {
-                            eprintln!("{label}: {}", summary(&m));
-                            results
-                                .runs
-                                .entry((profile, Scenario::BigCold, tool))
-                                .or_default()
-                                .push(m);
-                        }
-                        Err(e) => results.fail(format!("{label}: {e:#}")),
-                    }
+                    let cold = self.measure(tool, src, dst, destination, big, true).await;
+                    let key = (profile, Scenario::BigCold, tool);
+                    results.record(key, &label(Scenario::BigCold, tool, run), cold);
+                }
+            }
+        }
+        if profile == Profile::Loopback
+            && let Some(reference) = &self.reference_archive
+        {
+            for run in 1..=runs {
+                for &tool in &self.tools {
+                    let export = self.measure_export(tool, src, python).await;
+                    let key = (profile, Scenario::ArchiveExport, tool);
+                    results.record(key, &label(Scenario::ArchiveExport, tool, run), export);
+                    let import = self
+                        .measure_import(tool, dst, destination, python, reference)
+                        .await;
+                    let key = (profile, Scenario::ArchiveImport, tool);
+                    results.record(key, &label(Scenario::ArchiveImport, tool, run), import);
                 }
             }
         }
@@ -570,40 +640,122 @@ impl Bench {
         cold: bool,
     ) -> anyhow::Result<Measurement> {
         if cold {
-            destination.wipe_storage()?;
-            // The registry keeps no blob descriptor cache (none configured):
-            // what was wiped must be gone for clients too.
-            if let Some(blob) = corpus.image.blobs.first()
-                && mirror_testkit::blob_exists(
-                    &destination.host(),
-                    corpus.repo,
-                    blob.digest(),
-                    &PushAuth::Anonymous,
-                )
-                .await?
-            {
-                bail!(
-                    "the destination still serves {} after wipe_storage",
-                    blob.digest()
-                );
-            }
+            wipe(destination, corpus).await?;
         }
-        let source_ref = format!("{}/{}:{}", src.host, corpus.repo, corpus.tag);
-        let destination_ref = format!("{}/{}:{}", dst.host, corpus.repo, corpus.tag);
+        let source = format!("docker://{}/{}:{}", src.host, corpus.repo, corpus.tag);
+        let target = format!("docker://{}/{}:{}", dst.host, corpus.repo, corpus.tag);
+        let bytes = if cold {
+            corpus.image.total_blob_bytes()
+        } else {
+            0
+        };
+        let measurement = self
+            .timed_copy(tool, &source, &target, Some(src), Some(dst), bytes)
+            .await?;
+        verify(destination, corpus)
+            .await
+            .context("the destination does not hold the source's image")?;
+        Ok(measurement)
+    }
+
+    /// Air gap, connected side: `corpus` from the source registry into a new
+    /// oci-archive (removed afterwards), checked blob by blob.
+    async fn measure_export(
+        &self,
+        tool: Tool,
+        src: &mut Endpoint<'_>,
+        corpus: &Corpus,
+    ) -> anyhow::Result<Measurement> {
+        let archive = self
+            .workdir
+            .path()
+            .join(format!("export-{}.tar", tool.name()));
+        remove_archive(&archive)?;
+        let source = format!("docker://{}/{}:{}", src.host, corpus.repo, corpus.tag);
+        let target = format!("oci-archive:{}:{}", archive.display(), corpus.tag);
+        let measurement = self
+            .timed_copy(
+                tool,
+                &source,
+                &target,
+                Some(src),
+                None,
+                corpus.image.total_blob_bytes(),
+            )
+            .await?;
+        let (path, image, tag) = (archive.clone(), corpus.image.clone(), corpus.tag);
+        tokio::task::spawn_blocking(move || verify_archive(&path, &image, tag))
+            .await?
+            .context("the archive does not hold the source's image")?;
+        remove_archive(&archive)?;
+        Ok(measurement)
+    }
+
+    /// Air gap, disconnected side: `corpus` from the reference archive into
+    /// the emptied destination registry.
+    async fn measure_import(
+        &self,
+        tool: Tool,
+        dst: &mut Endpoint<'_>,
+        destination: &Registry,
+        corpus: &Corpus,
+        reference: &Path,
+    ) -> anyhow::Result<Measurement> {
+        wipe(destination, corpus).await?;
+        let source = format!("oci-archive:{}:{ARCHIVE_TAG}", reference.display());
+        let target = format!("docker://{}/{}:{}", dst.host, corpus.repo, corpus.tag);
+        let measurement = self
+            .timed_copy(
+                tool,
+                &source,
+                &target,
+                None,
+                Some(dst),
+                corpus.image.total_blob_bytes(),
+            )
+            .await?;
+        verify(destination, corpus)
+            .await
+            .context("the destination does not hold the archive's image")?;
+        Ok(measurement)
+    }
+
+    /// `tool` copies `source` to `target` (skopeo's transport syntax, which
+    /// mirror reads too) under `/usr/bin/time`; the registries given count
+    /// the requests they receive.
+    async fn timed_copy(
+        &self,
+        tool: Tool,
+        source: &str,
+        target: &str,
+        mut src: Option<&mut Endpoint<'_>>,
+        mut dst: Option<&mut Endpoint<'_>>,
+        bytes: u64,
+    ) -> anyhow::Result<Measurement> {
+        let hosts: Vec<String> = [src.as_deref(), dst.as_deref()]
+            .into_iter()
+            .flatten()
+            .map(|e| e.host.clone())
+            .collect();
         let command: Vec<OsString> = match tool {
-            Tool::Mirror => vec![
-                self.mirror.clone().into(),
-                "copy".into(),
-                source_ref.into(),
-                destination_ref.into(),
-                "--insecure-registry".into(),
-                src.host.clone().into(),
-                "--insecure-registry".into(),
-                dst.host.clone().into(),
-                "--json".into(),
-            ],
+            Tool::Mirror => {
+                let mut command: Vec<OsString> = vec![
+                    self.mirror.clone().into(),
+                    "copy".into(),
+                    source.into(),
+                    target.into(),
+                ];
+                for host in hosts {
+                    command.push("--insecure-registry".into());
+                    command.push(host.into());
+                }
+                command.push("--json".into());
+                command
+            }
             // A private mount namespace with a fresh tmpfs over the blob-info
             // cache: every run starts without what earlier runs learned.
+            // Archives are unpacked and assembled under --tmpdir: the same
+            // disk as mirror's partial layout beside the archive.
             Tool::Skopeo => vec![
                 "unshare".into(),
                 "-m".into(),
@@ -615,34 +767,37 @@ impl Bench {
                 .into(),
                 "sh".into(),
                 "skopeo".into(),
+                "--tmpdir".into(),
+                self.workdir.path().into(),
                 "copy".into(),
                 "--all".into(),
                 "--preserve-digests".into(),
                 "--src-tls-verify=false".into(),
                 "--dest-tls-verify=false".into(),
-                format!("docker://{source_ref}").into(),
-                format!("docker://{destination_ref}").into(),
+                source.into(),
+                target.into(),
             ],
         };
-        src.reset();
-        dst.reset();
+        if let Some(endpoint) = src.as_deref_mut() {
+            endpoint.reset();
+        }
+        if let Some(endpoint) = dst.as_deref_mut() {
+            endpoint.reset();
+        }
         let usage = run_timed(
             &command,
             self.workdir.path(),
             Duration::from_secs(self.args.timeout),
         )
         .await?;
-        let measurement = Measurement {
+        Ok(Measurement {
             wall: usage.wall,
             cpu: usage.cpu,
             rss_mib: usage.rss_kib / 1024.0,
-            src: src.counts(),
-            dst: dst.counts(),
-        };
-        verify(destination, corpus)
-            .await
-            .context("the destination does not hold the source's image")?;
-        Ok(measurement)
+            bytes: bytes as f64,
+            src: src.map(|e| e.counts()).unwrap_or_default(),
+            dst: dst.map(|e| e.counts()).unwrap_or_default(),
+        })
     }
 
     fn report(&self, results: &Results, conditions: &[String]) -> String {
@@ -662,9 +817,14 @@ impl Bench {
                 out.push_str(&format!("- {condition}\n"));
             }
             out.push_str(&format!(
-                "- python: an index of 7 platforms, {:.0} MB of blobs; 1 GiB: one layer; cold = empty destination (skopeo's blob cache hidden), warm = the same copy again\n",
+                "- python: an index of 7 platforms, {:.0} MB of blobs; 1 GiB: one layer; cold = empty destination (skopeo's blob cache hidden), warm = the same copy again; MB/s = blob bytes moved / wall time\n",
                 python_mb()
             ));
+            if self.reference_archive.is_some() {
+                out.push_str(
+                    "- archive export: python from the source registry into a new oci-archive file; archive import: python from an oci-archive (written by the bench, the same file for both tools) into the empty destination registry; skopeo's --tmpdir on the same disk as mirror's FILE.partial/\n",
+                );
+            }
             for note in &self.skipped {
                 out.push_str(&format!("- {note}\n"));
             }
@@ -689,6 +849,7 @@ impl Bench {
                 "wall s",
                 "CPU s",
                 "peak RSS MiB",
+                "MB/s",
                 "requests",
                 "HEAD",
                 "GET",
@@ -714,6 +875,8 @@ impl Bench {
                 format!("{:.2}", m.wall),
                 format!("{:.2}", m.cpu),
                 format!("{:.0}", m.rss_mib),
+                m.throughput()
+                    .map_or_else(|| "-".to_owned(), |t| format!("{t:.0}")),
                 count(m.requests()),
             ];
             for method in METHODS {
@@ -780,8 +943,12 @@ fn python_mb() -> f64 {
 }
 
 fn summary(m: &Measurement) -> String {
+    let throughput = m
+        .throughput()
+        .map(|t| format!(", {t:.0} MB/s"))
+        .unwrap_or_default();
     format!(
-        "wall {:.2} s, CPU {:.2} s, peak RSS {:.0} MiB, {} requests (src {}, dst {})",
+        "wall {:.2} s, CPU {:.2} s, peak RSS {:.0} MiB{throughput}, {} requests (src {}, dst {})",
         m.wall,
         m.cpu,
         m.rss_mib,
@@ -842,6 +1009,7 @@ fn median(runs: &[Measurement]) -> Measurement {
         wall: median_of(runs.iter().map(|m| m.wall).collect()),
         cpu: median_of(runs.iter().map(|m| m.cpu).collect()),
         rss_mib: median_of(runs.iter().map(|m| m.rss_mib).collect()),
+        bytes: median_of(runs.iter().map(|m| m.bytes).collect()),
         src: counts(|m| &m.src),
         dst: counts(|m| &m.dst),
     }
@@ -1009,6 +1177,152 @@ impl Drop for KillGroup {
                 .status();
         }
     }
+}
+
+/// Empties the destination registry, and checks that it is empty for clients.
+async fn wipe(destination: &Registry, corpus: &Corpus) -> anyhow::Result<()> {
+    destination.wipe_storage()?;
+    // The registry keeps no blob descriptor cache (none configured): what was
+    // wiped must be gone for clients too.
+    if let Some(blob) = corpus.image.blobs.first()
+        && mirror_testkit::blob_exists(
+            &destination.host(),
+            corpus.repo,
+            blob.digest(),
+            &PushAuth::Anonymous,
+        )
+        .await?
+    {
+        bail!(
+            "the destination still serves {} after wipe_storage",
+            blob.digest()
+        );
+    }
+    Ok(())
+}
+
+/// `path` with `suffix` appended to its file name (`FILE.partial`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Removes an archive and what a write of it may have left beside it.
+fn remove_archive(path: &Path) -> anyhow::Result<()> {
+    for leftover in [
+        path.to_owned(),
+        with_suffix(path, ".tmp"),
+        with_suffix(path, ".partial"),
+    ] {
+        let removed = if leftover.is_dir() {
+            std::fs::remove_dir_all(&leftover)
+        } else {
+            std::fs::remove_file(&leftover)
+        };
+        match removed {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", leftover.display())),
+        }
+    }
+    Ok(())
+}
+
+/// Writes a generated layout as an oci-archive (`oci-layout`, `index.json`,
+/// then the blobs in name order, deterministic headers): the file both tools
+/// import from, written by neither.
+fn write_reference_archive(layout: &Path, path: &Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, file));
+    builder.mode(tar::HeaderMode::Deterministic);
+    builder.append_path_with_name(layout.join("oci-layout"), "oci-layout")?;
+    builder.append_path_with_name(layout.join("index.json"), "index.json")?;
+    let mut blobs = std::fs::read_dir(layout.join("blobs/sha256"))?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()?;
+    blobs.sort();
+    for blob in blobs {
+        let name = blob.file_name().unwrap_or_default().to_string_lossy();
+        builder.append_path_with_name(&blob, format!("blobs/sha256/{name}"))?;
+    }
+    let mut writer = builder.into_inner()?;
+    writer.flush()?;
+    writer
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
+    Ok(())
+}
+
+/// Checks that an oci-archive holds `image` under `tag`: `index.json` names
+/// the root, every manifest and blob is there with the right bytes (each
+/// re-hashed), and nothing temporary was left beside the file.
+fn verify_archive(path: &Path, image: &GeneratedImage, tag: &str) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    for suffix in [".partial", ".tmp"] {
+        let leftover = with_suffix(path, suffix);
+        if leftover.exists() {
+            bail!("{} was left behind", leftover.display());
+        }
+    }
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut archive = tar::Archive::new(BufReader::with_capacity(1 << 20, file));
+    let mut index = None;
+    let mut found: BTreeMap<String, String> = BTreeMap::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = String::from_utf8_lossy(&entry.path_bytes())
+            .trim_start_matches("./")
+            .to_owned();
+        if name == "index.json" {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes)?;
+            index = Some(bytes);
+        } else if let Some(hex) = name.strip_prefix("blobs/sha256/") {
+            let named = format!("sha256:{hex}");
+            let digest = mirror_oci::parse_digest(&named)
+                .with_context(|| format!("archive entry {name}"))?;
+            let mut hasher = mirror_oci::Hasher::for_digest(&digest)
+                .with_context(|| format!("archive entry {name}: no hasher"))?;
+            loop {
+                let n = entry.read(&mut buffer)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buffer[..n]);
+            }
+            found.insert(named, hasher.finish().to_string());
+        }
+    }
+    let index: Value =
+        serde_json::from_slice(&index.context("no index.json")?).context("parsing index.json")?;
+    let root = image.root_digest().to_string();
+    let named = index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|m| m["annotations"][REF_NAME] == tag && m["digest"] == root.as_str());
+    if !named {
+        bail!("index.json does not name {root} `{tag}`: {index}");
+    }
+    let expected = std::iter::once(root)
+        .chain(image.manifests.iter().map(|(d, _)| d.digest().to_string()))
+        .chain(image.blobs.iter().map(|d| d.digest().to_string()));
+    for digest in expected {
+        match found.get(&digest) {
+            None => bail!("{digest} is missing"),
+            Some(actual) if *actual != digest => bail!("{digest} holds other bytes ({actual})"),
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Checks that the destination serves the corpus's root under its tag with
@@ -1340,6 +1654,47 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn archives_are_verified_blob_by_blob() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let image = mirror_testkit::generate_into(&ImageSpec::small("bench-unit", 7), dir.path())?;
+        let archive = dir.path().join("a.tar");
+        write_reference_archive(&image.layout, &archive)?;
+        verify_archive(&archive, &image, ARCHIVE_TAG)?;
+        assert!(verify_archive(&archive, &image, "other-tag").is_err());
+
+        // A flipped byte in the largest blob.
+        let largest = image
+            .blobs
+            .iter()
+            .max_by_key(|b| b.size())
+            .context("a blob")?
+            .digest()
+            .digest()
+            .to_owned();
+        let mut offset = None;
+        for entry in tar::Archive::new(std::fs::File::open(&archive)?).entries()? {
+            let entry = entry?;
+            if entry.path_bytes().ends_with(largest.as_bytes()) {
+                offset = Some(entry.raw_file_position());
+            }
+        }
+        let mut bytes = std::fs::read(&archive)?;
+        let at = usize::try_from(offset.context("the blob's entry")?)? + 100;
+        bytes[at] ^= 0xff;
+        let corrupt = dir.path().join("corrupt.tar");
+        std::fs::write(&corrupt, &bytes)?;
+        let err = verify_archive(&corrupt, &image, ARCHIVE_TAG).expect_err("a corrupt blob");
+        assert!(err.to_string().contains("other bytes"), "{err:#}");
+
+        // Leftovers of a write.
+        std::fs::create_dir(with_suffix(&archive, ".partial"))?;
+        assert!(verify_archive(&archive, &image, ARCHIVE_TAG).is_err());
+        remove_archive(&archive)?;
+        assert!(!archive.exists() && !with_suffix(&archive, ".partial").exists());
+        Ok(())
     }
 
     #[test]

@@ -1,0 +1,1229 @@
+//! Local images: OCI layout directories and archives as sources and
+//! destinations (air gap export and import, several images in one archive,
+//! interoperability with skopeo and buildah, hostile and damaged input).
+//!
+//! What a layout holds is read from the files themselves (`index.json`,
+//! `blobs/sha256/`, the tar's entries) and through skopeo; what a registry
+//! holds through the test kit's client. The binary's report is checked too,
+//! never trusted alone.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mirror_testkit::{
+    Fault, GeneratedImage, ImageSpec, PushAuth, Rule, blob_exists, open_layout, skopeo_digest,
+    skopeo_inspect_raw,
+};
+use serde_json::Value;
+
+use crate::support::{
+    Mirror, Scratch, assert_landed, assert_no_manifest, blob_gets, describe, flag, image, is_write,
+    num, open_registry, proxy_to, seeded_registry, small_image, text, three_platforms,
+};
+
+const ANON: PushAuth = PushAuth::Anonymous;
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+// ---- helpers -------------------------------------------------------------------
+
+/// `oci:PATH[:TAG]` / `oci-archive:PATH[:TAG]`.
+fn loc(transport: &str, path: &Path, tag: Option<&str>) -> String {
+    match tag {
+        Some(tag) => format!("{transport}:{}:{tag}", path.display()),
+        None => format!("{transport}:{}", path.display()),
+    }
+}
+
+/// Every digest an image consists of: root, child manifests, configs, layers.
+fn all_digests(image: &GeneratedImage) -> BTreeSet<String> {
+    let mut digests = BTreeSet::from([image.root_digest().to_string()]);
+    digests.extend(image.manifests.iter().map(|(d, _)| d.digest().to_string()));
+    digests.extend(image.blobs.iter().map(|d| d.digest().to_string()));
+    digests
+}
+
+/// `(ref name, digest)` of every entry of a layout's `index.json`.
+fn ref_names(index_json: &[u8]) -> Vec<(Option<String>, String)> {
+    let index: Value = serde_json::from_slice(index_json).expect("index.json is JSON");
+    index["manifests"]
+        .as_array()
+        .expect("index.json has manifests")
+        .iter()
+        .map(|entry| {
+            (
+                entry["annotations"][REF_NAME].as_str().map(str::to_owned),
+                entry["digest"].as_str().expect("a digest").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The files under `DIR/blobs/sha256/`, as `sha256:HEX`.
+fn layout_blobs(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("blobs/sha256"))
+        .unwrap_or_else(|e| panic!("listing {}/blobs/sha256: {e}", dir.display()))
+        .map(|entry| {
+            let entry = entry.expect("a directory entry");
+            assert!(
+                entry.file_type().expect("file type").is_file(),
+                "{} is not a regular file",
+                entry.path().display()
+            );
+            format!("sha256:{}", entry.file_name().to_string_lossy())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// One entry of a tar: its name, type and where its data starts.
+#[derive(Debug)]
+struct TarEntry {
+    name: String,
+    kind: tar::EntryType,
+    offset: u64,
+    size: u64,
+}
+
+fn tar_entries(file: &Path) -> Vec<TarEntry> {
+    let reader =
+        std::fs::File::open(file).unwrap_or_else(|e| panic!("opening {}: {e}", file.display()));
+    let mut archive = tar::Archive::new(reader);
+    archive
+        .entries()
+        .expect("tar entries")
+        .map(|entry| {
+            let entry = entry.expect("a tar entry");
+            TarEntry {
+                name: String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+                kind: entry.header().entry_type(),
+                offset: entry.raw_file_position(),
+                size: entry.size(),
+            }
+        })
+        .collect()
+}
+
+/// The blobs of an oci-archive (`blobs/sha256/HEX` entries), as `sha256:HEX`.
+fn archive_blobs(file: &Path) -> Vec<String> {
+    let mut names: Vec<String> = tar_entries(file)
+        .into_iter()
+        .filter(|e| e.kind.is_file())
+        .filter_map(|e| {
+            e.name
+                .trim_start_matches("./")
+                .strip_prefix("blobs/sha256/")
+                .map(|hex| format!("sha256:{hex}"))
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// The bytes of one file entry of a tar.
+fn archive_file(file: &Path, name: &str) -> Vec<u8> {
+    let entry = tar_entries(file)
+        .into_iter()
+        .find(|e| e.name.trim_start_matches("./") == name)
+        .unwrap_or_else(|| panic!("{} has no entry {name}", file.display()));
+    let bytes = std::fs::read(file).expect("read the archive");
+    bytes[entry.offset as usize..(entry.offset + entry.size) as usize].to_vec()
+}
+
+/// Files a write left behind in `dir`: `*.partial`, `*.tmp`, `.tmp*`.
+fn leftovers(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".partial") || name.ends_with(".tmp") || name.contains(".tmp") {
+                found.push(entry.path().display().to_string());
+            }
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+/// Copies a layout directory (regular files only).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create the copy");
+    for entry in std::fs::read_dir(from).expect("read the layout") {
+        let entry = entry.expect("a directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy a layout file");
+        }
+    }
+}
+
+/// `mirror inspect LOCATION --json`: `(name, digest)` of every image.
+async fn inspect_local(location: &str) -> Vec<(Option<String>, String)> {
+    let out = Mirror::inspect(location).arg("--json").run().await;
+    out.expect_success();
+    let report = out.json();
+    assert_eq!(text(&report, "/location"), location, "{report:#}");
+    report["images"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no images array: {report:#}"))
+        .iter()
+        .map(|image| {
+            for key in ["media_type", "size"] {
+                assert!(!image[key].is_null(), "image without {key}: {report:#}");
+            }
+            (
+                image["name"].as_str().map(str::to_owned),
+                text(image, "/digest").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Two small two-platform images whose base layers (one per platform) are
+/// the same blobs and whose other layers and configs differ.
+fn sharing_pair() -> (ImageSpec, ImageSpec) {
+    let spec = |name: &str, seed| ImageSpec {
+        base_seed: Some(4_242),
+        ..ImageSpec::small(name, seed)
+    };
+    (spec("it-layout-share-a", 31), spec("it-layout-share-b", 32))
+}
+
+// ---- air gap ---------------------------------------------------------------------
+
+/// registry -> oci-archive -> another registry: the same root digest and
+/// every manifest and blob at the far end; skopeo reads our archive; `mirror
+/// inspect` lists it; nothing temporary is left beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn air_gap_round_trip_through_an_oci_archive() {
+    let image = small_image().await;
+    let src = seeded_registry(&image, "library/app", "v1").await;
+    let dst = open_registry().await;
+    let scratch = Scratch::new("airgap");
+    let archive = scratch.path().join("images.tar");
+
+    // Export: no tag on the archive, so the source's tag names the image.
+    let out = Mirror::copy(
+        &format!("{}/library/app:v1", src.host()),
+        &loc("oci-archive", &archive, None),
+    )
+    .arg("--json")
+    .run()
+    .await;
+    out.expect_success();
+    let report = out.json();
+    assert_eq!(text(&report, "/digest"), image.root_digest().to_string());
+    assert_eq!(num(&report, "/blobs/copied"), image.blobs.len() as u64);
+    assert!(archive.is_file(), "no archive at {}", archive.display());
+    assert!(
+        leftovers(scratch.path()).is_empty(),
+        "left behind: {:?}",
+        leftovers(scratch.path())
+    );
+
+    // The archive, read as a tar: the layout files and every blob once.
+    let names: BTreeSet<String> = tar_entries(&archive)
+        .into_iter()
+        .map(|e| e.name.trim_start_matches("./").to_owned())
+        .collect();
+    assert!(
+        names.contains("oci-layout") && names.contains("index.json"),
+        "{names:?}"
+    );
+    let blobs = archive_blobs(&archive);
+    let expected: Vec<String> = all_digests(&image).into_iter().collect();
+    assert_eq!(blobs, expected, "the archive's blobs");
+    assert_eq!(
+        ref_names(&archive_file(&archive, "index.json")),
+        vec![(Some("v1".to_owned()), image.root_digest().to_string())]
+    );
+
+    // skopeo reads it, byte for byte.
+    let raw = skopeo_inspect_raw(&loc("oci-archive", &archive, Some("v1")), None)
+        .await
+        .expect("skopeo reads our oci-archive");
+    assert_eq!(
+        mirror_oci::digest_of(&raw).to_string(),
+        image.root_digest().to_string(),
+        "skopeo sees another root in our archive"
+    );
+
+    // mirror inspect lists it.
+    assert_eq!(
+        inspect_local(&loc("oci-archive", &archive, None)).await,
+        vec![(Some("v1".to_owned()), image.root_digest().to_string())]
+    );
+
+    // Import: a destination without a tag keeps the archive's.
+    let out = Mirror::copy(
+        &loc("oci-archive", &archive, Some("v1")),
+        &format!("{}/mirrored/app", dst.host()),
+    )
+    .arg("--json")
+    .run()
+    .await;
+    out.expect_success();
+    assert_eq!(
+        text(&out.json(), "/digest"),
+        image.root_digest().to_string()
+    );
+    assert_landed(&dst.host(), "mirrored/app", "v1", &image, &ANON).await;
+    assert_eq!(
+        skopeo_digest(&format!("docker://{}/mirrored/app:v1", dst.host()), None)
+            .await
+            .expect("skopeo reads the destination"),
+        image.root_digest().to_string()
+    );
+
+    // The archive was only read.
+    assert!(leftovers(scratch.path()).is_empty());
+}
+
+/// Two images into one layout directory and one archive under two tags:
+/// both ref names, shared blobs stored once, a re-run is up to date, and
+/// each image comes back out whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_images_share_one_layout_and_one_archive() {
+    let (spec_a, spec_b) = sharing_pair();
+    let (a, b) = (image(spec_a).await, image(spec_b).await);
+    let shared: BTreeSet<String> = all_digests(&a)
+        .intersection(&all_digests(&b))
+        .cloned()
+        .collect();
+    assert_eq!(shared.len(), 2, "the pair should share its two base layers");
+    let union: Vec<String> = all_digests(&a).union(&all_digests(&b)).cloned().collect();
+
+    let src = seeded_registry(&a, "app", "a").await;
+    crate::support::seed(&b, &src.host(), "app", "b").await;
+    let dst = open_registry().await;
+    let scratch = Scratch::new("many");
+    let dir = scratch.path().join("layout");
+    let archive = scratch.path().join("images.tar");
+
+    for target in [loc("oci", &dir, None), loc("oci-archive", &archive, None)] {
+        let transport = target.split(':').next().expect("a transport").to_owned();
+        let path = if transport == "oci" { &dir } else { &archive };
+        for (tag, image) in [("a", &a), ("b", &b)] {
+            let out = Mirror::copy(&format!("{}/app:{tag}", src.host()), &target)
+                .arg("--json")
+                .run()
+                .await;
+            out.expect_success();
+            let report = out.json();
+            assert!(!flag(&report, "/up_to_date"), "{report:#}");
+            assert_eq!(text(&report, "/digest"), image.root_digest().to_string());
+            if tag == "b" {
+                assert_eq!(
+                    num(&report, "/blobs/skipped"),
+                    shared.len() as u64,
+                    "the second image should skip the shared blobs: {report:#}"
+                );
+            }
+        }
+
+        let (index, blobs) = if transport == "oci" {
+            (
+                std::fs::read(dir.join("index.json")).expect("index.json"),
+                layout_blobs(&dir),
+            )
+        } else {
+            (
+                archive_file(&archive, "index.json"),
+                archive_blobs(&archive),
+            )
+        };
+        let mut names = ref_names(&index);
+        names.sort();
+        assert_eq!(
+            names,
+            vec![
+                (Some("a".to_owned()), a.root_digest().to_string()),
+                (Some("b".to_owned()), b.root_digest().to_string()),
+            ],
+            "{target}: index.json entries"
+        );
+        assert_eq!(blobs, union, "{target}: every blob once, shared ones too");
+        let mut listed = inspect_local(&target).await;
+        listed.sort();
+        assert_eq!(listed, names, "{target}: mirror inspect");
+        assert!(
+            leftovers(scratch.path()).is_empty(),
+            "left behind: {:?}",
+            leftovers(scratch.path())
+        );
+
+        // Warm: nothing to do.
+        let out = Mirror::copy(&format!("{}/app:a", src.host()), &target)
+            .arg("--json")
+            .run()
+            .await;
+        out.expect_success();
+        assert!(flag(&out.json(), "/up_to_date"), "{}", out.describe());
+
+        // Each image comes back out by its tag.
+        for (tag, image) in [("a", &a), ("b", &b)] {
+            let repo = format!("from-{transport}");
+            Mirror::copy(
+                &loc(&transport, path, Some(tag)),
+                &format!("{}/{repo}:{tag}", dst.host()),
+            )
+            .run()
+            .await
+            .expect_success();
+            assert_landed(&dst.host(), &repo, tag, image, &ANON).await;
+        }
+    }
+
+    // Without a tag, a source holding two images is ambiguous.
+    let out = Mirror::copy(
+        &loc("oci-archive", &archive, None),
+        &format!("{}/x:y", dst.host()),
+    )
+    .run()
+    .await;
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("holds 2 images") && out.stderr.contains("tags: a, b"),
+        "the error should name the tags to choose from\n{}",
+        out.describe()
+    );
+    assert_no_manifest(&dst.host(), "x", "y", &ANON).await;
+}
+
+// ---- other tools' files --------------------------------------------------------
+
+/// An archive skopeo wrote (`skopeo copy --all --preserve-digests`) is read
+/// by mirror and lands with the source's digests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_reads_an_archive_skopeo_wrote() {
+    let image = image(three_platforms("it-layout-skopeo", 33)).await;
+    let src = seeded_registry(&image, "app", "v3").await;
+    let dst = open_registry().await;
+    let scratch = Scratch::new("skopeo-archive");
+    let archive = scratch.path().join("skopeo.tar");
+
+    let program = mirror_testkit::require_tool("skopeo", "skopeo").expect("skopeo");
+    let output = tokio::process::Command::new(program)
+        .args([
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            "--src-no-creds",
+        ])
+        .arg(format!("docker://{}/app:v3", src.host()))
+        .arg(loc("oci-archive", &archive, Some("v3")))
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run skopeo copy");
+    assert!(
+        output.status.success(),
+        "skopeo copy failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    assert_eq!(
+        inspect_local(&loc("oci-archive", &archive, None)).await,
+        vec![(Some("v3".to_owned()), image.root_digest().to_string())]
+    );
+    let out = Mirror::copy(
+        &loc("oci-archive", &archive, Some("v3")),
+        &format!("{}/app:v3", dst.host()),
+    )
+    .arg("--json")
+    .run()
+    .await;
+    out.expect_success();
+    assert_eq!(
+        text(&out.json(), "/digest"),
+        image.root_digest().to_string()
+    );
+    assert_landed(&dst.host(), "app", "v3", &image, &ANON).await;
+}
+
+/// A `docker-archive` skopeo wrote (layers decompressed, no registry
+/// manifest): mirror computes a Docker manifest whose config is the source's
+/// exact config and whose layers are its diff_ids; skopeo reads what landed.
+/// docker-archive cannot be a destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_reads_a_docker_archive_skopeo_wrote() {
+    let image = image(ImageSpec::single_layer("it-layout-docker-archive", 200_003)).await;
+    let src = seeded_registry(&image, "app", "v1").await;
+    let dst = open_registry().await;
+    let scratch = Scratch::new("docker-archive");
+    let archive = scratch.path().join("saved.tar");
+
+    let program = mirror_testkit::require_tool("skopeo", "skopeo").expect("skopeo");
+    let output = tokio::process::Command::new(program)
+        .args(["copy", "--src-tls-verify=false", "--src-no-creds"])
+        .arg(format!("docker://{}/app:v1", src.host()))
+        .arg(format!("docker-archive:{}:app:v1", archive.display()))
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run skopeo copy");
+    assert!(
+        output.status.success(),
+        "skopeo copy failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let out = Mirror::copy(
+        &format!("docker-archive:{}", archive.display()),
+        &format!("{}/saved:v1", dst.host()),
+    )
+    .arg("--json")
+    .run()
+    .await;
+    out.expect_success();
+    let report = out.json();
+
+    let source: Value =
+        serde_json::from_slice(&image.read_blob(&image.root_digest()).expect("the root"))
+            .expect("the source manifest");
+    let config_digest = text(&source, "/config/digest").to_owned();
+    let config: Value = serde_json::from_slice(
+        &image
+            .read_blob(&mirror_oci::parse_digest(&config_digest).expect("a digest"))
+            .expect("the config"),
+    )
+    .expect("the config is JSON");
+    let diff_ids = crate::support::strings(&config, "/rootfs/diff_ids");
+
+    let landed = crate::support::fetch(&dst.host(), "saved", "v1", &ANON).await;
+    assert_eq!(text(&report, "/digest"), landed.digest);
+    assert_eq!(
+        landed.content_type,
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    let manifest = landed.json();
+    assert_eq!(
+        text(&manifest, "/config/digest"),
+        config_digest,
+        "the config must be the source's, byte for byte"
+    );
+    let layers: Vec<String> = manifest["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| text(l, "/digest").to_owned())
+        .collect();
+    assert_eq!(layers, diff_ids, "layers are the uncompressed tars");
+    for digest in std::iter::once(&config_digest).chain(&layers) {
+        let digest = mirror_oci::parse_digest(digest).expect("a digest");
+        assert!(
+            blob_exists(&dst.host(), "saved", &digest, &ANON)
+                .await
+                .expect("HEAD blob"),
+            "{digest} is missing"
+        );
+    }
+    assert_eq!(
+        skopeo_digest(&format!("docker://{}/saved:v1", dst.host()), None)
+            .await
+            .expect("skopeo reads what landed"),
+        landed.digest
+    );
+
+    // Read only.
+    let out = Mirror::copy(
+        &format!("{}/app:v1", src.host()),
+        &format!(
+            "docker-archive:{}",
+            scratch.path().join("out.tar").display()
+        ),
+    )
+    .run()
+    .await;
+    assert_ne!(out.code, 0, "{}", out.describe());
+    assert!(out.stderr.contains("read only"), "{}", out.describe());
+    assert!(!scratch.path().join("out.tar").exists());
+}
+
+/// The generator's layouts on disk (OCI and Docker media types) as sources:
+/// by tag, and as "the only image" with the destination keeping its ref name.
+/// The layout is only read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_layouts_are_sources() {
+    let oci = image(three_platforms("it-layout-gen", 34)).await;
+    let docker = image(ImageSpec::small("it-layout-gen-docker", 35).docker()).await;
+    let single = image(ImageSpec::single_layer("it-layout-gen-single", 123_457)).await;
+    let dst = open_registry().await;
+
+    for (repo, image) in [
+        ("gen/oci", &oci),
+        ("gen/docker", &docker),
+        ("gen/single", &single),
+    ] {
+        let index_before = std::fs::read(image.layout.join("index.json")).expect("index.json");
+        let files_before = layout_blobs(&image.layout);
+
+        let out = Mirror::copy(
+            &loc("oci", &image.layout, Some("latest")),
+            &format!("{}/{repo}:v1", dst.host()),
+        )
+        .arg("--json")
+        .run()
+        .await;
+        out.expect_success();
+        let report = out.json();
+        assert_eq!(text(&report, "/digest"), image.root_digest().to_string());
+        assert_eq!(
+            text(&report, "/media_type"),
+            image.root.media_type().to_string()
+        );
+        assert_landed(&dst.host(), repo, "v1", image, &ANON).await;
+
+        // No tag on either side: the only image, under its ref name.
+        Mirror::copy(
+            &loc("oci", &image.layout, None),
+            &format!("{}/{repo}", dst.host()),
+        )
+        .run()
+        .await
+        .expect_success();
+        assert_landed(&dst.host(), repo, "latest", image, &ANON).await;
+
+        assert_eq!(
+            std::fs::read(image.layout.join("index.json")).expect("index.json"),
+            index_before,
+            "the source layout's index.json changed"
+        );
+        assert_eq!(layout_blobs(&image.layout), files_before);
+    }
+
+    // A tag the layout does not have: exit 1, naming what it has.
+    let out = Mirror::copy(
+        &loc("oci", &oci.layout, Some("nope")),
+        &format!("{}/gen/oci:nope", dst.host()),
+    )
+    .run()
+    .await;
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("nope") && out.stderr.contains("latest"),
+        "{}",
+        out.describe()
+    );
+    assert_no_manifest(&dst.host(), "gen/oci", "nope", &ANON).await;
+}
+
+// ---- hostile and damaged input -------------------------------------------------
+
+/// How a hand-made hostile entry looks.
+enum Hostile {
+    /// A regular file with this raw name (`..`, absolute).
+    File(&'static str),
+    /// A symlink at `name` pointing at `target`.
+    Symlink(&'static str, &'static str),
+    /// A hard link at `name` pointing at `target`.
+    HardLink(&'static str, &'static str),
+}
+
+/// A tar holding a complete, valid layout of `image` plus one hostile entry,
+/// written with raw header fields (the tar crate refuses to write `..`).
+fn hostile_archive(image: &GeneratedImage, file: &Path, hostile: &Hostile) {
+    let out = std::fs::File::create(file).expect("create the archive");
+    let mut builder = tar::Builder::new(out);
+    let append = |builder: &mut tar::Builder<std::fs::File>, name: &str, data: &[u8]| {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder
+            .append_data(&mut header, name, data)
+            .expect("append an entry");
+    };
+    let raw = |builder: &mut tar::Builder<std::fs::File>,
+               kind: tar::EntryType,
+               name: &str,
+               link: &str,
+               data: &[u8]| {
+        let mut header = tar::Header::new_old();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(kind);
+        let old = header.as_old_mut();
+        old.name[..name.len()].copy_from_slice(name.as_bytes());
+        old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        header.set_cksum();
+        builder.append(&header, data).expect("append a raw entry");
+    };
+    append(
+        &mut builder,
+        "oci-layout",
+        &std::fs::read(image.layout.join("oci-layout")).expect("oci-layout"),
+    );
+    append(
+        &mut builder,
+        "index.json",
+        &std::fs::read(image.layout.join("index.json")).expect("index.json"),
+    );
+    for digest in all_digests(image) {
+        let digest = mirror_oci::parse_digest(&digest).expect("a digest");
+        let bytes = image.read_blob(&digest).expect("a blob");
+        append(
+            &mut builder,
+            &format!("blobs/sha256/{}", digest.digest()),
+            &bytes,
+        );
+    }
+    match hostile {
+        Hostile::File(name) => raw(&mut builder, tar::EntryType::Regular, name, "", b"pwned\n"),
+        Hostile::Symlink(name, target) => {
+            raw(&mut builder, tar::EntryType::Symlink, name, target, b"")
+        }
+        Hostile::HardLink(name, target) => {
+            raw(&mut builder, tar::EntryType::Link, name, target, b"")
+        }
+    }
+    builder.finish().expect("finish the archive");
+}
+
+/// An archive with an entry that escapes (`..`, an absolute name) or a link
+/// where a layout file belongs (`blobs/`, `index.json`): refused by name with
+/// exit 1, nothing written beside or above it, nothing sent to the registry.
+/// A link elsewhere (as `docker save` writes) is ignored, never followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_archive_entries_are_refused() {
+    let image = small_image().await;
+    let dst = open_registry().await;
+    let proxy = proxy_to(&dst).await;
+    let cases = [
+        Hostile::File("../evil"),
+        Hostile::File("blobs/sha256/../../../evil"),
+        Hostile::File("/tmp/mirror-it-evil"),
+        Hostile::Symlink("blobs/sha256/evil-link", "../../../../etc/passwd"),
+        Hostile::Symlink("index.json", "/etc/passwd"),
+        Hostile::HardLink("blobs/evil-hard", "/etc/passwd"),
+    ];
+    for (i, hostile) in cases.iter().enumerate() {
+        let scratch = Scratch::new("hostile");
+        let inner = scratch.path().join("a/b");
+        std::fs::create_dir_all(&inner).expect("create the nest");
+        let archive = inner.join("hostile.tar");
+        hostile_archive(&image, &archive, hostile);
+        let entry = match hostile {
+            Hostile::File(name) | Hostile::Symlink(name, _) | Hostile::HardLink(name, _) => *name,
+        };
+        let before: BTreeSet<PathBuf> = walk(scratch.path());
+        let tag = format!("t{i}");
+
+        let out = Mirror::copy(
+            &loc("oci-archive", &archive, Some("latest")),
+            &format!("{}/x:{tag}", proxy.host()),
+        )
+        .run()
+        .await;
+        out.expect_code(1);
+        out.expect_error_line();
+        assert!(
+            out.stderr.contains(entry),
+            "the error should name the entry `{entry}`\n{}",
+            out.describe()
+        );
+        assert_eq!(
+            walk(scratch.path()),
+            before,
+            "files appeared around {}",
+            archive.display()
+        );
+        assert!(!Path::new("/tmp/mirror-it-evil").exists());
+        let log = proxy.requests();
+        assert!(!log.iter().any(is_write), "{}", describe(&log));
+        assert_no_manifest(&dst.host(), "x", &tag, &ANON).await;
+
+        // inspect refuses it the same way.
+        let out = Mirror::inspect(&loc("oci-archive", &archive, None))
+            .run()
+            .await;
+        out.expect_code(1);
+        assert!(out.stderr.contains(entry), "{}", out.describe());
+    }
+
+    // A link outside the layout's files is not read, so not refused.
+    let scratch = Scratch::new("hostile-ignored");
+    let archive = scratch.path().join("link.tar");
+    hostile_archive(
+        &image,
+        &archive,
+        &Hostile::Symlink("legacy-link", "/etc/passwd"),
+    );
+    let before = walk(scratch.path());
+    Mirror::copy(
+        &loc("oci-archive", &archive, Some("latest")),
+        &format!("{}/x:ignored", proxy.host()),
+    )
+    .run()
+    .await
+    .expect_success();
+    assert_landed(&dst.host(), "x", "ignored", &image, &ANON).await;
+    assert_eq!(walk(scratch.path()), before);
+}
+
+/// Every path under `dir`.
+fn walk(dir: &Path) -> BTreeSet<PathBuf> {
+    let mut found = BTreeSet::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(entry.path());
+            }
+            found.insert(entry.path());
+        }
+    }
+    found
+}
+
+/// A byte flipped in a blob of a layout directory, and in a blob inside an
+/// archive: exit 1 naming the digest mismatch, no tag and no corrupt blob at
+/// the destination.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_local_blob_fails_and_leaves_no_tag() {
+    let image = small_image().await;
+    let dst = open_registry().await;
+    let scratch = Scratch::new("corrupt");
+    let layer = image
+        .blobs
+        .iter()
+        .max_by_key(|b| b.size())
+        .expect("a layer")
+        .clone();
+    let hex = layer.digest().digest().to_owned();
+
+    // A layout directory.
+    let dir = scratch.path().join("layout");
+    copy_dir(&image.layout, &dir);
+    let blob = dir.join("blobs/sha256").join(&hex);
+    let mut bytes = std::fs::read(&blob).expect("the blob");
+    bytes[1_000] ^= 0xff;
+    std::fs::write(&blob, &bytes).expect("corrupt the blob");
+
+    // An archive of the intact layout, then corrupted in place.
+    let archive = scratch.path().join("image.tar");
+    Mirror::copy(
+        &loc("oci", &image.layout, None),
+        &loc("oci-archive", &archive, Some("v1")),
+    )
+    .run()
+    .await
+    .expect_success();
+    let entry = tar_entries(&archive)
+        .into_iter()
+        .find(|e| e.name.ends_with(&hex))
+        .expect("the layer in the archive");
+    let mut bytes = std::fs::read(&archive).expect("the archive");
+    bytes[entry.offset as usize + 1_000] ^= 0xff;
+    std::fs::write(&archive, &bytes).expect("corrupt the archive");
+
+    for (source, tag) in [
+        (loc("oci", &dir, Some("latest")), "from-dir"),
+        (loc("oci-archive", &archive, Some("v1")), "from-archive"),
+    ] {
+        let out = Mirror::copy(&source, &format!("{}/app:{tag}", dst.host()))
+            .run()
+            .await;
+        out.expect_code(1);
+        out.expect_error_line();
+        let stderr = out.stderr_lower();
+        assert!(
+            stderr.contains(&hex[..12])
+                && (stderr.contains("mismatch") || stderr.contains("digest")),
+            "the error should name the digest mismatch of {}\n{}",
+            layer.digest(),
+            out.describe()
+        );
+        assert_no_manifest(&dst.host(), "app", tag, &ANON).await;
+        assert!(
+            !blob_exists(&dst.host(), "app", layer.digest(), &ANON)
+                .await
+                .expect("HEAD blob"),
+            "the corrupt blob was committed at the destination"
+        );
+    }
+}
+
+// ---- interrupted export ----------------------------------------------------------
+
+/// An export whose one blob keeps failing stops with exit 1 and no archive;
+/// the blobs it verified wait in `FILE.partial/`; the re-run fetches only
+/// what is missing and leaves the right archive and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupted_export_resumes() {
+    let image = small_image().await;
+    let src = seeded_registry(&image, "app", "v1").await;
+    let proxy = proxy_to(&src).await;
+    let scratch = Scratch::new("resume");
+    let archive = scratch.path().join("export.tar");
+    let partial = scratch.path().join("export.tar.partial");
+    // The largest layer (amd64) goes first and breaks late, after a delay in
+    // which the other blobs complete.
+    let broken = image
+        .blobs
+        .iter()
+        .max_by_key(|b| b.size())
+        .expect("a layer")
+        .digest()
+        .to_string();
+    let path = format!("/blobs/{broken}");
+    proxy.add_rule(
+        Rule::new(Fault::Delay(Duration::from_millis(1_500)))
+            .method("GET")
+            .path_contains(&path),
+    );
+    proxy.add_rule(
+        Rule::new(Fault::ResetAfter { bytes: 10_000 })
+            .method("GET")
+            .path_contains(&path),
+    );
+    let source = format!("{}/app:v1", proxy.host());
+    let target = loc("oci-archive", &archive, Some("v1"));
+
+    let out = Mirror::copy(&source, &target)
+        .args(["--retries", "1"])
+        .run()
+        .await;
+    out.expect_code(1);
+    out.expect_error_line();
+    assert!(
+        !archive.exists(),
+        "an archive was committed by a failed copy"
+    );
+    assert!(
+        partial.is_dir(),
+        "no {} after the failed copy\n{}",
+        partial.display(),
+        out.describe()
+    );
+    let kept = layout_blobs(&partial);
+    assert!(
+        !kept.contains(&broken),
+        "the broken blob was kept: {kept:?}"
+    );
+    // Every file kept is intact.
+    for digest in &kept {
+        let bytes =
+            std::fs::read(partial.join("blobs/sha256").join(&digest[7..])).expect("a kept blob");
+        assert_eq!(&mirror_oci::digest_of(&bytes).to_string(), digest);
+    }
+    let kept_blobs: Vec<String> = image
+        .blobs
+        .iter()
+        .map(|b| b.digest().to_string())
+        .filter(|d| kept.contains(d))
+        .collect();
+    eprintln!(
+        "kept {} of {} blobs in {}",
+        kept_blobs.len(),
+        image.blobs.len(),
+        partial.display()
+    );
+    // 1.5 s is ages for seven small blobs on loopback.
+    assert_eq!(
+        kept_blobs.len(),
+        image.blobs.len() - 1,
+        "every blob but the broken one should wait in the partial layout"
+    );
+    assert!(
+        !leftovers(scratch.path())
+            .iter()
+            .any(|p| p.ends_with(".tmp")),
+        "{:?}",
+        leftovers(scratch.path())
+    );
+
+    // The network is back.
+    proxy.clear_rules();
+    proxy.clear_requests();
+    let out = Mirror::copy(&source, &target)
+        .args(["--retries", "1", "--json"])
+        .run()
+        .await;
+    out.expect_success();
+    let report = out.json();
+    assert_eq!(text(&report, "/digest"), image.root_digest().to_string());
+    let log = proxy.requests();
+    for digest in &kept_blobs {
+        assert_eq!(
+            blob_gets(&log, digest),
+            0,
+            "{digest} was kept in the partial layout but fetched again\n{}",
+            describe(&log)
+        );
+    }
+    assert_eq!(blob_gets(&log, &broken), 1, "{}", describe(&log));
+
+    assert!(archive.is_file());
+    assert!(!partial.exists(), "{} remains", partial.display());
+    assert!(
+        leftovers(scratch.path()).is_empty(),
+        "left behind: {:?}",
+        leftovers(scratch.path())
+    );
+    assert_eq!(
+        archive_blobs(&archive),
+        all_digests(&image).into_iter().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        skopeo_digest(&target, None)
+            .await
+            .expect("skopeo reads the archive"),
+        image.root_digest().to_string()
+    );
+}
+
+// ---- concurrent writers -------------------------------------------------------
+
+/// Two `mirror` processes writing two images into one layout directory, and
+/// into one archive, at the same time (rounds of it: the race is narrow). A
+/// process may fail, but one that exits 0 has its tag in the result, and
+/// every image the result names has all its blobs.
+///
+/// Known bug, hence ignored: the write locks are per process (`path_lock`),
+/// so `index.json` updates get lost (both exit 0, one tag missing: about a
+/// third of the rounds for `oci:`) and concurrent archive commits remove
+/// each other's `FILE.partial/` (one exits 1 with "Directory not empty"; a
+/// process that exited 0 may have no tag in the archive, or the archive may
+/// name an image whose blobs it lacks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known bug: no lock across processes for oci:/oci-archive writes"]
+async fn concurrent_processes_writing_one_layout_lose_nothing() {
+    let (spec_a, spec_b) = sharing_pair();
+    let (a, b) = (image(spec_a).await, image(spec_b).await);
+    let src = seeded_registry(&a, "app", "a").await;
+    crate::support::seed(&b, &src.host(), "app", "b").await;
+    let mut problems = Vec::new();
+    for round in 0..10 {
+        let scratch = Scratch::new("concurrent");
+        for transport in ["oci", "oci-archive"] {
+            let path = scratch.path().join(format!("{transport}-target"));
+            let target = loc(transport, &path, None);
+            let (out_a, out_b) = tokio::join!(
+                Mirror::copy(&format!("{}/app:a", src.host()), &target).run(),
+                Mirror::copy(&format!("{}/app:b", src.host()), &target).run(),
+            );
+            let listed = inspect_local(&target).await;
+            let blobs = if transport == "oci" {
+                layout_blobs(&path)
+            } else {
+                archive_blobs(&path)
+            };
+            for (tag, image, out) in [("a", &a, &out_a), ("b", &b, &out_b)] {
+                let entry = (Some(tag.to_owned()), image.root_digest().to_string());
+                let named = listed.contains(&entry);
+                if out.code == 0 && !named {
+                    problems.push(format!(
+                        "round {round} {transport}: copying `{tag}` exited 0 but {target} lists {listed:?}"
+                    ));
+                }
+                let missing: Vec<String> = all_digests(image)
+                    .into_iter()
+                    .filter(|d| !blobs.contains(d))
+                    .collect();
+                if named && !missing.is_empty() {
+                    problems.push(format!(
+                        "round {round} {transport}: {target} names `{tag}` but lacks {missing:?} (exit codes {} / {})",
+                        out_a.code, out_b.code
+                    ));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+// ---- a real daemonless build ---------------------------------------------------
+
+/// Runs a program; `Err` with its output when it cannot run or fails.
+async fn run_tool(program: &str, args: &[&str]) -> Result<(), String> {
+    let output = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("{program}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {} failed ({}):\n{}{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+/// `buildah bud --isolation chroot` + `buildah push oci:DIR:TAG`, then mirror
+/// copies the layout to a registry: the digest buildah wrote is the one that
+/// lands. buildah runs with its own storage under the scratch dir; the test
+/// is skipped (with the reason) where buildah cannot build here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buildah_build_lands_in_a_registry() {
+    if mirror_testkit::require_tool("buildah", "buildah").is_err() {
+        eprintln!("SKIPPED: buildah is not installed (apt-get install -y buildah)");
+        return;
+    }
+    let scratch = Scratch::new("buildah");
+    let context = scratch.path().join("context");
+    std::fs::create_dir_all(&context).expect("create the build context");
+    std::fs::write(context.join("hello.txt"), "hello from buildah\n").expect("hello.txt");
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM scratch\nCOPY hello.txt /\n",
+    )
+    .expect("Dockerfile");
+    let root = scratch.path().join("storage");
+    let runroot = scratch.path().join("run");
+    let layout = scratch.path().join("layout");
+    let storage = [
+        "--root",
+        root.to_str().expect("utf-8 path"),
+        "--runroot",
+        runroot.to_str().expect("utf-8 path"),
+        "--storage-driver",
+        "vfs",
+    ];
+    let build: Vec<&str> = storage
+        .iter()
+        .copied()
+        .chain([
+            "bud",
+            "--isolation",
+            "chroot",
+            "-t",
+            "localhost/app:1",
+            context.to_str().expect("utf-8 path"),
+        ])
+        .collect();
+    if let Err(reason) = run_tool("buildah", &build).await {
+        eprintln!("SKIPPED: buildah cannot build on this machine: {reason}");
+        return;
+    }
+    let target = loc("oci", &layout, Some("1"));
+    let push: Vec<&str> = storage
+        .iter()
+        .copied()
+        .chain(["push", "localhost/app:1", &target])
+        .collect();
+    run_tool("buildah", &push)
+        .await
+        .unwrap_or_else(|e| panic!("buildah built but could not push: {e}"));
+    // vfs storage may hold read-only directories; buildah removes its own.
+    let rmi: Vec<&str> = storage.iter().copied().chain(["rmi", "--all"]).collect();
+    let _ = run_tool("buildah", &rmi).await;
+
+    let built = open_layout(&layout).expect("buildah's layout");
+    let layout_digest = skopeo_digest(&target, None)
+        .await
+        .expect("skopeo reads buildah's layout");
+    assert_eq!(layout_digest, built.root_digest().to_string());
+
+    let dst = open_registry().await;
+    let out = Mirror::copy(&target, &format!("{}/app", dst.host()))
+        .arg("--json")
+        .run()
+        .await;
+    out.expect_success();
+    assert_eq!(text(&out.json(), "/digest"), layout_digest);
+    assert_landed(&dst.host(), "app", "1", &built, &ANON).await;
+    assert_eq!(
+        skopeo_digest(&format!("docker://{}/app:1", dst.host()), None)
+            .await
+            .expect("skopeo reads the registry"),
+        layout_digest
+    );
+}
+
+// ---- a real distribution -------------------------------------------------------
+
+/// debootstrap (minbase bookworm) + umoci: a real Debian root filesystem as
+/// an OCI layout, copied to a registry and back into an archive. Needs root
+/// and network access to deb.debian.org (about 30 s with a fast mirror):
+/// ignored by default (`cargo test --test it debootstrap -- --ignored`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and network access to deb.debian.org"]
+async fn debootstrap_debian_round_trip() {
+    for (tool, package) in [("debootstrap", "debootstrap"), ("umoci", "umoci")] {
+        mirror_testkit::require_tool(tool, package).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let scratch = Scratch::new("debian");
+    let rootfs = scratch.path().join("rootfs");
+    let rootfs_text = rootfs.to_str().expect("utf-8 path");
+    run_tool(
+        "debootstrap",
+        &[
+            "--variant=minbase",
+            "bookworm",
+            rootfs_text,
+            "http://deb.debian.org/debian",
+        ],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let layout = scratch.path().join("layout");
+    let layout_text = layout.to_str().expect("utf-8 path");
+    let image_ref = format!("{layout_text}:bookworm");
+    run_tool("umoci", &["init", "--layout", layout_text])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    run_tool("umoci", &["new", "--image", &image_ref])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    run_tool(
+        "umoci",
+        &["insert", "--image", &image_ref, rootfs_text, "/"],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    run_tool(
+        "umoci",
+        &["config", "--image", &image_ref, "--config.cmd", "/bin/bash"],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+
+    let built = open_layout(&layout).expect("umoci's layout");
+    assert!(
+        built.total_blob_bytes() > 10_000_000,
+        "a Debian base should be tens of MB, got {}",
+        built.total_blob_bytes()
+    );
+    let dst = open_registry().await;
+    let source = loc("oci", &layout, Some("bookworm"));
+    Mirror::copy(&source, &format!("{}/debian", dst.host()))
+        .timeout(Duration::from_secs(600))
+        .run()
+        .await
+        .expect_success();
+    assert_landed(&dst.host(), "debian", "bookworm", &built, &ANON).await;
+
+    let archive = scratch.path().join("debian.tar");
+    let target = loc("oci-archive", &archive, None);
+    Mirror::copy(&format!("{}/debian:bookworm", dst.host()), &target)
+        .timeout(Duration::from_secs(600))
+        .run()
+        .await
+        .expect_success();
+    assert_eq!(
+        inspect_local(&target).await,
+        vec![(Some("bookworm".to_owned()), built.root_digest().to_string())]
+    );
+    assert_eq!(
+        skopeo_digest(&loc("oci-archive", &archive, Some("bookworm")), None)
+            .await
+            .expect("skopeo reads the archive"),
+        built.root_digest().to_string()
+    );
+}
