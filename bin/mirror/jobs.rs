@@ -437,6 +437,11 @@ async fn run_jobs(
                         "--dry-run is for registry destinations; a local layout is only written by a real copy",
                     ));
                 }
+                if matches!(l, Location::DockerArchive { .. }) {
+                    return Err(Failure::usage(format!(
+                        "{l}: docker-archive is read only (writing one would change digests); write oci-archive:FILE or oci:DIR instead"
+                    )));
+                }
                 mirror_layout::open_destination(l)
                     .await
                     .map_err(|e| Failure::transfer(e.to_string()))?

@@ -542,7 +542,12 @@ async fn mirror_reads_a_docker_archive_skopeo_wrote() {
     )
     .run()
     .await;
-    assert_ne!(out.code, 0, "{}", out.describe());
+    assert_eq!(
+        out.code,
+        2,
+        "a read-only destination is a usage error: {}",
+        out.describe()
+    );
     assert!(out.stderr.contains("read only"), "{}", out.describe());
     assert!(!scratch.path().join("out.tar").exists());
 }
