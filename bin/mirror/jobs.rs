@@ -270,6 +270,18 @@ pub(crate) async fn mirror_to_ecr(args: MirrorArgs, quiet: bool) -> Result<(), F
     .await
 }
 
+/// `destination` named by a digest or a tag (a tag from a layout's ref name is
+/// checked against the registry tag grammar).
+fn named_by(destination: &Reference, reference: &str) -> Result<Reference, Failure> {
+    match mirror_oci::parse_digest(reference) {
+        Ok(digest) => Ok(destination.with_digest(digest)),
+        Err(_) => parse_reference(
+            &format!("{}:{reference}", destination.name()),
+            "destination",
+        ),
+    }
+}
+
 /// The ref name of a layout's only image, if it has exactly one, named.
 async fn only_ref_name(location: &Location) -> Option<String> {
     match mirror_layout::list(location).await.ok()?.as_slice() {
@@ -294,12 +306,7 @@ pub(crate) async fn copy(args: CopyArgs, quiet: bool) -> Result<(), Failure> {
                         .unwrap_or_else(|| "latest".to_owned()),
                 },
             };
-            let text = if reference.starts_with("sha256:") || reference.starts_with("sha512:") {
-                format!("{}@{reference}", d.name())
-            } else {
-                format!("{}:{reference}", d.name())
-            };
-            End::Registry(parse_reference(&text, "destination")?)
+            End::Registry(named_by(&d, &reference)?)
         }
         End::Local(Location::OciDir { path, tag: None }) => End::Local(Location::OciDir {
             path,
@@ -614,12 +621,7 @@ pub(crate) async fn verify(args: VerifyArgs) -> Result<(), Failure> {
     let destination = match &args.destination {
         Some(d) => {
             let d = parse_reference(d, "destination")?;
-            let reference = destination_reference(&source, &d);
-            if reference.contains(':') && reference.starts_with("sha") {
-                parse_reference(&format!("{}@{reference}", d.name()), "destination")?
-            } else {
-                parse_reference(&format!("{}:{reference}", d.name()), "destination")?
-            }
+            named_by(&d, &destination_reference(&source, &d))?
         }
         None => {
             let region = ecr_region(args.region.as_deref(), 10.0).await?;
