@@ -32,7 +32,8 @@ Examples:
 
 Credentials come from --src-creds/--dest-creds (or MIRROR_SRC_CREDS/MIRROR_DEST_CREDS),
 else from docker's config.json ($DOCKER_CONFIG, auths, credHelpers, credsStore) and
-containers' auth.json. Exit codes: 0 success, 1 the copy failed, 2 usage error.";
+containers' auth.json. --registry-endpoint, --insecure-registry and --ca-cert can also
+live in ~/.config/mirror/config.toml (see --config). Exit codes: 0 success, 1 the copy failed, 2 usage error.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -303,6 +304,10 @@ pub struct TransportArgs {
         value_name = "HOST=URL"
     )]
     pub endpoints: Vec<String>,
+    /// Config file with registry-endpoints, insecure-registries, ca-certs
+    /// [default: ~/.config/mirror/config.toml if present].
+    #[arg(long, env = "MIRROR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Attempts per request and per blob transfer before giving up.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub retries: u32,

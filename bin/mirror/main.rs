@@ -3,6 +3,7 @@
 //! and maps failures to exit codes (0 ok, 1 transfer failure, 2 usage).
 
 mod cli;
+mod config;
 mod jobs;
 mod progress;
 mod walkthrough;
@@ -19,6 +20,7 @@ use mirror_registry::{
 use serde_json::json;
 
 use crate::cli::{Cli, Command, InspectArgs, TransportArgs};
+use crate::config::FileConfig;
 
 /// A failure with its exit code.
 pub(crate) struct Failure {
@@ -112,25 +114,48 @@ pub(crate) fn parse_credentials(
 }
 
 pub(crate) fn client(transport: &TransportArgs) -> Result<RegistryClient, Failure> {
+    let (file, file_path) = FileConfig::load(transport.config.as_deref())?;
     let mut endpoints = HashMap::new();
-    for entry in &transport.endpoints {
-        let (host, url) = entry.split_once('=').ok_or_else(|| {
-            Failure::usage(format!(
-                "--registry-endpoint `{entry}`: expected HOST=URL, for example 123456789012.dkr.ecr.us-east-1.amazonaws.com=https://vpce-0abc.dkr.ecr.us-east-1.vpce.amazonaws.com"
-            ))
-        })?;
-        let url = url::Url::parse(url)
-            .map_err(|e| Failure::usage(format!("--registry-endpoint `{entry}`: {e}")))?;
-        endpoints.insert(host.to_owned(), url);
+    let from_file = file.registry_endpoints.iter().map(|(host, url)| {
+        let origin = match &file_path {
+            Some(path) => format!("registry-endpoints in {}", path.display()),
+            None => "registry-endpoints".to_owned(),
+        };
+        (host.clone(), url.clone(), origin)
+    });
+    // Command line and environment last: they replace the file's entry for a host.
+    let given = transport.endpoints.iter().map(|entry| {
+        let (host, url) = entry.split_once('=').unwrap_or((entry, ""));
+        (
+            host.to_owned(),
+            url.to_owned(),
+            format!("--registry-endpoint `{entry}`"),
+        )
+    });
+    for (host, url, origin) in from_file.chain(given) {
+        if host.trim().is_empty() || url.is_empty() {
+            return Err(Failure::usage(format!(
+                "{origin}: expected HOST=URL, for example 123456789012.dkr.ecr.us-east-1.amazonaws.com=https://vpce-0abc.dkr.ecr.us-east-1.vpce.amazonaws.com"
+            )));
+        }
+        let url = url::Url::parse(&url)
+            .map_err(|e| Failure::usage(format!("{origin}: `{url}` for {host}: {e}")))?;
+        endpoints.insert(host.trim().to_owned(), url);
     }
     let options = ClientOptions {
-        insecure_registries: transport
+        insecure_registries: file
             .insecure_registries
             .iter()
+            .chain(&transport.insecure_registries)
             .map(|h| h.trim().to_owned())
             .filter(|h| !h.is_empty())
             .collect(),
-        ca_certs: transport.ca_certs.clone(),
+        ca_certs: file
+            .ca_certs
+            .iter()
+            .chain(&transport.ca_certs)
+            .cloned()
+            .collect(),
         endpoints,
         retry: RetryPolicy {
             max_attempts: transport.retries,

@@ -579,3 +579,86 @@ async fn unauthorized_mid_run_refreshes_the_token() {
         "no new token after a 401"
     );
 }
+
+/// The endpoint mapping from the config file alone: `$XDG_CONFIG_HOME/mirror/
+/// config.toml` maps both registry hosts, no flag or MIRROR_* variable is
+/// set, and the image lands. Then a file (`--config`) that maps the ECR host
+/// to a closed port, overridden by `--registry-endpoint`: the flag wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_mapping_from_the_config_file() {
+    let aws = aws(EcrOptions::default()).await;
+    let small = small_image().await;
+    aws.hub
+        .seed(&small, "library/alpine", "3.20")
+        .await
+        .expect("seed");
+    let toml_entry = |arg: String| {
+        let (host, url) = arg.split_once('=').expect("HOST=URL");
+        format!("\"{host}\" = \"{url}\"\n")
+    };
+    let scratch = Scratch::new("config-file");
+    let xdg = scratch.path().join("xdg");
+    std::fs::create_dir_all(xdg.join("mirror")).expect("config dir");
+    std::fs::write(
+        xdg.join("mirror/config.toml"),
+        format!(
+            "[registry-endpoints]\n{}{}",
+            toml_entry(aws.ecr.endpoint_arg()),
+            toml_entry(aws.hub.endpoint_arg())
+        ),
+    )
+    .expect("write config.toml");
+
+    let out = aws
+        .aws_only(["alpine:3.20", "--json"])
+        .env("XDG_CONFIG_HOME", xdg.to_string_lossy())
+        .run()
+        .await;
+    out.expect_success();
+    assert_landed(&aws.ecr.host(), "alpine", "3.20", &small, &aws.ecr_auth()).await;
+
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind a port");
+    let closed = listener.local_addr().expect("local addr");
+    drop(listener);
+    let stale = scratch.path().join("stale.toml");
+    let ecr_arg = aws.ecr.endpoint_arg();
+    let (ecr_host, _) = ecr_arg.split_once('=').expect("HOST=URL");
+    std::fs::write(
+        &stale,
+        format!(
+            "[registry-endpoints]\n\"{}\" = \"http://{closed}\"\n{}",
+            ecr_host,
+            toml_entry(aws.hub.endpoint_arg())
+        ),
+    )
+    .expect("write stale.toml");
+    let config = stale.to_string_lossy().into_owned();
+    let refused = aws
+        .aws_only(["alpine:3.20", "--config", config.as_str(), "--retries", "1"])
+        .run()
+        .await;
+    refused.expect_code(1);
+    assert!(
+        refused.stderr.contains(&closed.to_string()),
+        "the file's endpoint was used: {}",
+        refused.describe()
+    );
+    let overridden = aws
+        .aws_only([
+            "alpine:3.20",
+            "--config",
+            config.as_str(),
+            "--registry-endpoint",
+            aws.ecr.endpoint_arg().as_str(),
+            "--json",
+        ])
+        .run()
+        .await;
+    overridden.expect_success();
+    assert_eq!(
+        overridden.json()["up_to_date"],
+        true,
+        "{}",
+        overridden.describe()
+    );
+}

@@ -92,6 +92,23 @@ async fn bad_flag_values_are_usage_errors() {
     }
     let out = Mirror::new(["copy", src.as_str()]).run().await;
     out.expect_code(2);
+    // A config file that is missing, or has a misspelt key, names the file.
+    let scratch = crate::support::Scratch::new("bad-config");
+    let missing = scratch.path().join("missing.toml");
+    let misspelt = scratch.path().join("misspelt.toml");
+    std::fs::write(&misspelt, "[registry-endpoint]\n\"a\" = \"http://b\"\n").expect("write");
+    for (file, says) in [(&missing, "missing.toml"), (&misspelt, "registry-endpoint")] {
+        let out = Mirror::copy(&src, &dst)
+            .args(["--config", file.to_str().expect("utf-8 path")])
+            .run()
+            .await;
+        out.expect_code(2);
+        assert!(
+            out.stderr.contains(&*file.to_string_lossy()) && out.stderr.contains(says),
+            "{}",
+            out.describe()
+        );
+    }
     let out = Mirror::new(["no-such-command"]).run().await;
     out.expect_code(2);
 }

@@ -653,7 +653,7 @@ impl RegistryClient {
                         host: host.name.clone(),
                         operation: call.operation,
                         target: call.target.clone(),
-                        detail: describe_transport(&source),
+                        detail: describe_transport(&source) + &via(&host.name, &call.url),
                         source,
                     }
                 }
@@ -937,6 +937,21 @@ pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
         when.duration_since(std::time::SystemTime::now())
             .unwrap_or(Duration::ZERO),
     )
+}
+
+/// ` (via ADDRESS)` when the request went somewhere other than the host's
+/// own name: an endpoint mapping, or docker.io's registry-1.docker.io.
+fn via(name: &str, url: &Url) -> String {
+    let address = match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_owned(),
+        (None, _) => return String::new(),
+    };
+    if address == name {
+        String::new()
+    } else {
+        format!(" (via {}://{address})", url.scheme())
+    }
 }
 
 fn describe_transport(error: &reqwest::Error) -> String {
