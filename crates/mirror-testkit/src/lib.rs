@@ -53,6 +53,7 @@
 //! # Ok(()) }
 //! ```
 
+mod child;
 mod ecr;
 mod image;
 mod moto;

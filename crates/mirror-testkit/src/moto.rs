@@ -18,13 +18,14 @@
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
+
+use crate::child::{ChildServer, Readiness, Ready, free_port};
 
 /// The account moto serves by default (and always, for the dummy credentials
 /// of [`Moto::env`]).
@@ -39,28 +40,12 @@ const CLIENT_AGENT: &str = "mirror-testkit-moto-client";
 const ECR_TARGET_PREFIX: &str = "AmazonEC2ContainerRegistry_V20150921";
 const LOGS_TARGET_PREFIX: &str = "Logs_20140328";
 
-/// The same lifeline wrapper as the registry's: starts `$2...` with output to
-/// the log `$1`, and kills it once our pipe (fd 3) reaches EOF, so moto dies
-/// with the test process even when that is killed.
-const WRAPPER: &str = r#"exec 3<&0
-log=$1
-shift
-"$@" >>"$log" 2>&1 &
-pid=$!
-( read -r _unused <&3; kill -9 "$pid" 2>/dev/null ) &
-exec 3<&-
-wait "$pid"
-"#;
-
 /// A running `moto_server` on 127.0.0.1, stopped on drop.
 pub struct Moto {
     addr: SocketAddr,
     client: MotoClient,
-    log: PathBuf,
     recording: PathBuf,
-    child: Child,
-    /// Closing this pipe makes the wrapper kill moto.
-    lifeline: Option<ChildStdin>,
+    server: ChildServer,
     // Last so it is removed after the process is gone.
     _dir: tempfile::TempDir,
 }
@@ -122,11 +107,8 @@ impl Moto {
         let log = dir.path().join("moto.log");
         let recording = dir.path().join("recording.jsonl");
         let addr = free_port()?;
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(WRAPPER)
-            .arg("sh")
-            .arg(&log)
+        let mut command = ChildServer::command(&log);
+        command
             .arg(program)
             .args(["-H", "127.0.0.1", "-p"])
             .arg(addr.port().to_string())
@@ -135,20 +117,13 @@ impl Moto {
             .env("PYTHONUNBUFFERED", "1")
             // The account must stay the documented default.
             .env_remove("MOTO_ACCOUNT_ID")
-            .current_dir(dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting moto_server")?;
-        let lifeline = child.stdin.take();
+            .current_dir(dir.path());
+        let server = ChildServer::spawn(command, log, "moto_server")?;
         Ok(Self {
             addr,
             client: MotoClient::new(&format!("http://{addr}"))?,
-            log,
             recording,
-            child,
-            lifeline,
+            server,
             _dir: dir,
         })
     }
@@ -245,70 +220,22 @@ impl Moto {
 
     /// Everything moto logged so far (werkzeug's access lines, tracebacks).
     pub fn log_text(&self) -> String {
-        std::fs::read(&self.log)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        self.server.log_text()
     }
 
     async fn wait_ready(&mut self) -> Result<(), Ready> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .no_proxy()
-            .build()
-            .map_err(|e| Ready::Timeout(format!("building an HTTP client: {e}")))?;
         let url = format!("http://{}/moto-api/", self.addr);
         // Werkzeug's banner proves that the server answering is ours.
-        let listening = format!("Running on http://{}", self.addr);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Ok(Some(_status)) = self.child.try_wait() {
-                return Err(Ready::Exited(self.log_text()));
-            }
-            let bound = self.log_text().contains(&listening);
-            if bound
-                && let Ok(response) = client.get(&url).send().await
-                && response.status().is_success()
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(Ready::Timeout(self.log_text()));
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let banner = format!("Running on http://{}", self.addr);
+        self.server
+            .wait_ready(Readiness {
+                banner: &banner,
+                url: &url,
+                ready: |status| (200..300).contains(&status),
+                timeout: READY_TIMEOUT,
+            })
+            .await
     }
-
-    fn stop(&mut self) {
-        drop(self.lifeline.take());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(_)) | Err(_) => return,
-                Ok(None) if Instant::now() > deadline => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    return;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-enum Ready {
-    Exited(String),
-    Timeout(String),
-}
-
-fn free_port() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-    Ok(listener.local_addr()?)
 }
 
 /// The workspace root: two levels above this crate's manifest.

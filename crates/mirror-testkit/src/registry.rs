@@ -7,40 +7,24 @@
 //! (config, storage, log, htpasswd) and can run open, with Basic auth (htpasswd,
 //! like ECR) or with bearer tokens from a [`TokenServer`] (like Docker Hub).
 //!
-//! The child is started through a small `sh` wrapper holding a pipe from this
-//! process: when the pipe closes (on drop, or when the test process dies, even
-//! by SIGKILL) the wrapper kills the registry, so no registry outlives its test.
+//! The child is a [`ChildServer`]: no registry outlives its test.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 
+use crate::child::{ChildServer, Readiness, Ready, free_port};
 use crate::token::TokenServer;
 
 /// How long a registry may take to answer `GET /v2/` after start.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The realm distribution names in its Basic challenge.
 const HTPASSWD_REALM: &str = "mirror-testkit";
-
-/// The wrapper: starts the registry (`$2...`, output to the log `$1`), and a
-/// watcher that kills it once our pipe (fd 3) reaches EOF. The shell itself
-/// exits when the registry does, which is how an early failure shows. Under
-/// `ip netns exec` the pid is still the registry's: `ip` execs it.
-const WRAPPER: &str = r#"exec 3<&0
-log=$1
-shift
-"$@" >>"$log" 2>&1 &
-pid=$!
-( read -r _unused <&3; kill -9 "$pid" 2>/dev/null ) &
-exec 3<&-
-wait "$pid"
-"#;
 
 /// Where a registry runs: by default on a free port of 127.0.0.1 with fresh
 /// storage in its temp dir.
@@ -71,12 +55,9 @@ enum Auth {
 pub struct Registry {
     addr: SocketAddr,
     storage: PathBuf,
-    log: PathBuf,
     htpasswd: Option<PathBuf>,
     users: Mutex<BTreeMap<String, String>>,
-    child: Child,
-    /// Closing this pipe makes the wrapper kill the registry.
-    lifeline: Option<ChildStdin>,
+    server: ChildServer,
     // Last so it is removed after the process is gone.
     _dir: tempfile::TempDir,
 }
@@ -209,30 +190,19 @@ impl Registry {
             &config,
             config_yaml(addr, &storage, auth, htpasswd.as_deref()),
         )?;
-        let mut command = Command::new("sh");
-        command.arg("-c").arg(WRAPPER).arg("sh").arg(&log);
+        let mut command = ChildServer::command(&log);
         if let Some(netns) = &placement.netns {
             let ip = crate::require_tool("ip", "iproute2")?;
             command.arg(ip).args(["netns", "exec"]).arg(netns);
         }
-        let mut child = command
-            .arg(program)
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting docker-registry")?;
-        let lifeline = child.stdin.take();
+        command.arg(program).arg("serve").arg(&config);
+        let server = ChildServer::spawn(command, log, "docker-registry")?;
         Ok(Registry {
             addr,
             storage,
-            log,
             htpasswd,
             users: Mutex::new(users.clone()),
-            child,
-            lifeline,
+            server,
             _dir: dir,
         })
     }
@@ -286,72 +256,21 @@ impl Registry {
     /// Everything the registry logged so far (logrus text lines and the
     /// combined-format access log).
     pub fn log_text(&self) -> String {
-        std::fs::read(&self.log)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        self.server.log_text()
     }
 
     async fn wait_ready(&mut self) -> Result<(), Ready> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .no_proxy()
-            .build()
-            .map_err(|e| Ready::Timeout(format!("building an HTTP client: {e}")))?;
         let url = format!("http://{}/v2/", self.addr);
-        let listening = format!("listening on {}", self.addr);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Ok(Some(_status)) = self.child.try_wait() {
-                return Err(Ready::Exited(self.log_text()));
-            }
-            // The log line proves that the server answering is ours, not
-            // another process that got the port first.
-            let bound = self.log_text().contains(&listening);
-            if bound && let Ok(response) = client.get(&url).send().await {
-                let status = response.status().as_u16();
-                if status == 200 || status == 401 {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(Ready::Timeout(self.log_text()));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let banner = format!("listening on {}", self.addr);
+        self.server
+            .wait_ready(Readiness {
+                banner: &banner,
+                url: &url,
+                ready: |status| status == 200 || status == 401,
+                timeout: READY_TIMEOUT,
+            })
+            .await
     }
-
-    fn stop(&mut self) {
-        // Closing the pipe makes the wrapper kill the registry and exit.
-        drop(self.lifeline.take());
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(_)) | Err(_) => return,
-                Ok(None) if Instant::now() > deadline => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    return;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-enum Ready {
-    Exited(String),
-    Timeout(String),
-}
-
-fn free_port() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-    Ok(listener.local_addr()?)
 }
 
 /// A YAML string: JSON strings are valid YAML, and quoting keeps paths with
