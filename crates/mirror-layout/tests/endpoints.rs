@@ -230,6 +230,22 @@ async fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// `skopeo copy --all --preserve-digests SRC DST`.
+async fn skopeo_copy(src: impl AsRef<str>, dst: impl AsRef<str>) {
+    run(
+        "skopeo",
+        &[
+            "copy",
+            "--insecure-policy",
+            "--all",
+            "--preserve-digests",
+            src.as_ref(),
+            dst.as_ref(),
+        ],
+    )
+    .await;
+}
+
 // ------------------------------------------------------------ oci: layouts
 
 #[tokio::test]
@@ -631,18 +647,7 @@ async fn skopeo_reads_what_we_write() {
     );
     let out = tmp.path().join("skopeo-out");
     let out_ref = format!("oci:{}:v1", out.display());
-    run(
-        "skopeo",
-        &[
-            "copy",
-            "--insecure-policy",
-            "--all",
-            "--preserve-digests",
-            &archive_ref,
-            &out_ref,
-        ],
-    )
-    .await;
+    skopeo_copy(archive_ref, out_ref).await;
     assert_eq!(blobs_of(&out), blobs_of(&src.layout));
 
     // A layout we wrote, too.
@@ -668,16 +673,9 @@ async fn we_read_what_skopeo_writes() {
     let src = image(ImageSpec::small("skopeo-writes", 311));
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("skopeo.tar");
-    run(
-        "skopeo",
-        &[
-            "copy",
-            "--insecure-policy",
-            "--all",
-            "--preserve-digests",
-            &format!("oci:{}:latest", src.layout.display()),
-            &format!("oci-archive:{}:example.com/app:1.0", file.display()),
-        ],
+    skopeo_copy(
+        format!("oci:{}:latest", src.layout.display()),
+        format!("oci-archive:{}:example.com/app:1.0", file.display()),
     )
     .await;
     let archive = Arc::new(OciArchive::open(&file).await.unwrap());
@@ -699,16 +697,9 @@ async fn we_read_what_skopeo_writes() {
 
     // skopeo's own layout directory, too.
     let dir = tmp.path().join("skopeo-dir");
-    run(
-        "skopeo",
-        &[
-            "copy",
-            "--insecure-policy",
-            "--all",
-            "--preserve-digests",
-            &format!("oci:{}:latest", src.layout.display()),
-            &format!("oci:{}:t", dir.display()),
-        ],
+    skopeo_copy(
+        format!("oci:{}:latest", src.layout.display()),
+        format!("oci:{}:t", dir.display()),
     )
     .await;
     assert_eq!(
