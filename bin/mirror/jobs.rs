@@ -581,6 +581,11 @@ fn report_json(
     if let Some(object) = value.as_object_mut() {
         object.insert("retries".into(), json!(report.retries + stats.retries));
         object.insert("requests".into(), requests_json(stats));
+        // A warm run decides on one HEAD per side and never reads the index:
+        // its platforms are unknown (null), not none.
+        if report.up_to_date && report.kind == "index" && report.platforms.is_empty() {
+            object.insert("platforms".into(), serde_json::Value::Null);
+        }
         object.insert(
             "rate_limit".into(),
             source.and_then(Repository::rate_limit).map_or(serde_json::Value::Null, |r| {

@@ -150,6 +150,11 @@ async fn headline_command_creates_the_repository_and_lands_every_platform() {
         .await;
     again.expect_success();
     assert_eq!(again.json()["up_to_date"], true);
+    assert!(
+        again.json()["platforms"].is_null(),
+        "a warm run never read the index, so its platforms are unknown: {}",
+        again.json()
+    );
     assert!(aws.ecr_writes().is_empty(), "a warm re-run wrote to ECR");
     let manifest_heads = |requests: Vec<RequestRecord>| {
         requests
