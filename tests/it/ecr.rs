@@ -667,3 +667,79 @@ async fn endpoint_mapping_from_the_config_file() {
         overridden.describe()
     );
 }
+
+/// A caller whose IAM policy lacks an action (moto enforcing IAM for real:
+/// signatures and policies) gets an error naming the action to grant, and
+/// nothing is created or pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_iam_permission_names_the_action() {
+    let aws = aws(EcrOptions::default()).await;
+    let small = small_image().await;
+    aws.hub
+        .seed(&small, "library/alpine", "3.20")
+        .await
+        .expect("seed");
+    let (key, secret) = aws
+        .moto
+        .iam_user(
+            "ci",
+            &["ecr:GetAuthorizationToken", "ecr:DescribeRepositories"],
+        )
+        .await
+        .expect("IAM user in moto");
+    aws.moto.enforce_iam(true).await.expect("enforce IAM");
+
+    let denied = aws
+        .mirror(["alpine:3.20"])
+        .env("AWS_ACCESS_KEY_ID", key.as_str())
+        .env("AWS_SECRET_ACCESS_KEY", secret.as_str())
+        .run()
+        .await;
+    let logs = aws
+        .aws_only(["log-group", "/cruddur/app", "--retention-days", "1"])
+        .env("AWS_ACCESS_KEY_ID", key.as_str())
+        .env("AWS_SECRET_ACCESS_KEY", secret.as_str())
+        .run()
+        .await;
+    aws.moto
+        .enforce_iam(false)
+        .await
+        .expect("stop enforcing IAM");
+
+    denied.expect_code(1);
+    assert!(
+        denied.stderr.contains("ecr:CreateRepository")
+            && denied.stderr.contains("mirror iam-policy"),
+        "{}",
+        denied.describe()
+    );
+    assert!(
+        !denied.stderr.contains(&secret),
+        "the secret key leaked: {}",
+        denied.describe()
+    );
+    assert!(
+        aws.moto
+            .describe_repository("alpine")
+            .await
+            .expect("moto answers")
+            .is_none(),
+        "a repository was created without the permission"
+    );
+    assert!(aws.ecr_writes().is_empty(), "blobs went to ECR anyway");
+
+    logs.expect_code(1);
+    assert!(
+        logs.stderr.contains("logs:CreateLogGroup"),
+        "{}",
+        logs.describe()
+    );
+    assert!(
+        aws.moto
+            .describe_log_groups("/cruddur/app")
+            .await
+            .expect("moto answers")
+            .is_empty(),
+        "a log group was created without the permission"
+    );
+}

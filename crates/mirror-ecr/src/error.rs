@@ -26,24 +26,33 @@ pub enum EcrError {
     Invalid(String),
 }
 
+/// The raw HTTP response type of every AWS SDK crate (ECR, CloudWatch Logs).
+pub(crate) type HttpResponse = aws_sdk_ecr::config::http::HttpResponse;
+
 /// Classifies an SDK error for `action` (an IAM action name).
-pub(crate) fn classify<E, R>(
+pub(crate) fn classify<E>(
     action: &'static str,
-    error: aws_sdk_ecr::error::SdkError<E, R>,
+    error: aws_sdk_ecr::error::SdkError<E, HttpResponse>,
 ) -> EcrError
 where
     E: aws_sdk_ecr::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
     use aws_sdk_ecr::error::ProvideErrorMetadata as _;
     let code = error.code().unwrap_or_default().to_owned();
+    if code.contains("AccessDenied") || code == "UnauthorizedOperation" {
+        let message = error
+            .message()
+            .map(str::to_owned)
+            .unwrap_or_else(|| describe(&error));
+        return EcrError::AccessDenied { action, message };
+    }
+    if let Some(message) = forbidden(&error) {
+        return EcrError::AccessDenied { action, message };
+    }
     let message = error
         .message()
         .map(str::to_owned)
         .unwrap_or_else(|| describe(&error));
-    if code.contains("AccessDenied") || code == "UnauthorizedOperation" {
-        return EcrError::AccessDenied { action, message };
-    }
     if matches!(error, aws_sdk_ecr::error::SdkError::ConstructionFailure(_))
         || message.contains("credentials")
             && (message.contains("no providers") || message.contains("failed to load"))
@@ -59,6 +68,35 @@ where
             format!("{code}: {message}")
         },
     }
+}
+
+/// A 403 whose body the SDK could not read as its protocol's error (an
+/// XML `ErrorResponse` answering a JSON API, from a proxy or an emulator):
+/// still a denial. Its message, from the body's `<Message>` or `"message"`.
+pub(crate) fn forbidden<E>(
+    error: &aws_sdk_ecr::error::SdkError<E, HttpResponse>,
+) -> Option<String> {
+    let response = error.raw_response()?;
+    if response.status().as_u16() != 403 {
+        return None;
+    }
+    let body = String::from_utf8_lossy(response.body().bytes().unwrap_or_default()).into_owned();
+    let between = |open: &str, close: &str| {
+        let start = body.find(open)? + open.len();
+        let end = body[start..].find(close)? + start;
+        Some(body[start..end].trim().to_owned())
+    };
+    Some(
+        between("<Message>", "</Message>")
+            .or_else(|| {
+                serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()?
+                    .get("message")?
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| "403 Forbidden".to_owned()),
+    )
 }
 
 fn describe(error: &dyn std::error::Error) -> String {

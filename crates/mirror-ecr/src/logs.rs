@@ -229,16 +229,20 @@ async fn find_log_group(
 }
 
 /// Classifies an SDK error of `action` (an IAM action name) on `log_group`.
-fn classify<E, R>(action: &'static str, log_group: &str, error: SdkError<E, R>) -> LogsError
+fn classify<E>(
+    action: &'static str,
+    log_group: &str,
+    error: SdkError<E, crate::error::HttpResponse>,
+) -> LogsError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
     let code = error.code().unwrap_or_default().to_owned();
-    let service_message = error.message().map(str::to_owned);
+    let forbidden = crate::error::forbidden(&error);
+    let service_message = error.message().map(str::to_owned).or(forbidden.clone());
     let is_service_error = matches!(error, SdkError::ServiceError(_));
     let context = DisplayErrorContext(&error).to_string();
-    if code.contains("AccessDenied") || code == "UnauthorizedOperation" {
+    if code.contains("AccessDenied") || code == "UnauthorizedOperation" || forbidden.is_some() {
         // IAM evaluates DescribeLogGroups against every group in the account
         // (`log-group::log-stream:`), the others against the group itself.
         let resource = if action == "logs:DescribeLogGroups" {

@@ -318,7 +318,16 @@ impl RegistryClient {
             .insecure_registries
             .iter()
             .any(|h| h == name);
-        let base = match self.inner.options.endpoints.get(name) {
+        // Docker Hub's API host answers to the names users write, too.
+        let aliases: &[&str] = if name == "registry-1.docker.io" {
+            &["docker.io", "index.docker.io"]
+        } else {
+            &[]
+        };
+        let mapped = std::iter::once(name)
+            .chain(aliases.iter().copied())
+            .find_map(|n| self.inner.options.endpoints.get(n));
+        let base = match mapped {
             Some(url) => url.clone(),
             None => Url::parse(&format!("https://{name}/")).map_err(|e| {
                 RegistryError::Setup(format!("`{name}` is not a usable registry host: {e}"))

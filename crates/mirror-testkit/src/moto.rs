@@ -18,6 +18,7 @@
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -318,6 +319,9 @@ fn credential_service(authorization: &str) -> Option<String> {
 pub struct MotoClient {
     endpoint: String,
     http: reqwest::Client,
+    /// IAM access key id and secret to sign with (shared by clones: the
+    /// stand-in's gate signs too once [`Moto::enforce_iam`] set them).
+    credentials: Arc<Mutex<Option<(String, String)>>>,
 }
 
 impl MotoClient {
@@ -331,12 +335,103 @@ impl MotoClient {
         Ok(Self {
             endpoint: endpoint.trim_end_matches('/').to_owned(),
             http,
+            credentials: Arc::default(),
         })
     }
 
     /// The endpoint this client talks to.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    fn is_signing(&self) -> bool {
+        self.credentials.lock().is_ok_and(|c| c.is_some())
+    }
+
+    /// Signs with this IAM user's keys from now on (moto enforcing IAM
+    /// checks signatures; without keys, requests only name their service).
+    pub fn sign_as(&self, access_key_id: &str, secret: &str) {
+        if let Ok(mut credentials) = self.credentials.lock() {
+            *credentials = Some((access_key_id.to_owned(), secret.to_owned()));
+        }
+    }
+
+    /// A POST of `body` to moto for `service` with SigV4 headers: a real
+    /// signature when [`MotoClient::sign_as`] gave keys, else a header shaped
+    /// like SigV4 that only names the service (moto not enforcing IAM
+    /// ignores signatures).
+    fn post(
+        &self,
+        service: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> anyhow::Result<reqwest::RequestBuilder> {
+        use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+        let url = format!("{}/", self.endpoint);
+        let mut request = self.http.post(&url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let credentials = self
+            .credentials
+            .lock()
+            .map_err(|_| anyhow::anyhow!("moto client credentials lock poisoned"))?
+            .clone();
+        let Some((id, secret)) = credentials else {
+            let authorization = format!(
+                "AWS4-HMAC-SHA256 Credential=testing/20260101/{MOTO_REGION}/{service}/aws4_request, \
+                 SignedHeaders=host;x-amz-date, Signature=0"
+            );
+            return Ok(request
+                .header("x-amz-date", "20260101T000000Z")
+                .header("authorization", authorization)
+                .body(body));
+        };
+        let identity =
+            aws_credential_types::Credentials::new(id, secret, None, None, "mirror-testkit").into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(MOTO_REGION)
+            .name(service)
+            .time(std::time::SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()?
+            .into();
+        let signable = SignableRequest::new(
+            "POST",
+            &url,
+            headers.iter().copied(),
+            SignableBody::Bytes(&body),
+        )?;
+        let (instructions, _signature) = sign(signable, &params)?.into_parts();
+        for (name, value) in instructions.headers() {
+            request = request.header(name, value);
+        }
+        Ok(request.body(body))
+    }
+
+    /// One IAM query-protocol call (form-encoded); the XML answer.
+    pub async fn iam(&self, params: &[(&str, &str)]) -> anyhow::Result<String> {
+        let action = params.first().map(|p| p.1).unwrap_or_default();
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .append_pair("Version", "2010-05-08")
+            .finish();
+        let response = self
+            .post(
+                "iam",
+                &[("content-type", "application/x-www-form-urlencoded")],
+                form.into_bytes(),
+            )?
+            .send()
+            .await
+            .with_context(|| format!("moto iam {action}: sending"))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!("moto iam {action}: {status}: {text}");
+        }
+        Ok(text)
     }
 
     /// One AWS JSON 1.1 call: the HTTP status and the parsed answer (an
@@ -347,18 +442,16 @@ impl MotoClient {
         target: &str,
         request: &Value,
     ) -> anyhow::Result<(u16, Value)> {
-        let authorization = format!(
-            "AWS4-HMAC-SHA256 Credential=testing/20260101/{MOTO_REGION}/{service}/aws4_request, \
-             SignedHeaders=host;x-amz-date, Signature=0"
-        );
+        let body = serde_json::to_vec(request)?;
         let response = self
-            .http
-            .post(format!("{}/", self.endpoint))
-            .header("x-amz-target", target)
-            .header("content-type", "application/x-amz-json-1.1")
-            .header("x-amz-date", "20260101T000000Z")
-            .header("authorization", authorization)
-            .body(serde_json::to_vec(request)?)
+            .post(
+                service,
+                &[
+                    ("x-amz-target", target),
+                    ("content-type", "application/x-amz-json-1.1"),
+                ],
+                body,
+            )?
             .send()
             .await
             .with_context(|| format!("moto {target}: sending"))?;
@@ -536,6 +629,69 @@ fn next_token(answer: &Value) -> Option<String> {
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty())
         .map(str::to_owned)
+}
+
+/// IAM enforcement: moto checks signatures and policies of every call once
+/// it is on (it is off by default). The testkit's own calls are unsigned, so
+/// sign as an administrator created when it is first switched on.
+impl Moto {
+    /// An IAM user allowed exactly `actions` (`ecr:GetAuthorizationToken`, ...)
+    /// on every resource; returns its access key id and secret.
+    pub async fn iam_user(&self, name: &str, actions: &[&str]) -> anyhow::Result<(String, String)> {
+        let policy = json!({
+            "Version": "2012-10-17",
+            "Statement": [{ "Effect": "Allow", "Action": actions, "Resource": "*" }],
+        })
+        .to_string();
+        self.client
+            .iam(&[("Action", "CreateUser"), ("UserName", name)])
+            .await?;
+        self.client
+            .iam(&[
+                ("Action", "PutUserPolicy"),
+                ("UserName", name),
+                ("PolicyName", "mirror-test"),
+                ("PolicyDocument", &policy),
+            ])
+            .await?;
+        let answer = self
+            .client
+            .iam(&[("Action", "CreateAccessKey"), ("UserName", name)])
+            .await?;
+        let field = |tag: &str| {
+            let open = format!("<{tag}>");
+            let start = answer.find(&open)? + open.len();
+            let end = answer[start..].find(&format!("</{tag}>"))? + start;
+            Some(answer[start..end].to_owned())
+        };
+        match (field("AccessKeyId"), field("SecretAccessKey")) {
+            (Some(id), Some(secret)) => Ok((id, secret)),
+            _ => bail!("moto iam CreateAccessKey: no key in {answer}"),
+        }
+    }
+
+    /// Turns IAM enforcement on (every later call must be signed by a known
+    /// user and allowed by its policy) or off.
+    pub async fn enforce_iam(&self, on: bool) -> anyhow::Result<()> {
+        // The testkit's own calls (and the ECR stand-in's gate) go on
+        // working as an administrator.
+        if on && !self.client.is_signing() {
+            let (id, secret) = self.iam_user("mirror-testkit-admin", &["*"]).await?;
+            self.client.sign_as(&id, &secret);
+        }
+        let response = reqwest::Client::builder()
+            .no_proxy()
+            .build()?
+            .post(format!("{}/moto-api/reset-auth", self.endpoint()))
+            .body(if on { "0" } else { "inf" })
+            .send()
+            .await
+            .context("moto reset-auth")?;
+        if !response.status().is_success() {
+            bail!("moto reset-auth: {}", response.status());
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
