@@ -110,7 +110,7 @@ const ECR_CONDITIONS: [&str; 2] = [
 #[derive(Debug, Parser)]
 #[command(
     name = "mirror-bench",
-    about = "Benchmark `mirror copy` against `skopeo copy --all` on real registries (run as root)"
+    about = "Benchmark mirror (`mirror copy`, and `mirror IMAGE` into an ECR stand-in) against `skopeo copy --all` on real registries (run as root)"
 )]
 struct Args {
     /// Network conditions: loopback, wan (source registry in a network
