@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Benchmarks mirror against skopeo (loopback and emulated WAN) and prints
-# markdown tables for the README. Run as root; takes about 15 minutes.
+# Benchmarks mirror against skopeo (loopback, emulated WAN, and the headline
+# command into the ECR stand-in) and prints markdown tables for the README.
+# Run as root; takes about 20 minutes.
 # Extra arguments go to mirror-bench (e.g. `scripts/bench.sh --runs 1`; see
 # `target/release/mirror-bench --help`). The tables are also written to
 # bench/out/bench-DATE.md.
@@ -12,8 +13,8 @@ repo=$(pwd)
 section() { printf '\n==> %s\n' "$*" >&2; }
 
 # What the bench runs: the registry, skopeo, /usr/bin/time, namespaces and
-# tc/iptables for the WAN link, and what PyPI NetfilterQueue (the delay
-# program) needs to build.
+# tc/iptables for the WAN link, what PyPI NetfilterQueue (the delay program)
+# needs to build, and python3-venv for it and moto (the ECR profile).
 apt_packages=(
     docker-registry skopeo iproute2 iptables time util-linux curl
     ca-certificates build-essential pkg-config python3-venv python3-dev
@@ -39,13 +40,15 @@ fi
 # shellcheck source=scripts/ensure-rust.sh
 source scripts/ensure-rust.sh
 
+# One venv for both: mirror-bench takes moto_server from beside --python.
 venv="$repo/.venv"
-if ! "$venv/bin/python" -c 'import netfilterqueue' >/dev/null 2>&1; then
-    section "NetfilterQueue in .venv (the WAN delay program)"
+if ! "$venv/bin/python" -c 'import netfilterqueue' >/dev/null 2>&1 ||
+    [[ ! -x "$venv/bin/moto_server" ]]; then
+    section "NetfilterQueue (the WAN delay program) and moto[server] (the ECR stand-in) in .venv"
     python=/usr/bin/python3
     [[ -x "$python" ]] || python=python3
     [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check NetfilterQueue
+    "$venv/bin/pip" install -q --disable-pip-version-check NetfilterQueue 'moto[server]'
 fi
 
 section "cargo build --release --workspace --bins"

@@ -68,7 +68,7 @@ pub use ecr::{DOCKER_HUB_HOST, DockerHubOptions, DockerHubStandIn, EcrOptions, E
 pub use image::{
     GeneratedImage, ImageSpec, PlatformSpec, cache_root, generate, generate_into, open_layout,
 };
-pub use moto::{MOTO_ACCOUNT, MOTO_REGION, Moto, MotoCall, MotoClient};
+pub use moto::{MOTO_ACCOUNT, MOTO_REGION, Moto, MotoCall, MotoClient, find_moto_server};
 pub use proxy::{Fault, Proxy, RequestRecord, Rule};
 pub use push::{PushAuth, PushTarget, blob_exists, fetch_blob_digest, fetch_manifest, push_layout};
 pub use registry::Registry;

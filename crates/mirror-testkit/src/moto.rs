@@ -76,11 +76,15 @@ impl Moto {
     /// Starts `moto_server`: `MOTO_SERVER` if set, else
     /// `<workspace>/.venv/bin/moto_server`, else the first on `PATH`.
     pub async fn start() -> anyhow::Result<Self> {
-        let program = find_moto_server()?;
+        Self::start_program(&find_moto_server()?).await
+    }
+
+    /// Starts this `moto_server` (from a virtualenv of the caller's choosing).
+    pub async fn start_program(program: &Path) -> anyhow::Result<Self> {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let mut moto = Self::spawn(&program)?;
+            let mut moto = Self::spawn(program)?;
             match moto.wait_ready().await {
                 Ok(()) => return Ok(moto),
                 // A port picked by binding :0 can be taken before moto binds it.
@@ -244,7 +248,9 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn find_moto_server() -> anyhow::Result<PathBuf> {
+/// The `moto_server` [`Moto::start`] runs: `MOTO_SERVER` if set, else
+/// `<workspace>/.venv/bin/moto_server`, else the first on `PATH`.
+pub fn find_moto_server() -> anyhow::Result<PathBuf> {
     if let Some(explicit) = std::env::var_os("MOTO_SERVER") {
         let explicit = PathBuf::from(explicit);
         if crate::is_executable(&explicit) {

@@ -1,13 +1,14 @@
 //! `mirror-bench`: `mirror copy` against `skopeo copy --all` on real
-//! registries, cold and warm, on loopback and over an emulated WAN link.
+//! registries, cold and warm, on loopback and over an emulated WAN link; and
+//! the headline command `mirror IMAGE` against skopeo into an ECR stand-in.
 //!
 //! Not a test: run by hand, as root (mount and network namespaces), after a
 //! release build of the CLI (`scripts/bench.sh` does both):
 //!
 //! ```text
 //! cargo run --release -p mirror-testkit --bin mirror-bench -- \
-//!     [--profile loopback|wan|all] [--scenarios python,big,archive] [--runs N]
-//!     [--mirror PATH] [--markdown]
+//!     [--profile loopback|wan|ecr|all] [--scenarios python,big,archive] [--runs N]
+//!     [--mirror PATH] [--python VENV/bin/python] [--markdown]
 //! ```
 //!
 //! What it does:
@@ -45,6 +46,19 @@
 //! packets per RTT. Without NetfilterQueue the link has the rate limit only,
 //! and the output says so. Namespace, veth pair and rules are removed on exit
 //! (the namespace's rules go with it), also after an error, a panic or Ctrl-C.
+//!
+//! The ECR profile copies python (cold, warm) and the 1 GiB image (cold) from
+//! the loopback source into the testkit's [`EcrStandIn`]: moto as the control
+//! plane and a registry behind the gate with ECR's manners, a fresh one (moto
+//! too) for every cold run. mirror runs the headline command as a user would
+//! (`mirror SRC/python:3.10-slim-buster` with moto's AWS environment and
+//! `--registry-endpoint ACCOUNT.dkr.ecr.REGION.amazonaws.com=http://GATE`):
+//! it fetches the token, creates the repository and pushes, all timed. skopeo
+//! does what the walkthrough's user does: the repository is created in moto
+//! and the token fetched before its timed run (neither is timed or counted,
+//! which favours skopeo), then `skopeo copy --all --dest-creds AWS:TOKEN`.
+//! Registry requests are counted by the source's proxy and the gate's log;
+//! mirror's AWS API calls (moto's recording) are reported beside the tables.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -56,7 +70,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, ValueEnum};
-use mirror_testkit::{GeneratedImage, ImageSpec, Proxy, PushAuth, PushTarget, Registry};
+use mirror_testkit::{
+    EcrOptions, EcrStandIn, GeneratedImage, ImageSpec, Moto, Proxy, PushAuth, PushTarget, Registry,
+};
 use serde_json::Value;
 
 const PYTHON_REPO: &str = "python";
@@ -82,14 +98,25 @@ const NFQ_DELAY_PY: &str = include_str!("../../bench/nfq_delay.py");
 const SKOPEO_CACHE: &str = "/var/lib/containers/cache";
 const TIME: &str = "/usr/bin/time";
 
+/// ECR's PutImage quota (per account and region): the gate answers 429 above
+/// it, and mirror paces itself to it by default.
+const ECR_MANIFEST_PUTS_PER_SECOND: u32 = 10;
+/// How the ECR profile is set up, for the report.
+const ECR_CONDITIONS: [&str; 2] = [
+    "ecr: source registry on 127.0.0.1 behind a recording proxy; destination an ECR stand-in, a fresh one (moto too) for every cold run: moto as the AWS API, a registry (htpasswd user AWS, moto's token) behind a gate with ECR's manners (Basic challenge, NAME_UNKNOWN for repositories moto lacks, PATCH 201, no blob mounting, manifest PUTs above 10/s answered 429, each pushed manifest sent to moto's PutImage); destination requests counted from the gate's log (401 handshakes included)",
+    "ecr: mirror runs the headline command `mirror 127.0.0.1:PORT/python:3.10-slim-buster --registry-endpoint 123456789012.dkr.ecr.us-east-1.amazonaws.com=http://GATE` with moto's AWS environment: its token fetch, repository look-up and creation are in its numbers; skopeo runs `skopeo copy --all --preserve-digests --dest-creds AWS:TOKEN docker://SRC docker://GATE/python:TAG` after the bench created the repository in moto and fetched the token, neither timed nor counted (favours skopeo)",
+];
+
 #[derive(Debug, Parser)]
 #[command(
     name = "mirror-bench",
-    about = "Benchmark `mirror copy` against `skopeo copy --all` on real registries (run as root)"
+    about = "Benchmark mirror (`mirror copy`, and `mirror IMAGE` into an ECR stand-in) against `skopeo copy --all` on real registries (run as root)"
 )]
 struct Args {
     /// Network conditions: loopback, wan (source registry in a network
-    /// namespace behind a rate limit and an added RTT), or both.
+    /// namespace behind a rate limit and an added RTT), ecr (the headline
+    /// command `mirror IMAGE` into an ECR stand-in: moto and a gated
+    /// registry), or all three.
     #[arg(long, value_enum, default_value_t = ProfileArg::Loopback)]
     profile: ProfileArg,
     /// Runs per scenario; the tables show the median.
@@ -125,9 +152,14 @@ struct Args {
     #[arg(long, default_value_t = 40)]
     rtt_ms: u32,
     /// WAN: a Python with NetfilterQueue installed [default:
-    /// <workspace>/.venv/bin/python].
+    /// <workspace>/.venv/bin/python]. ECR: the `moto_server` beside it, if
+    /// there is one, is the default of --moto-server.
     #[arg(long)]
     python: Option<PathBuf>,
+    /// ECR: the `moto_server` to run [default: beside --python, else
+    /// $MOTO_SERVER, <workspace>/.venv/bin/moto_server or the first on PATH].
+    #[arg(long)]
+    moto_server: Option<PathBuf>,
     /// Kill a tool run that takes longer than this many seconds.
     #[arg(long, default_value_t = 1800)]
     timeout: u64,
@@ -137,6 +169,7 @@ struct Args {
 enum ProfileArg {
     Loopback,
     Wan,
+    Ecr,
     All,
 }
 
@@ -166,6 +199,7 @@ impl Tool {
 enum Profile {
     Loopback,
     Wan,
+    Ecr,
 }
 
 impl Profile {
@@ -173,6 +207,7 @@ impl Profile {
         match self {
             Profile::Loopback => "loopback",
             Profile::Wan => "wan",
+            Profile::Ecr => "ecr",
         }
     }
 }
@@ -213,6 +248,9 @@ struct Measurement {
     bytes: f64,
     src: Counts,
     dst: Counts,
+    /// AWS API calls the tool made (moto's recording; ECR profile only), by
+    /// operation. Not in the request counts.
+    aws: Counts,
 }
 
 impl Measurement {
@@ -271,6 +309,8 @@ impl Results {
 /// How the requests a registry receives are counted.
 enum Counter<'a> {
     Proxy(&'a Proxy),
+    /// The ECR stand-in's gate (its 401 handshakes included).
+    Gate(&'a EcrStandIn),
     /// The registry's access log, from a byte offset on.
     AccessLog(&'a Registry, usize),
 }
@@ -286,6 +326,7 @@ impl Endpoint<'_> {
     fn reset(&mut self) {
         match &mut self.counter {
             Counter::Proxy(proxy) => proxy.clear_requests(),
+            Counter::Gate(gate) => gate.clear_requests(),
             Counter::AccessLog(registry, from) => *from = registry.log_text().len(),
         }
     }
@@ -295,6 +336,11 @@ impl Endpoint<'_> {
         match &self.counter {
             Counter::Proxy(proxy) => {
                 for request in proxy.requests() {
+                    *counts.entry(request.method).or_default() += 1.0;
+                }
+            }
+            Counter::Gate(gate) => {
+                for request in gate.requests() {
                     *counts.entry(request.method).or_default() += 1.0;
                 }
             }
@@ -341,6 +387,8 @@ struct Bench {
     python: bool,
     /// The air gap scenarios: the archive both tools import from.
     reference_archive: Option<PathBuf>,
+    /// The ECR profile's `moto_server`.
+    moto_server: Option<PathBuf>,
     workdir: tempfile::TempDir,
 }
 
@@ -374,13 +422,33 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     let profiles = match args.profile {
         ProfileArg::Loopback => vec![Profile::Loopback],
         ProfileArg::Wan => vec![Profile::Wan],
-        ProfileArg::All => vec![Profile::Loopback, Profile::Wan],
+        ProfileArg::Ecr => vec![Profile::Ecr],
+        ProfileArg::All => vec![Profile::Loopback, Profile::Wan, Profile::Ecr],
     };
     if profiles.contains(&Profile::Wan) {
         mirror_testkit::require_tool("ip", "iproute2")?;
         mirror_testkit::require_tool("tc", "iproute2")?;
         mirror_testkit::require_tool("iptables", "iptables")?;
     }
+    let moto_server = if profiles.contains(&Profile::Ecr) {
+        let beside_python = args
+            .python
+            .as_ref()
+            .map(|python| python.with_file_name("moto_server"))
+            .filter(|path| path.is_file());
+        let program = match args.moto_server.clone().or(beside_python) {
+            Some(program) => program,
+            None => mirror_testkit::find_moto_server().context(
+                "the ecr profile runs moto (scripts/bench.sh installs moto[server] into .venv; or pass --moto-server)",
+            )?,
+        };
+        if !program.is_file() {
+            bail!("--moto-server {} does not exist", program.display());
+        }
+        Some(program)
+    } else {
+        None
+    };
 
     let root = workspace_root();
     let mirror = args
@@ -429,6 +497,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         skipped,
         python: run_python,
         reference_archive: None,
+        moto_server,
         workdir: tempfile::Builder::new().prefix("mirror-bench-").tempdir()?,
         args,
     };
@@ -539,6 +608,16 @@ async fn run(args: Args) -> anyhow::Result<bool> {
                     )
                     .await?;
                 drop(wan);
+            }
+            Profile::Ecr => {
+                conditions.extend(ECR_CONDITIONS.map(str::to_owned));
+                let mut src = Endpoint {
+                    host: source_proxy.host(),
+                    counter: Counter::Proxy(&source_proxy),
+                };
+                bench
+                    .run_ecr_profile(&mut src, &python, big.as_ref(), &mut results)
+                    .await;
             }
         }
     }
@@ -652,9 +731,160 @@ impl Bench {
         let measurement = self
             .timed_copy(tool, &source, &target, Some(src), Some(dst), bytes)
             .await?;
-        verify(destination, corpus)
+        verify(&destination.host(), &PushAuth::Anonymous, corpus)
             .await
             .context("the destination does not hold the source's image")?;
+        Ok(measurement)
+    }
+
+    /// The ECR profile: python cold then warm, and the 1 GiB image cold, each
+    /// cold run into a fresh stand-in. Failures are recorded.
+    async fn run_ecr_profile(
+        &self,
+        src: &mut Endpoint<'_>,
+        python: &Corpus,
+        big: Option<&Corpus>,
+        results: &mut Results,
+    ) {
+        let profile = Profile::Ecr;
+        let runs = self.args.runs;
+        let label = |scenario: Scenario, tool: Tool, run: u32| {
+            format!(
+                "{} / {} / {} (run {run}/{runs})",
+                profile.name(),
+                scenario.name(),
+                tool.name()
+            )
+        };
+        let mut plan = Vec::new();
+        if self.python {
+            plan.push((python, Scenario::PythonCold, Some(Scenario::PythonWarm)));
+        }
+        if let Some(big) = big {
+            plan.push((big, Scenario::BigCold, None));
+        }
+        for (corpus, cold, warm) in plan {
+            for run in 1..=runs {
+                for &tool in &self.tools {
+                    let not_run = |results: &mut Results| {
+                        if let Some(warm) = warm {
+                            results.fail(format!(
+                                "{}: not run, the cold run failed",
+                                label(warm, tool, run)
+                            ));
+                        }
+                    };
+                    let destination = match EcrDestination::start(self.moto_server.as_deref()).await
+                    {
+                        Ok(destination) => destination,
+                        Err(e) => {
+                            results.fail(format!(
+                                "{}: starting the ECR stand-in: {e:#}",
+                                label(cold, tool, run)
+                            ));
+                            not_run(results);
+                            continue;
+                        }
+                    };
+                    let outcome = self
+                        .measure_ecr(tool, src, &destination, corpus, true)
+                        .await;
+                    if !results.record((profile, cold, tool), &label(cold, tool, run), outcome) {
+                        not_run(results);
+                        continue;
+                    }
+                    if let Some(warm) = warm {
+                        let outcome = self
+                            .measure_ecr(tool, src, &destination, corpus, false)
+                            .await;
+                        results.record((profile, warm, tool), &label(warm, tool, run), outcome);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One copy of `corpus` by `tool` from `src` into the ECR stand-in, the
+    /// way a user does it with that tool: onto an empty stand-in when `cold`.
+    /// Fails when the tool fails or the destination does not hold exactly the
+    /// source's image afterwards.
+    async fn measure_ecr(
+        &self,
+        tool: Tool,
+        src: &mut Endpoint<'_>,
+        ecr: &EcrDestination,
+        corpus: &Corpus,
+        cold: bool,
+    ) -> anyhow::Result<Measurement> {
+        let image = format!("{}/{}:{}", src.host, corpus.repo, corpus.tag);
+        let (command, envs) = match tool {
+            // The headline command: token, repository and push are its job.
+            Tool::Mirror => {
+                let command: Vec<OsString> = vec![
+                    self.mirror.clone().into(),
+                    image.into(),
+                    "--insecure-registry".into(),
+                    src.host.clone().into(),
+                    "--registry-endpoint".into(),
+                    ecr.stand_in.endpoint_arg().into(),
+                    "--json".into(),
+                ];
+                (command, ecr.moto.env())
+            }
+            // What the walkthrough's user does before `docker push`, here
+            // before the clock starts: create the repository (once), get the
+            // password (`aws ecr get-login-password`).
+            Tool::Skopeo => {
+                if cold {
+                    ecr.moto
+                        .create_repository(corpus.repo, "MUTABLE")
+                        .await
+                        .context("creating the repository for skopeo")?;
+                }
+                let (user, password, _) = ecr
+                    .moto
+                    .get_authorization_token()
+                    .await
+                    .context("fetching the ECR password for skopeo")?;
+                let target = format!(
+                    "docker://{}/{}:{}",
+                    ecr.stand_in.host(),
+                    corpus.repo,
+                    corpus.tag
+                );
+                let command = self.skopeo_command(
+                    &format!("docker://{image}"),
+                    &target,
+                    &["--dest-creds".into(), format!("{user}:{password}").into()],
+                );
+                (command, Vec::new())
+            }
+        };
+        let mut dst = Endpoint {
+            host: ecr.stand_in.host(),
+            counter: Counter::Gate(&ecr.stand_in),
+        };
+        let bytes = if cold {
+            corpus.image.total_blob_bytes()
+        } else {
+            0
+        };
+        ecr.moto.clear_calls();
+        let mut measurement = self
+            .timed(&command, &envs, Some(src), Some(&mut dst), bytes)
+            .await?;
+        measurement.aws = aws_calls(&ecr.moto);
+        if tool == Tool::Mirror && cold {
+            let stdout = std::fs::read_to_string(self.workdir.path().join("stdout.txt"))?;
+            let report: Value = serde_json::from_str(stdout.trim())
+                .with_context(|| format!("mirror --json printed no report: {stdout:?}"))?;
+            if report["repository"]["created"] != true {
+                bail!("mirror did not report creating the repository: {report}");
+            }
+        }
+        verify(&ecr.stand_in.host(), &ecr.stand_in.auth(), corpus)
+            .await
+            .context("the ECR stand-in does not hold the source's image")?;
         Ok(measurement)
     }
 
@@ -714,7 +944,7 @@ impl Bench {
                 corpus.image.total_blob_bytes(),
             )
             .await?;
-        verify(destination, corpus)
+        verify(&destination.host(), &PushAuth::Anonymous, corpus)
             .await
             .context("the destination does not hold the archive's image")?;
         Ok(measurement)
@@ -728,8 +958,8 @@ impl Bench {
         tool: Tool,
         source: &str,
         target: &str,
-        mut src: Option<&mut Endpoint<'_>>,
-        mut dst: Option<&mut Endpoint<'_>>,
+        src: Option<&mut Endpoint<'_>>,
+        dst: Option<&mut Endpoint<'_>>,
         bytes: u64,
     ) -> anyhow::Result<Measurement> {
         let hosts: Vec<String> = [src.as_deref(), dst.as_deref()]
@@ -752,11 +982,19 @@ impl Bench {
                 command.push("--json".into());
                 command
             }
-            // A private mount namespace with a fresh tmpfs over the blob-info
-            // cache: every run starts without what earlier runs learned.
-            // Archives are unpacked and assembled under --tmpdir: the same
-            // disk as mirror's partial layout beside the archive.
-            Tool::Skopeo => vec![
+            Tool::Skopeo => self.skopeo_command(source, target, &[]),
+        };
+        self.timed(&command, &[], src, dst, bytes).await
+    }
+
+    /// `skopeo copy --all --preserve-digests` (TLS not verified, `extra`
+    /// options before the references) with its blob-info cache hidden.
+    fn skopeo_command(&self, source: &str, target: &str, extra: &[OsString]) -> Vec<OsString> {
+        // A private mount namespace with a fresh tmpfs over the blob-info
+        // cache: every run starts without what earlier runs learned.
+        // Archives are unpacked and assembled under --tmpdir: the same
+        // disk as mirror's partial layout beside the archive.
+        let mut command: Vec<OsString> = vec![
                 "unshare".into(),
                 "-m".into(),
                 "sh".into(),
@@ -774,10 +1012,23 @@ impl Bench {
                 "--preserve-digests".into(),
                 "--src-tls-verify=false".into(),
                 "--dest-tls-verify=false".into(),
-                source.into(),
-                target.into(),
-            ],
-        };
+        ];
+        command.extend(extra.iter().cloned());
+        command.push(source.into());
+        command.push(target.into());
+        command
+    }
+
+    /// Runs `command` (with `envs` added to its environment) under
+    /// `/usr/bin/time`; the registries given count the requests they receive.
+    async fn timed(
+        &self,
+        command: &[OsString],
+        envs: &[(String, String)],
+        mut src: Option<&mut Endpoint<'_>>,
+        mut dst: Option<&mut Endpoint<'_>>,
+        bytes: u64,
+    ) -> anyhow::Result<Measurement> {
         if let Some(endpoint) = src.as_deref_mut() {
             endpoint.reset();
         }
@@ -785,7 +1036,8 @@ impl Bench {
             endpoint.reset();
         }
         let usage = run_timed(
-            &command,
+            command,
+            envs,
             self.workdir.path(),
             Duration::from_secs(self.args.timeout),
         )
@@ -797,6 +1049,7 @@ impl Bench {
             bytes: bytes as f64,
             src: src.map(|e| e.counts()).unwrap_or_default(),
             dst: dst.map(|e| e.counts()).unwrap_or_default(),
+            aws: Counts::new(),
         })
     }
 
@@ -811,6 +1064,11 @@ impl Bench {
             memory_gib(),
             self.args.runs
         );
+        let mut notes = Vec::new();
+        if let Some(calls) = aws_calls_note(results) {
+            notes.push(calls);
+        }
+        notes.extend(self.skipped.iter().cloned());
         if md {
             out.push_str(&format!("**{header}**\n\n"));
             for condition in conditions {
@@ -825,7 +1083,7 @@ impl Bench {
                     "- archive export: python from the source registry into a new oci-archive file; archive import: python from an oci-archive (written by the bench, the same file for both tools) into the empty destination registry; skopeo's --tmpdir on the same disk as mirror's FILE.partial/\n",
                 );
             }
-            for note in &self.skipped {
+            for note in &notes {
                 out.push_str(&format!("- {note}\n"));
             }
             out.push('\n');
@@ -834,7 +1092,7 @@ impl Bench {
             for condition in conditions {
                 out.push_str(&format!("  {condition}\n"));
             }
-            for note in &self.skipped {
+            for note in &notes {
                 out.push_str(&format!("  {note}\n"));
             }
             out.push('\n');
@@ -936,6 +1194,34 @@ impl Bench {
     }
 }
 
+/// The AWS API calls of each ECR run (the median per operation), for the
+/// notes; `None` when no run made any.
+fn aws_calls_note(results: &Results) -> Option<String> {
+    let mut parts = Vec::new();
+    for (&(profile, scenario, tool), runs) in &results.runs {
+        let m = median(runs);
+        if profile != Profile::Ecr {
+            continue;
+        }
+        let calls = if m.aws.is_empty() {
+            "none".to_owned()
+        } else {
+            m.aws
+                .iter()
+                .map(|(action, n)| format!("{action} {}", count(*n)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        parts.push(format!("{} {}: {calls}", scenario.name(), tool.name()));
+    }
+    (!parts.is_empty()).then(|| {
+        format!(
+            "ecr: AWS API calls in the timed run (moto's recording; not in the request columns): {}",
+            parts.join("; ")
+        )
+    })
+}
+
 fn python_mb() -> f64 {
     let spec = ImageSpec::python_like();
     let bytes: u64 = spec.platforms.iter().flat_map(|p| p.layers.iter()).sum();
@@ -1012,6 +1298,7 @@ fn median(runs: &[Measurement]) -> Measurement {
         bytes: median_of(runs.iter().map(|m| m.bytes).collect()),
         src: counts(|m| &m.src),
         dst: counts(|m| &m.dst),
+        aws: counts(|m| &m.aws),
     }
 }
 
@@ -1099,6 +1386,7 @@ struct Usage {
 /// carries the end of stderr.
 async fn run_timed(
     command: &[OsString],
+    envs: &[(String, String)],
     workdir: &Path,
     timeout: Duration,
 ) -> anyhow::Result<Usage> {
@@ -1117,6 +1405,7 @@ async fn run_timed(
         .arg("-o")
         .arg(&time_file)
         .args(command)
+        .envs(envs.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&stdout_file)?)
         .stderr(std::fs::File::create(&stderr_file)?)
@@ -1325,13 +1614,11 @@ fn verify_archive(path: &Path, image: &GeneratedImage, tag: &str) -> anyhow::Res
     Ok(())
 }
 
-/// Checks that the destination serves the corpus's root under its tag with
-/// the source's digest, every child manifest by digest, and every blob.
-async fn verify(destination: &Registry, corpus: &Corpus) -> anyhow::Result<()> {
-    let host = destination.host();
-    let auth = PushAuth::Anonymous;
-    let (bytes, _, _) =
-        mirror_testkit::fetch_manifest(&host, corpus.repo, corpus.tag, &auth).await?;
+/// Checks that the destination at `host` serves the corpus's root under its
+/// tag with the source's digest, every child manifest by digest, and every
+/// blob.
+async fn verify(host: &str, auth: &PushAuth, corpus: &Corpus) -> anyhow::Result<()> {
+    let (bytes, _, _) = mirror_testkit::fetch_manifest(host, corpus.repo, corpus.tag, auth).await?;
     let got = mirror_oci::digest_of(&bytes);
     let want = corpus.image.root_digest();
     if got != want {
@@ -1343,7 +1630,7 @@ async fn verify(destination: &Registry, corpus: &Corpus) -> anyhow::Result<()> {
     }
     for (manifest, _) in &corpus.image.manifests {
         let digest = manifest.digest().to_string();
-        let (bytes, _, _) = mirror_testkit::fetch_manifest(&host, corpus.repo, &digest, &auth)
+        let (bytes, _, _) = mirror_testkit::fetch_manifest(host, corpus.repo, &digest, auth)
             .await
             .with_context(|| format!("manifest {digest}"))?;
         if mirror_oci::digest_of(&bytes).to_string() != digest {
@@ -1351,11 +1638,45 @@ async fn verify(destination: &Registry, corpus: &Corpus) -> anyhow::Result<()> {
         }
     }
     for blob in &corpus.image.blobs {
-        if !mirror_testkit::blob_exists(&host, corpus.repo, blob.digest(), &auth).await? {
+        if !mirror_testkit::blob_exists(host, corpus.repo, blob.digest(), auth).await? {
             bail!("blob {} is missing", blob.digest());
         }
     }
     Ok(())
+}
+
+/// A fresh ECR stand-in: moto and a registry behind the gate. One serves a
+/// cold run and the warm run after it.
+struct EcrDestination {
+    // Dropped before the moto it asks.
+    stand_in: EcrStandIn,
+    moto: Moto,
+}
+
+impl EcrDestination {
+    async fn start(moto_server: Option<&Path>) -> anyhow::Result<Self> {
+        let moto = match moto_server {
+            Some(program) => Moto::start_program(program).await?,
+            None => Moto::start().await?,
+        };
+        let options = EcrOptions {
+            manifest_puts_per_second: Some(ECR_MANIFEST_PUTS_PER_SECOND),
+            ..EcrOptions::default()
+        };
+        let stand_in = EcrStandIn::start(&moto, options).await?;
+        Ok(Self { stand_in, moto })
+    }
+}
+
+/// The AWS API calls moto recorded (the testkit's own left out), by
+/// operation.
+fn aws_calls(moto: &Moto) -> Counts {
+    let mut counts = Counts::new();
+    for call in moto.calls() {
+        let action = call.action.unwrap_or_else(|| "other".to_owned());
+        *counts.entry(action).or_default() += 1.0;
+    }
+    counts
 }
 
 /// The emulated WAN link and the source registry behind it. Dropping it
