@@ -106,6 +106,12 @@ async fn headline_command_creates_the_repository_and_lands_every_platform() {
     assert_eq!(report["kind"], "index");
     assert_eq!(report["platforms"].as_array().map(Vec::len), Some(7));
     assert_eq!(report["repository"]["created"], true, "{report}");
+    // One token for the whole run, sent as Basic from the first request on.
+    assert_eq!(aws.moto.count_calls("GetAuthorizationToken"), 1);
+    assert!(
+        aws.ecr.requests().iter().all(|r| r.status != 401),
+        "a request to ECR went without the token"
+    );
     assert!(
         report["rate_limit"]["limit"].as_u64().is_some(),
         "Docker Hub's pull limit is read: {report}"

@@ -151,4 +151,8 @@ impl CredentialProvider for EcrAuth {
     fn invalidate(&self) {
         self.invalidated.store(true, Ordering::Release);
     }
+
+    fn preemptive_basic(&self) -> bool {
+        true
+    }
 }

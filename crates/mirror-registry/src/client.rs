@@ -337,7 +337,11 @@ impl RegistryClient {
             name: name.to_owned(),
             base: Mutex::new(base),
             insecure,
-            scheme: Mutex::new(Scheme::Unknown),
+            scheme: Mutex::new(if provider.as_ref().is_some_and(|p| p.preemptive_basic()) {
+                Scheme::Basic
+            } else {
+                Scheme::Unknown
+            }),
             probe: tokio::sync::Mutex::new(()),
             explicit: credentials,
             provider,
@@ -689,7 +693,10 @@ impl RegistryClient {
                             }
                             if (!reauthenticated || changed) && replayable {
                                 reauthenticated = true;
-                                if let Some(provider) = &host.provider {
+                                // Only credentials that were sent can be stale.
+                                if let Some(provider) = &host.provider
+                                    && authorization.is_some()
+                                {
                                     provider.invalidate();
                                 }
                                 stale_token = authorization

@@ -317,6 +317,13 @@ pub trait CredentialProvider: Send + Sync {
 
     /// The registry answered 401 to these credentials: fetch new ones next time.
     fn invalidate(&self);
+
+    /// The registry takes these credentials as Basic auth on every request
+    /// (ECR): send them from the first request on, without the 401 round
+    /// trip that would otherwise discover the scheme.
+    fn preemptive_basic(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]
