@@ -361,7 +361,10 @@ fn write_tar(
     let mut guard = TempGuard::new(tmp.to_owned());
     let io = |e| LayoutError::write(tmp, e);
     let file = std::fs::File::create(tmp).map_err(io)?;
-    let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 20, file));
+    let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(
+        crate::fsutil::WRITE_BUFFER,
+        file,
+    ));
     append(&mut builder, "oci-layout", OCI_LAYOUT_FILE).map_err(io)?;
     append(&mut builder, "index.json", index).map_err(io)?;
     append_dir(&mut builder, "blobs/").map_err(io)?;
@@ -379,7 +382,7 @@ fn write_tar(
                     .metadata()
                     .map_err(|e| LayoutError::read(path, e))?
                     .len();
-                let reader = std::io::BufReader::with_capacity(1 << 20, file);
+                let reader = std::io::BufReader::with_capacity(crate::fsutil::WRITE_BUFFER, file);
                 builder
                     .append_data(&mut file_header(size), name, reader)
                     .map_err(io)?;
@@ -388,7 +391,10 @@ fn write_tar(
                 let Some(tar) = existing else {
                     continue;
                 };
-                let reader = std::io::BufReader::with_capacity(1 << 20, tar.blocking_reader(*span));
+                let reader = std::io::BufReader::with_capacity(
+                    crate::fsutil::WRITE_BUFFER,
+                    tar.blocking_reader(*span),
+                );
                 builder
                     .append_data(&mut file_header(span.size), name, reader)
                     .map_err(io)?;

@@ -11,6 +11,12 @@ use tokio::io::AsyncWriteExt as _;
 
 use crate::error::LayoutError;
 
+/// Buffer size for writing blobs and archives. Small on purpose: writes
+/// whose source is still in the CPU cache are several times cheaper (300 MB
+/// with `dd` here: 0.09 s at 128 KiB, 0.54 s at 1 MiB), and eight concurrent
+/// blob writers with 1 MiB buffers (plus tokio's copy of each) cost ~16 MiB RSS.
+pub(crate) const WRITE_BUFFER: usize = 128 * 1024;
+
 /// `blobs/<alg>/<hex>` for a digest we can verify (sha256, sha512: lowercase
 /// hex of the right length), relative to the layout root. Anything else is
 /// refused before it can become a path.

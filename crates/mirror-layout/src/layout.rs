@@ -193,7 +193,7 @@ impl OciLayout {
         let tmp = dir.join(temp_name(digest.digest()));
         let mut guard = TempGuard::new(tmp.clone());
         let file = create_temp(&tmp)?;
-        let mut file = tokio::io::BufWriter::with_capacity(1 << 20, file);
+        let mut file = tokio::io::BufWriter::with_capacity(crate::fsutil::WRITE_BUFFER, file);
         let mut written: u64 = 0;
         while let Some(chunk) = body.next().await {
             // A failed stream (a digest mismatch fails in place of the last
