@@ -18,6 +18,7 @@ use crate::fsutil::{
 };
 use crate::index::{MAX_INDEX_BYTES, OCI_LAYOUT_FILE, empty_index, ref_name, upsert_value};
 use crate::layout::{OciLayout, Target, hashes_to, target};
+use crate::lock::{Held, Mode, hold};
 use crate::reader::LayoutReader;
 use crate::store::{FileIdentity, Span, Store, TarIndex};
 
@@ -100,9 +101,20 @@ impl Source for OciArchive {
 /// once) and are copied from it into the new file, and its `index.json` is
 /// merged with the new entries (an entry of the same name is replaced).
 ///
-/// Every finished copy rewrites the whole file; copies into one writer are
+/// Every finished copy rewrites the whole file; copies into one archive are
 /// serialised around that commit, so several images (concurrently or one after
-/// another) end up in one archive.
+/// another, from one process or several) end up in one archive.
+///
+/// Writers of one archive share `FILE.partial/` and `FILE.lock`, an advisory
+/// `flock` beside the archive (beside it like `FILE.partial/` and `FILE.tmp`;
+/// a tar has no inside, and the last holder removes it). Adding to the
+/// partial layout (creating it, a blob, a manifest) holds it shared, so
+/// writers add side by side; a commit holds it exclusively, re-reads `FILE`
+/// as it is then (another writer may just have replaced it), merges it with
+/// the partial layout (other writers' complete blobs and images included),
+/// and removes the partial layout while no one writes into it. A writer
+/// whose image another writer committed finds nothing new and leaves the
+/// archive as it is.
 #[derive(Debug)]
 pub struct OciArchiveWriter {
     target: PathBuf,
@@ -130,7 +142,20 @@ impl OciArchiveWriter {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(LayoutError::read(&target, e)),
         };
-        let partial = OciLayout::create(partial_path(&target)).await?;
+        let partial_dir = partial_path(&target);
+        let dir = match target.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let partial = if tokio::fs::metadata(dir).await.is_ok() {
+            // Another writer may be creating the partial layout, or removing
+            // it in a commit.
+            let _held = lock(&target, Mode::Shared).await?;
+            OciLayout::create(partial_dir).await?
+        } else {
+            // Creating the directory is left to the copy.
+            OciLayout::create(partial_dir).await?
+        };
         Ok(Self {
             label: format!("oci-archive:{}", target.display()),
             target,
@@ -195,7 +220,8 @@ impl OciArchiveWriter {
         Ok(())
     }
 
-    /// Writes the archive from the committed one plus the partial layout.
+    /// Writes the archive from the committed one plus the partial layout
+    /// (the caller holds the archive's lock exclusively).
     async fn commit(&self) -> Result<(), LayoutError> {
         self.refresh_existing().await?;
         let existing = self.existing();
@@ -327,6 +353,16 @@ fn tmp_path(target: &Path) -> PathBuf {
     with_suffix(target, ".tmp")
 }
 
+/// `FILE.lock`: see [`OciArchiveWriter`].
+fn lock_path(target: &Path) -> PathBuf {
+    with_suffix(target, ".lock")
+}
+
+/// The archive's lock, in this process and across processes.
+async fn lock(target: &Path, mode: Mode) -> Result<Held, LayoutError> {
+    hold(target, &lock_path(target), mode, target).await
+}
+
 /// The complete blobs of the partial layout, by archive name.
 async fn partial_blobs(root: &Path) -> Result<Vec<(String, PathBuf)>, LayoutError> {
     let mut found = Vec::new();
@@ -448,14 +484,18 @@ impl Destination for OciArchiveWriter {
     }
 
     async fn ensure_repository(&self) -> Result<(), EndpointError> {
-        let gate = path_lock(&self.target);
-        let _open = gate.read().await;
+        let _held = lock(&self.target, Mode::Shared).await?;
         Ok(self.partial.ensure_layout().await?)
     }
 
     /// Tags are looked up in the committed archive only: a tag recorded in
     /// the partial layout by a copy whose commit failed must be copied (and
     /// committed) again.
+    ///
+    /// Lookups take no lock across processes: another process's commit only
+    /// ever moves what the partial layout holds into an archive that keeps
+    /// every blob of the one it replaces, which this writer's commit re-reads
+    /// (a lookup may miss and copy again, never find what is gone).
     async fn manifest_digest(&self, reference: &str) -> Result<Option<Digest>, EndpointError> {
         let gate = path_lock(&self.target);
         let _open = gate.read().await;
@@ -501,8 +541,7 @@ impl Destination for OciArchiveWriter {
         body: BlobStream,
         _slot: Option<UploadSlot>,
     ) -> Result<(), EndpointError> {
-        let gate = path_lock(&self.target);
-        let _open = gate.read().await;
+        let _held = lock(&self.target, Mode::Shared).await?;
         // A commit by another copy may have removed the partial layout.
         self.partial.ensure_layout().await?;
         self.partial.write_blob(descriptor, body).await
@@ -513,9 +552,8 @@ impl Destination for OciArchiveWriter {
         reference: &str,
         manifest: &RawManifest,
     ) -> Result<(), EndpointError> {
-        let gate = path_lock(&self.target);
-        let _open = gate.read().await;
         let target = target(reference, manifest)?;
+        let _held = lock(&self.target, Mode::Shared).await?;
         self.partial.ensure_layout().await?;
         self.partial.write_manifest_blob(manifest).await?;
         if let Target::Entry(tag) = target {
@@ -525,8 +563,7 @@ impl Destination for OciArchiveWriter {
     }
 
     async fn finish(&self) -> Result<(), EndpointError> {
-        let gate = path_lock(&self.target);
-        let _exclusive = gate.write().await;
+        let _held = lock(&self.target, Mode::Exclusive).await?;
         Ok(self.commit().await?)
     }
 }
