@@ -1134,6 +1134,250 @@ async fn a_writer_waits_for_another_process_holding_the_lock() {
     );
 }
 
+// ---- a full disk -----------------------------------------------------------------
+
+/// A tmpfs mounted over a directory, unmounted when dropped (lazily if a
+/// process still uses it).
+struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    /// `None` (with the reason) only if mounting failed because we are not root.
+    fn mount(path: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(path).expect("create the mount point");
+        let output = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .output()
+            .expect("run mount");
+        if output.status.success() {
+            return Some(Self {
+                path: path.to_owned(),
+            });
+        }
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+        let euid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1));
+        if euid != Some("0") {
+            eprintln!("SKIPPED: mounting a tmpfs needs root: {}", stderr.trim());
+            return None;
+        }
+        panic!(
+            "mount -t tmpfs failed although we are root: {}",
+            stderr.trim()
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.path)
+                .status();
+        }
+    }
+}
+
+/// Every file under `dir` whose name is a sha256 hex digest hashes to it.
+fn assert_blobs_rehash(dir: &Path) {
+    for path in walk(dir) {
+        let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        if name.len() == 64 && path.parent().is_some_and(|p| p.ends_with("blobs/sha256")) {
+            let bytes = std::fs::read(&path).expect("read a blob");
+            assert_eq!(
+                mirror_oci::digest_of(&bytes).to_string(),
+                format!("sha256:{name}"),
+                "{} does not hash to its name",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Whether `text` names `path` itself (not only as the start of a longer
+/// name such as `FILE.partial`).
+fn mentions(text: &str, path: &Path) -> bool {
+    let path = path.display().to_string();
+    text.match_indices(&path).any(|(at, _)| {
+        let mut rest = text[at + path.len()..].chars();
+        match rest.next() {
+            None => true,
+            Some('.') => !rest.next().is_some_and(|c| c.is_alphanumeric()),
+            Some(c) => !(c.is_alphanumeric() || c == '-' || c == '_' || c == '/'),
+        }
+    })
+}
+
+/// Whether stderr says in plain words that the disk is full, names `path`
+/// and says what to do.
+#[track_caller]
+fn assert_says_disk_full(out: &crate::support::Output, path: &Path) {
+    out.expect_code(1);
+    out.expect_error_line();
+    eprintln!("{}", out.stderr.trim());
+    let stderr = out.stderr_lower();
+    assert!(
+        stderr.contains("no space left"),
+        "stderr should say the disk is full\n{}",
+        out.describe()
+    );
+    assert!(
+        mentions(&out.stderr, path),
+        "stderr should name {}\n{}",
+        path.display(),
+        out.describe()
+    );
+    assert!(
+        stderr.contains("free") && stderr.contains("another directory"),
+        "stderr should suggest freeing space or another directory\n{}",
+        out.describe()
+    );
+}
+
+/// A full disk (a 4 MiB tmpfs): a copy into a layout and into an archive
+/// that does not fit fails with exit 1, saying the disk is full and where;
+/// so does an archive commit that does not fit. The image copied there before
+/// is still listed and whole (every blob re-hashes, it copies out), the
+/// archive is byte for byte the one before, and no temporary or lock file
+/// is left; what an archive copy had verified waits in `FILE.partial/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_cleanly_and_keeps_what_was_there() {
+    let scratch = Scratch::new("disk-full");
+    let Some(disk) = Tmpfs::mount(&scratch.path().join("disk"), "4m") else {
+        return;
+    };
+    let small = small_image().await;
+    // Does not fit: a small layer that may land, then 8 MiB.
+    let big = image(ImageSpec {
+        name: "it-layout-disk-full-big".to_owned(),
+        seed: 71,
+        platforms: vec![mirror_testkit::PlatformSpec::new(
+            "linux/amd64",
+            vec![512 * 1024, 8 << 20],
+        )],
+        ..ImageSpec::default()
+    })
+    .await;
+    // Fits once in FILE.partial/, not again in the archive it is committed to.
+    let medium = image(ImageSpec::single_layer(
+        "it-layout-disk-full-medium",
+        2 << 20,
+    ))
+    .await;
+    let src = seeded_registry(&small, "app", "small").await;
+    crate::support::seed(&big, &src.host(), "app", "big").await;
+    crate::support::seed(&medium, &src.host(), "app", "medium").await;
+    let dst = open_registry().await;
+    let dir = disk.path.join("layout");
+    let archive = disk.path.join("images.tar");
+    let partial = disk.path.join("images.tar.partial");
+    let only_small = vec![(Some("small".to_owned()), small.root_digest().to_string())];
+
+    for target in [loc("oci", &dir, None), loc("oci-archive", &archive, None)] {
+        Mirror::copy(&format!("{}/app:small", src.host()), &target)
+            .run()
+            .await
+            .expect_success();
+    }
+    let archive_before = std::fs::read(&archive).expect("the archive");
+
+    // Blobs that do not fit.
+    let out = Mirror::copy(&format!("{}/app:big", src.host()), &loc("oci", &dir, None))
+        .run()
+        .await;
+    assert_says_disk_full(&out, &dir);
+    let out = Mirror::copy(
+        &format!("{}/app:big", src.host()),
+        &loc("oci-archive", &archive, None),
+    )
+    .run()
+    .await;
+    assert_says_disk_full(&out, &archive);
+    assert_eq!(
+        std::fs::read(&archive).expect("the archive"),
+        archive_before,
+        "a failed copy changed the archive"
+    );
+
+    // An archive that does not fit: the blobs do, in the partial layout, but
+    // the new archive (old one plus them) does not.
+    let out = Mirror::copy(
+        &format!("{}/app:medium", src.host()),
+        &loc("oci-archive", &archive, None),
+    )
+    .run()
+    .await;
+    assert_says_disk_full(&out, &archive);
+    assert!(
+        mentions(&out.stderr, &partial),
+        "the error should say where the verified blobs wait\n{}",
+        out.describe()
+    );
+    let waiting = layout_blobs(&partial);
+    assert!(
+        all_digests(&medium).iter().all(|d| waiting.contains(d)),
+        "the blobs should have fit and wait in {}: {waiting:?}",
+        partial.display()
+    );
+    assert_eq!(
+        std::fs::read(&archive).expect("the archive"),
+        archive_before,
+        "a failed commit changed the archive"
+    );
+
+    // No temporary or lock file; every blob anywhere is whole.
+    let stray: Vec<String> = leftovers(&disk.path)
+        .into_iter()
+        .filter(|p| !p.ends_with(".partial"))
+        .chain(lock_files(&disk.path))
+        .collect();
+    assert!(stray.is_empty(), "left behind: {stray:?}");
+    assert_blobs_rehash(&disk.path);
+    assert!(
+        !ref_names(&std::fs::read(dir.join("index.json")).expect("index.json"))
+            .iter()
+            .any(|(_, digest)| digest == &big.root_digest().to_string()),
+        "the layout names the image that did not fit"
+    );
+
+    // What was there before is listed and copies out whole.
+    for (transport, path) in [("oci", &dir), ("oci-archive", &archive)] {
+        assert_eq!(
+            inspect_local(&loc(transport, path, None)).await,
+            only_small,
+            "{transport}"
+        );
+        let repo = format!("back-from-{transport}");
+        Mirror::copy(
+            &loc(transport, path, Some("small")),
+            &format!("{}/{repo}:small", dst.host()),
+        )
+        .run()
+        .await
+        .expect_success();
+        assert_landed(&dst.host(), &repo, "small", &small, &ANON).await;
+    }
+    drop(disk);
+}
+
 // ---- a real daemonless build ---------------------------------------------------
 
 /// Runs a program; `Err` with its output when it cannot run or fails.

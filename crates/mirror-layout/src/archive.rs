@@ -280,9 +280,16 @@ impl OciArchiveWriter {
         })?;
         let tmp = tmp_path(&self.target);
         let target = self.target.clone();
-        let job_tmp = tmp.clone();
+        let (job_tmp, job_target) = (tmp.clone(), target.clone());
+        let partial = self.partial.path().to_owned();
         tokio::task::spawn_blocking(move || {
-            write_tar(&job_tmp, &index_bytes, &blobs, existing.as_deref())
+            write_tar(&job_tmp, &index_bytes, &blobs, existing.as_deref()).map_err(|e| match e {
+                // How much room the archive needs, for the message.
+                LayoutError::StorageFull { .. } => {
+                    archive_full(&job_target, &partial, Some(tar_size(&index_bytes, &blobs)))
+                }
+                other => other,
+            })
         })
         .await
         .map_err(|e| LayoutError::Io {
@@ -304,6 +311,17 @@ impl OciArchiveWriter {
         }
         self.set_existing(Some(open_existing(&target).await?));
         self.remove_partial().await
+    }
+
+    /// A full disk, said for the archive: where it is, where its verified
+    /// blobs wait and (for a commit) how large the archive is.
+    fn full(&self, error: LayoutError) -> LayoutError {
+        match error {
+            LayoutError::StorageFull { .. } => {
+                archive_full(&self.target, self.partial.path(), None)
+            }
+            other => other,
+        }
     }
 
     async fn remove_partial(&self) -> Result<(), LayoutError> {
@@ -351,6 +369,19 @@ fn partial_path(target: &Path) -> PathBuf {
 
 fn tmp_path(target: &Path) -> PathBuf {
     with_suffix(target, ".tmp")
+}
+
+/// [`LayoutError::ArchiveFull`] for an archive and its partial layout.
+fn archive_full(archive: &Path, partial: &Path, needed: Option<u64>) -> LayoutError {
+    LayoutError::ArchiveFull {
+        device: match archive.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        },
+        archive: archive.to_owned(),
+        partial: partial.to_owned(),
+        needed,
+    }
 }
 
 /// `FILE.lock`: see [`OciArchiveWriter`].
@@ -440,6 +471,22 @@ fn write_tar(
     Ok(())
 }
 
+/// The size of the tar [`write_tar`] writes (near enough: names longer than a
+/// ustar header holds take an extension block more).
+fn tar_size(index: &[u8], blobs: &BTreeMap<String, BlobSource>) -> u64 {
+    let entry = |size: u64| 512 + size.div_ceil(512) * 512;
+    let mut total = entry(OCI_LAYOUT_FILE.len() as u64) + entry(index.len() as u64) + 3 * 512;
+    for (name, source) in blobs {
+        total += entry(match source {
+            BlobSource::Archive(span) => span.size,
+            BlobSource::File(path) => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        });
+        total += if name.len() > 100 { 1024 } else { 0 };
+    }
+    // The end-of-archive blocks, and the record padding.
+    (total + 1024).div_ceil(10_240) * 10_240
+}
+
 fn file_header(size: u64) -> tar::Header {
     let mut header = tar::Header::new_ustar();
     header.set_entry_type(tar::EntryType::Regular);
@@ -484,8 +531,11 @@ impl Destination for OciArchiveWriter {
     }
 
     async fn ensure_repository(&self) -> Result<(), EndpointError> {
-        let _held = lock(&self.target, Mode::Shared).await?;
-        Ok(self.partial.ensure_layout().await?)
+        let staged = async {
+            let _held = lock(&self.target, Mode::Shared).await?;
+            self.partial.ensure_layout().await
+        };
+        Ok(staged.await.map_err(|e| self.full(e))?)
     }
 
     /// Tags are looked up in the committed archive only: a tag recorded in
@@ -541,10 +591,13 @@ impl Destination for OciArchiveWriter {
         body: BlobStream,
         _slot: Option<UploadSlot>,
     ) -> Result<(), EndpointError> {
-        let _held = lock(&self.target, Mode::Shared).await?;
-        // A commit by another copy may have removed the partial layout.
-        self.partial.ensure_layout().await?;
-        self.partial.write_blob(descriptor, body).await
+        let staged = async {
+            let _held = lock(&self.target, Mode::Shared).await?;
+            // A commit by another copy may have removed the partial layout.
+            self.partial.ensure_layout().await?;
+            self.partial.write_blob(descriptor, body).await
+        };
+        Ok(staged.await.map_err(|e| self.full(e))?)
     }
 
     async fn put_manifest(
@@ -553,17 +606,23 @@ impl Destination for OciArchiveWriter {
         manifest: &RawManifest,
     ) -> Result<(), EndpointError> {
         let target = target(reference, manifest)?;
-        let _held = lock(&self.target, Mode::Shared).await?;
-        self.partial.ensure_layout().await?;
-        self.partial.write_manifest_blob(manifest).await?;
-        if let Target::Entry(tag) = target {
-            self.partial.record(&manifest.descriptor(), tag).await?;
-        }
-        Ok(())
+        let staged = async {
+            let _held = lock(&self.target, Mode::Shared).await?;
+            self.partial.ensure_layout().await?;
+            self.partial.write_manifest_blob(manifest).await?;
+            if let Target::Entry(tag) = target {
+                self.partial.record(&manifest.descriptor(), tag).await?;
+            }
+            Ok(())
+        };
+        Ok(staged.await.map_err(|e| self.full(e))?)
     }
 
     async fn finish(&self) -> Result<(), EndpointError> {
-        let _held = lock(&self.target, Mode::Exclusive).await?;
-        Ok(self.commit().await?)
+        let committed = async {
+            let _held = lock(&self.target, Mode::Exclusive).await?;
+            self.commit().await
+        };
+        Ok(committed.await.map_err(|e| self.full(e))?)
     }
 }

@@ -248,7 +248,7 @@ impl OciLayout {
         &self,
         descriptor: &Descriptor,
         mut body: BlobStream,
-    ) -> Result<(), EndpointError> {
+    ) -> Result<(), LayoutError> {
         let digest = descriptor.digest();
         let target = self.blob_path(digest)?;
         let dir = target.parent().unwrap_or(&self.root).to_owned();
@@ -263,17 +263,17 @@ impl OciLayout {
         while let Some(chunk) = body.next().await {
             // A failed stream (a digest mismatch fails in place of the last
             // chunk) drops the guard: the temp file goes, nothing is renamed.
-            let chunk = chunk?;
+            let chunk = chunk.map_err(|e| LayoutError::Endpoint(e.into()))?;
             file.write_all(&chunk)
                 .await
                 .map_err(|e| LayoutError::write(&tmp, e))?;
             written += chunk.len() as u64;
         }
         if written != descriptor.size() {
-            return Err(EndpointError::Other(format!(
+            return Err(LayoutError::Endpoint(EndpointError::Other(format!(
                 "blob {digest}: the stream ended after {written} of {} bytes",
                 descriptor.size()
-            )));
+            ))));
         }
         file.flush()
             .await
@@ -446,7 +446,7 @@ impl Destination for OciLayout {
         body: BlobStream,
         _slot: Option<UploadSlot>,
     ) -> Result<(), EndpointError> {
-        self.write_blob(descriptor, body).await
+        Ok(self.write_blob(descriptor, body).await?)
     }
 
     async fn put_manifest(
