@@ -18,8 +18,8 @@ section() { printf '\n==> %s\n' "$*"; }
 # network namespaces for the WAN bench; time: /usr/bin/time for the bench;
 # build-essential, pkg-config: crates with C parts; python3-venv: moto;
 # buildah: a daemonless build as a layout source (the test skips itself where
-# buildah cannot build); umoci, debootstrap: a real Debian image layout (an
-# ignored test).
+# buildah cannot build); umoci, debootstrap: a real Debian image layout (needs
+# root and http://deb.debian.org, fails saying so if it is unreachable).
 apt_packages=(
     docker-registry skopeo apache2-utils iproute2 iptables jq time curl
     ca-certificates build-essential pkg-config python3-venv

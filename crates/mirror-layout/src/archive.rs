@@ -18,6 +18,7 @@ use crate::fsutil::{
 };
 use crate::index::{MAX_INDEX_BYTES, OCI_LAYOUT_FILE, empty_index, ref_name, upsert_value};
 use crate::layout::{OciLayout, Target, hashes_to, target};
+use crate::lock::{Held, Mode, hold};
 use crate::reader::LayoutReader;
 use crate::store::{FileIdentity, Span, Store, TarIndex};
 
@@ -100,9 +101,20 @@ impl Source for OciArchive {
 /// once) and are copied from it into the new file, and its `index.json` is
 /// merged with the new entries (an entry of the same name is replaced).
 ///
-/// Every finished copy rewrites the whole file; copies into one writer are
+/// Every finished copy rewrites the whole file; copies into one archive are
 /// serialised around that commit, so several images (concurrently or one after
-/// another) end up in one archive.
+/// another, from one process or several) end up in one archive.
+///
+/// Writers of one archive share `FILE.partial/` and `FILE.lock`, an advisory
+/// `flock` beside the archive (beside it like `FILE.partial/` and `FILE.tmp`;
+/// a tar has no inside, and the last holder removes it). Adding to the
+/// partial layout (creating it, a blob, a manifest) holds it shared, so
+/// writers add side by side; a commit holds it exclusively, re-reads `FILE`
+/// as it is then (another writer may just have replaced it), merges it with
+/// the partial layout (other writers' complete blobs and images included),
+/// and removes the partial layout while no one writes into it. A writer
+/// whose image another writer committed finds nothing new and leaves the
+/// archive as it is.
 #[derive(Debug)]
 pub struct OciArchiveWriter {
     target: PathBuf,
@@ -130,7 +142,20 @@ impl OciArchiveWriter {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(LayoutError::read(&target, e)),
         };
-        let partial = OciLayout::create(partial_path(&target)).await?;
+        let partial_dir = partial_path(&target);
+        let dir = match target.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let partial = if tokio::fs::metadata(dir).await.is_ok() {
+            // Another writer may be creating the partial layout, or removing
+            // it in a commit.
+            let _held = lock(&target, Mode::Shared).await?;
+            OciLayout::create(partial_dir).await?
+        } else {
+            // Creating the directory is left to the copy.
+            OciLayout::create(partial_dir).await?
+        };
         Ok(Self {
             label: format!("oci-archive:{}", target.display()),
             target,
@@ -195,7 +220,8 @@ impl OciArchiveWriter {
         Ok(())
     }
 
-    /// Writes the archive from the committed one plus the partial layout.
+    /// Writes the archive from the committed one plus the partial layout
+    /// (the caller holds the archive's lock exclusively).
     async fn commit(&self) -> Result<(), LayoutError> {
         self.refresh_existing().await?;
         let existing = self.existing();
@@ -254,9 +280,16 @@ impl OciArchiveWriter {
         })?;
         let tmp = tmp_path(&self.target);
         let target = self.target.clone();
-        let job_tmp = tmp.clone();
+        let (job_tmp, job_target) = (tmp.clone(), target.clone());
+        let partial = self.partial.path().to_owned();
         tokio::task::spawn_blocking(move || {
-            write_tar(&job_tmp, &index_bytes, &blobs, existing.as_deref())
+            write_tar(&job_tmp, &index_bytes, &blobs, existing.as_deref()).map_err(|e| match e {
+                // How much room the archive needs, for the message.
+                LayoutError::StorageFull { .. } => {
+                    archive_full(&job_target, &partial, Some(tar_size(&index_bytes, &blobs)))
+                }
+                other => other,
+            })
         })
         .await
         .map_err(|e| LayoutError::Io {
@@ -278,6 +311,17 @@ impl OciArchiveWriter {
         }
         self.set_existing(Some(open_existing(&target).await?));
         self.remove_partial().await
+    }
+
+    /// A full disk, said for the archive: where it is, where its verified
+    /// blobs wait and (for a commit) how large the archive is.
+    fn full(&self, error: LayoutError) -> LayoutError {
+        match error {
+            LayoutError::StorageFull { .. } => {
+                archive_full(&self.target, self.partial.path(), None)
+            }
+            other => other,
+        }
     }
 
     async fn remove_partial(&self) -> Result<(), LayoutError> {
@@ -325,6 +369,29 @@ fn partial_path(target: &Path) -> PathBuf {
 
 fn tmp_path(target: &Path) -> PathBuf {
     with_suffix(target, ".tmp")
+}
+
+/// [`LayoutError::ArchiveFull`] for an archive and its partial layout.
+fn archive_full(archive: &Path, partial: &Path, needed: Option<u64>) -> LayoutError {
+    LayoutError::ArchiveFull {
+        device: match archive.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        },
+        archive: archive.to_owned(),
+        partial: partial.to_owned(),
+        needed,
+    }
+}
+
+/// `FILE.lock`: see [`OciArchiveWriter`].
+fn lock_path(target: &Path) -> PathBuf {
+    with_suffix(target, ".lock")
+}
+
+/// The archive's lock, in this process and across processes.
+async fn lock(target: &Path, mode: Mode) -> Result<Held, LayoutError> {
+    hold(target, &lock_path(target), mode, target).await
 }
 
 /// The complete blobs of the partial layout, by archive name.
@@ -410,6 +477,22 @@ fn write_tar(
     Ok(())
 }
 
+/// The size of the tar [`write_tar`] writes (near enough: names longer than a
+/// ustar header holds take an extension block more).
+fn tar_size(index: &[u8], blobs: &BTreeMap<String, BlobSource>) -> u64 {
+    let entry = |size: u64| 512 + size.div_ceil(512) * 512;
+    let mut total = entry(OCI_LAYOUT_FILE.len() as u64) + entry(index.len() as u64) + 3 * 512;
+    for (name, source) in blobs {
+        total += entry(match source {
+            BlobSource::Archive(span) => span.size,
+            BlobSource::File(path) => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        });
+        total += if name.len() > 100 { 1024 } else { 0 };
+    }
+    // The end-of-archive blocks, and the record padding.
+    (total + 1024).div_ceil(10_240) * 10_240
+}
+
 fn file_header(size: u64) -> tar::Header {
     let mut header = tar::Header::new_ustar();
     header.set_entry_type(tar::EntryType::Regular);
@@ -454,14 +537,21 @@ impl Destination for OciArchiveWriter {
     }
 
     async fn ensure_repository(&self) -> Result<(), EndpointError> {
-        let gate = path_lock(&self.target);
-        let _open = gate.read().await;
-        Ok(self.partial.ensure_layout().await?)
+        let staged = async {
+            let _held = lock(&self.target, Mode::Shared).await?;
+            self.partial.ensure_layout().await
+        };
+        Ok(staged.await.map_err(|e| self.full(e))?)
     }
 
     /// Tags are looked up in the committed archive only: a tag recorded in
     /// the partial layout by a copy whose commit failed must be copied (and
     /// committed) again.
+    ///
+    /// Lookups take no lock across processes: another process's commit only
+    /// ever moves what the partial layout holds into an archive that keeps
+    /// every blob of the one it replaces, which this writer's commit re-reads
+    /// (a lookup may miss and copy again, never find what is gone).
     async fn manifest_digest(&self, reference: &str) -> Result<Option<Digest>, EndpointError> {
         let gate = path_lock(&self.target);
         let _open = gate.read().await;
@@ -507,11 +597,13 @@ impl Destination for OciArchiveWriter {
         body: BlobStream,
         _slot: Option<UploadSlot>,
     ) -> Result<(), EndpointError> {
-        let gate = path_lock(&self.target);
-        let _open = gate.read().await;
-        // A commit by another copy may have removed the partial layout.
-        self.partial.ensure_layout().await?;
-        self.partial.write_blob(descriptor, body).await
+        let staged = async {
+            let _held = lock(&self.target, Mode::Shared).await?;
+            // A commit by another copy may have removed the partial layout.
+            self.partial.ensure_layout().await?;
+            self.partial.write_blob(descriptor, body).await
+        };
+        Ok(staged.await.map_err(|e| self.full(e))?)
     }
 
     async fn put_manifest(
@@ -519,20 +611,24 @@ impl Destination for OciArchiveWriter {
         reference: &str,
         manifest: &RawManifest,
     ) -> Result<(), EndpointError> {
-        let gate = path_lock(&self.target);
-        let _open = gate.read().await;
         let target = target(reference, manifest)?;
-        self.partial.ensure_layout().await?;
-        self.partial.write_manifest_blob(manifest).await?;
-        if let Target::Entry(tag) = target {
-            self.partial.record(&manifest.descriptor(), tag).await?;
-        }
-        Ok(())
+        let staged = async {
+            let _held = lock(&self.target, Mode::Shared).await?;
+            self.partial.ensure_layout().await?;
+            self.partial.write_manifest_blob(manifest).await?;
+            if let Target::Entry(tag) = target {
+                self.partial.record(&manifest.descriptor(), tag).await?;
+            }
+            Ok(())
+        };
+        Ok(staged.await.map_err(|e| self.full(e))?)
     }
 
     async fn finish(&self) -> Result<(), EndpointError> {
-        let gate = path_lock(&self.target);
-        let _exclusive = gate.write().await;
-        Ok(self.commit().await?)
+        let committed = async {
+            let _held = lock(&self.target, Mode::Exclusive).await?;
+            self.commit().await
+        };
+        Ok(committed.await.map_err(|e| self.full(e))?)
     }
 }

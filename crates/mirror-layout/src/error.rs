@@ -70,10 +70,38 @@ pub enum LayoutError {
         actual: u64,
     },
     #[error(
-        "no space left on the device holding {device} writing {path}; nothing was committed\n  \
-         hint: free some space and run the copy again: blobs already written are kept and skipped"
+        "no space left on the device holding {} (the disk is full, writing {}); nothing was \
+         committed\n  hint: free some space there or write to another directory, then run the \
+         copy again: blobs already written are kept and skipped",
+        .device.display(),
+        shown(.path)
     )]
     StorageFull { device: PathBuf, path: PathBuf },
+    #[error(
+        "no space left on the device holding {} (the disk is full) {}; nothing was committed to \
+         {}\n  hint: free {} or write the archive to another directory, then run the copy \
+         again: the blobs already verified wait in {} and are reused (delete it to give up)",
+        .device.display(),
+        match .needed {
+            Some(bytes) => format!("writing {} ({}: an archive is rewritten whole, beside the old one)", .archive.display(), mib(*bytes)),
+            None => format!("staging {} in {}", .archive.display(), .partial.display()),
+        },
+        .archive.display(),
+        match .needed {
+            Some(bytes) => format!("at least {}", mib(*bytes)),
+            None => "some space there".to_owned(),
+        },
+        .partial.display()
+    )]
+    ArchiveFull {
+        /// The directory that holds the archive.
+        device: PathBuf,
+        archive: PathBuf,
+        /// `FILE.partial/`, where verified blobs wait for the commit.
+        partial: PathBuf,
+        /// The size of the archive a commit was writing.
+        needed: Option<u64>,
+    },
     #[error("manifest {digest} in {location} is {size} bytes, over the {limit}-byte limit")]
     ManifestTooLarge {
         location: String,
@@ -96,12 +124,33 @@ pub enum LayoutError {
     },
     #[error("{0} is a registry reference, not a local layout or archive")]
     NotLocal(String),
+    /// A failure of the engine's side of a write (the blob stream).
+    #[error(transparent)]
+    Endpoint(EndpointError),
     #[error("{context}: {source}")]
     Io {
         context: String,
         #[source]
         source: io::Error,
     },
+}
+
+/// A path for a message: a temporary file as the directory it is in.
+fn shown(path: &Path) -> String {
+    match (path.file_name(), path.parent()) {
+        (Some(name), Some(dir)) if name.to_string_lossy().starts_with(".tmp-") => {
+            format!("a temporary file in {}", dir.display())
+        }
+        _ => path.display().to_string(),
+    }
+}
+
+/// Bytes as MiB, rounded up to a tenth.
+fn mib(bytes: u64) -> String {
+    format!(
+        "{:.1} MiB",
+        (bytes as f64 / 1_048_576.0 * 10.0).ceil() / 10.0
+    )
 }
 
 fn list_names(names: &[String]) -> String {
@@ -168,6 +217,7 @@ impl From<LayoutError> for EndpointError {
         match error {
             LayoutError::Manifest { source, .. } => EndpointError::Manifest(*source),
             LayoutError::Io { context, source } => EndpointError::Io { context, source },
+            LayoutError::Endpoint(error) => error,
             other => EndpointError::Other(other.to_string()),
         }
     }
@@ -184,11 +234,42 @@ mod tests {
         let text = err.to_string();
         assert!(matches!(err, LayoutError::StorageFull { .. }), "{text}");
         assert!(
-            text.starts_with("no space left on the device holding /data/out writing /data/out/blobs/sha256/.tmp-abc; nothing was committed"),
+            text.starts_with(
+                "no space left on the device holding /data/out (the disk is full, writing a \
+                 temporary file in /data/out/blobs/sha256); nothing was committed\n  hint: free \
+                 some space there or write to another directory"
+            ),
             "{text}"
         );
         let endpoint: EndpointError = err.into();
         assert!(endpoint.to_string().contains("nothing was committed"));
+    }
+
+    #[test]
+    fn a_full_archive_says_where_its_blobs_wait_and_what_it_needs() {
+        let error = |needed| LayoutError::ArchiveFull {
+            device: "/media/usb".into(),
+            archive: "/media/usb/images.tar".into(),
+            partial: "/media/usb/images.tar.partial".into(),
+            needed,
+        };
+        let text = error(Some(3 * 1_048_576 + 1)).to_string();
+        assert_eq!(
+            text,
+            "no space left on the device holding /media/usb (the disk is full) writing \
+             /media/usb/images.tar (3.1 MiB: an archive is rewritten whole, beside the old one); \
+             nothing was committed to /media/usb/images.tar\n  hint: free at least 3.1 MiB or \
+             write the archive to another directory, then run the copy again: the blobs already \
+             verified wait in /media/usb/images.tar.partial and are reused (delete it to give up)"
+        );
+        let text = error(None).to_string();
+        assert!(
+            text.contains(
+                "(the disk is full) staging /media/usb/images.tar in /media/usb/images.tar.partial;"
+            ) && text
+                .contains("hint: free some space there or write the archive to another directory"),
+            "{text}"
+        );
     }
 
     #[test]

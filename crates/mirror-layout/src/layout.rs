@@ -10,10 +10,11 @@ use tokio::io::AsyncWriteExt as _;
 
 use crate::error::LayoutError;
 use crate::fsutil::{
-    TempGuard, blob_rel, create_temp, path_lock, reference_digest, remove_stale_temps, sync_dir,
-    temp_name, write_atomic,
+    TempGuard, blob_rel, create_temp, reference_digest, remove_stale_temps, sync_dir, temp_name,
+    write_atomic,
 };
 use crate::index::{MAX_INDEX_BYTES, OCI_LAYOUT_FILE, empty_index, ref_name, upsert};
+use crate::lock::{Held, Mode, hold};
 use crate::reader::LayoutReader;
 use crate::store::Store;
 use crate::transport::validate_tag;
@@ -38,14 +39,27 @@ use crate::transport::validate_tag;
 /// only looks at `index.json` entries of OCI media types, so it does not see
 /// such an image by tag; mirror does.
 ///
-/// Concurrent copies into one layout from one process are safe (`index.json`
-/// updates are serialised per path); from several processes, blob writes are
-/// safe but two `index.json` updates at the same moment may lose one entry.
+/// Concurrent copies into one layout are safe, from one process or several:
+/// blobs are written side by side (content-addressed, temp file and rename),
+/// while creating the layout and each `index.json` update (read, merge,
+/// replace) hold the layout's lock, in this process and across processes
+/// (an advisory `flock` on [`LOCK_FILE`] inside the layout).
 #[derive(Debug, Clone)]
 pub struct OciLayout {
     root: PathBuf,
     reader: LayoutReader,
 }
+
+/// The lock file of a layout writer, inside the layout directory.
+///
+/// Inside rather than beside it (`DIR.lock`): writing a layout needs write
+/// access to the directory only, not to its parent; the lock goes wherever
+/// the directory is moved or mounted (and follows symlinks to it); and nothing
+/// appears beside a directory the user named. OCI readers (skopeo,
+/// containers/image, umoci, mirror itself) only open `oci-layout`,
+/// `index.json` and `blobs/`, and the file exists only while a writer holds
+/// it: the last holder removes it.
+pub(crate) const LOCK_FILE: &str = ".mirror.lock";
 
 impl OciLayout {
     /// Opens an existing layout for reading (it must have an `oci-layout` file
@@ -80,23 +94,64 @@ impl OciLayout {
             layout.remove_stale_temps().await;
             return Ok(layout);
         }
-        let mut entries = tokio::fs::read_dir(&layout.root)
-            .await
-            .map_err(|e| LayoutError::read(&layout.root, e))?;
-        if entries
-            .next_entry()
-            .await
-            .map_err(|e| LayoutError::read(&layout.root, e))?
-            .is_some()
-        {
+        let Some(ours) = layout.only_our_files().await? else {
+            if layout.reader.has_layout_file().await? {
+                // Another writer finished creating it meanwhile.
+                layout.remove_stale_temps().await;
+                return Ok(layout);
+            }
             return Err(LayoutError::Refused {
                 path: layout.root.clone(),
                 reason: "exists, is not empty and is not an OCI layout (no oci-layout file)"
                     .to_owned(),
                 hint: "write to a new or empty directory, or to an existing layout".to_owned(),
             });
+        };
+        if ours == 0 {
+            return Ok(layout);
+        }
+        // A layout another writer is creating (it holds the lock until
+        // `oci-layout` is written) or did not finish creating.
+        let _held = layout.lock().await?;
+        if layout.reader.has_layout_file().await? {
+            layout.remove_stale_temps().await;
         }
         Ok(layout)
+    }
+
+    /// How many entries the directory holds if they are all what a writer
+    /// creating a layout writes before `oci-layout` (the lock file, `blobs/`,
+    /// temporary files); `None` if it holds anything else.
+    async fn only_our_files(&self) -> Result<Option<usize>, LayoutError> {
+        let mut count = 0;
+        let mut entries = tokio::fs::read_dir(&self.root)
+            .await
+            .map_err(|e| LayoutError::read(&self.root, e))?;
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| LayoutError::read(&self.root, e))?
+        {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !(name == LOCK_FILE || name == "blobs" || name.starts_with(".tmp-")) {
+                return Ok(None);
+            }
+            count += 1;
+        }
+        Ok(Some(count))
+    }
+
+    /// The layout's write lock, in this process and across processes (see
+    /// [`LOCK_FILE`]); creates the directory.
+    async fn lock(&self) -> Result<Held, LayoutError> {
+        hold(
+            &self.root,
+            &self.root.join(LOCK_FILE),
+            Mode::Exclusive,
+            &self.root,
+        )
+        .await
     }
 
     fn at(path: &Path) -> Self {
@@ -133,8 +188,18 @@ impl OciLayout {
         Ok(self.root.join(blob_rel(digest, "blob")?))
     }
 
-    /// Creates the directory, `blobs/sha256` and `oci-layout` (if missing).
+    /// Creates the directory, `blobs/sha256` and `oci-layout` (if missing),
+    /// holding the lock while `oci-layout` is missing.
     pub(crate) async fn ensure_layout(&self) -> Result<(), LayoutError> {
+        if self.reader.has_layout_file().await? {
+            return self.create_files().await;
+        }
+        let _held = self.lock().await?;
+        self.create_files().await
+    }
+
+    /// [`Self::ensure_layout`] for a caller holding the lock.
+    async fn create_files(&self) -> Result<(), LayoutError> {
         let blobs = self.root.join("blobs").join("sha256");
         tokio::fs::create_dir_all(&blobs)
             .await
@@ -183,7 +248,7 @@ impl OciLayout {
         &self,
         descriptor: &Descriptor,
         mut body: BlobStream,
-    ) -> Result<(), EndpointError> {
+    ) -> Result<(), LayoutError> {
         let digest = descriptor.digest();
         let target = self.blob_path(digest)?;
         let dir = target.parent().unwrap_or(&self.root).to_owned();
@@ -198,17 +263,17 @@ impl OciLayout {
         while let Some(chunk) = body.next().await {
             // A failed stream (a digest mismatch fails in place of the last
             // chunk) drops the guard: the temp file goes, nothing is renamed.
-            let chunk = chunk?;
+            let chunk = chunk.map_err(|e| LayoutError::Endpoint(e.into()))?;
             file.write_all(&chunk)
                 .await
                 .map_err(|e| LayoutError::write(&tmp, e))?;
             written += chunk.len() as u64;
         }
         if written != descriptor.size() {
-            return Err(EndpointError::Other(format!(
+            return Err(LayoutError::Endpoint(EndpointError::Other(format!(
                 "blob {digest}: the stream ended after {written} of {} bytes",
                 descriptor.size()
-            )));
+            ))));
         }
         file.flush()
             .await
@@ -242,15 +307,16 @@ impl OciLayout {
         write_atomic(&target, manifest.bytes()).await
     }
 
-    /// Records `descriptor` in `index.json` under `tag` (`None`: unnamed).
+    /// Records `descriptor` in `index.json` under `tag` (`None`: unnamed):
+    /// under the lock, `index.json` as it is now (another process may just
+    /// have replaced it) gains the entry and replaces it.
     pub(crate) async fn record(
         &self,
         descriptor: &Descriptor,
         tag: Option<&str>,
     ) -> Result<(), LayoutError> {
-        let lock = path_lock(&self.root);
-        let _held = lock.write().await;
-        self.ensure_layout().await?;
+        let _held = self.lock().await?;
+        self.create_files().await?;
         let mut index = match self
             .reader
             .store
@@ -380,7 +446,7 @@ impl Destination for OciLayout {
         body: BlobStream,
         _slot: Option<UploadSlot>,
     ) -> Result<(), EndpointError> {
-        self.write_blob(descriptor, body).await
+        Ok(self.write_blob(descriptor, body).await?)
     }
 
     async fn put_manifest(

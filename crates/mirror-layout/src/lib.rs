@@ -44,6 +44,7 @@ mod error;
 mod fsutil;
 mod index;
 mod layout;
+mod lock;
 mod reader;
 mod store;
 mod transport;
