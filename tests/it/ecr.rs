@@ -30,6 +30,17 @@ async fn aws(options: EcrOptions) -> Aws {
     Aws { moto, ecr, hub }
 }
 
+/// The stand-ins with a small image as Docker Hub's `alpine:3.20`.
+async fn aws_with_alpine() -> (Aws, mirror_testkit::GeneratedImage) {
+    let aws = aws(EcrOptions::default()).await;
+    let small = small_image().await;
+    aws.hub
+        .seed(&small, "library/alpine", "3.20")
+        .await
+        .expect("seed");
+    (aws, small)
+}
+
 impl Aws {
     /// `mirror ARGS...` with only the AWS variables (commands without registries).
     fn aws_only<I, S>(&self, args: I) -> Mirror
@@ -198,12 +209,7 @@ async fn headline_command_creates_the_repository_and_lands_every_platform() {
 /// the asked settings; --no-create refuses a missing repository.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_name_settings_and_no_create() {
-    let aws = aws(EcrOptions::default()).await;
-    let small = small_image().await;
-    aws.hub
-        .seed(&small, "library/alpine", "3.20")
-        .await
-        .expect("seed");
+    let (aws, small) = aws_with_alpine().await;
 
     let refused = aws
         .mirror(["alpine:3.20", "--prefix", "base/", "--no-create"])
@@ -597,12 +603,7 @@ async fn unauthorized_mid_run_refreshes_the_token() {
 /// to a closed port, overridden by `--registry-endpoint`: the flag wins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoint_mapping_from_the_config_file() {
-    let aws = aws(EcrOptions::default()).await;
-    let small = small_image().await;
-    aws.hub
-        .seed(&small, "library/alpine", "3.20")
-        .await
-        .expect("seed");
+    let (aws, small) = aws_with_alpine().await;
     let toml_entry = |arg: String| {
         let (host, url) = arg.split_once('=').expect("HOST=URL");
         format!("\"{host}\" = \"{url}\"\n")
@@ -679,12 +680,7 @@ async fn endpoint_mapping_from_the_config_file() {
 /// nothing is created or pushed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_iam_permission_names_the_action() {
-    let aws = aws(EcrOptions::default()).await;
-    let small = small_image().await;
-    aws.hub
-        .seed(&small, "library/alpine", "3.20")
-        .await
-        .expect("seed");
+    let (aws, _) = aws_with_alpine().await;
     let (key, secret) = aws
         .moto
         .iam_user(

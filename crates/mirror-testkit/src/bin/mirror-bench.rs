@@ -647,12 +647,7 @@ impl Bench {
     ) -> anyhow::Result<()> {
         let runs = self.args.runs;
         let label = |scenario: Scenario, tool: Tool, run: u32| {
-            format!(
-                "{} / {} / {} (run {run}/{runs})",
-                profile.name(),
-                scenario.name(),
-                tool.name()
-            )
+            run_label(profile, scenario, tool, run, runs)
         };
         if self.python {
             for run in 1..=runs {
@@ -749,12 +744,7 @@ impl Bench {
         let profile = Profile::Ecr;
         let runs = self.args.runs;
         let label = |scenario: Scenario, tool: Tool, run: u32| {
-            format!(
-                "{} / {} / {} (run {run}/{runs})",
-                profile.name(),
-                scenario.name(),
-                tool.name()
-            )
+            run_label(profile, scenario, tool, run, runs)
         };
         let mut plan = Vec::new();
         if self.python {
@@ -1955,6 +1945,16 @@ fn memory_gib() -> String {
             || "?".to_owned(),
             |kib| format!("{:.0}", kib / 1024.0 / 1024.0),
         )
+}
+
+/// `loopback / python cold / mirror (run 1/3)`: how a run is named in progress lines.
+fn run_label(profile: Profile, scenario: Scenario, tool: Tool, run: u32, runs: u32) -> String {
+    format!(
+        "{} / {} / {} (run {run}/{runs})",
+        profile.name(),
+        scenario.name(),
+        tool.name()
+    )
 }
 
 #[cfg(test)]
