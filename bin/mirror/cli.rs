@@ -27,6 +27,9 @@ Examples:
   # What would move, as JSON, without writing anything
   mirror copy --dry-run --json python:3.12 registry.example.com/python
 
+  # Every 3.12 tag of a repository (tags listed 1000 per page)
+  mirror copy --all-tags --tag-regex '3\\.12.*' python registry.example.com/base/python
+
   # What a reference is: digest, media type, platforms, sizes
   mirror inspect python:3.10-slim-buster
 
@@ -104,6 +107,14 @@ pub struct CommonCopyArgs {
     /// Also copy non-distributable (foreign) layers.
     #[arg(long)]
     pub include_foreign: bool,
+    /// Copy every tag of the source repository (give it without a tag), each
+    /// to the same tag at the destination.
+    #[arg(long)]
+    pub all_tags: bool,
+    /// With --all-tags: only the tags this regular expression matches in full
+    /// (`3\.1[0-2].*`).
+    #[arg(long, value_name = "REGEX", requires = "all_tags")]
+    pub tag_regex: Option<String>,
 }
 
 /// ECR settings: used when the destination is an ECR registry.

@@ -229,6 +229,14 @@ pub(crate) async fn mirror_to_ecr(args: MirrorArgs, quiet: bool) -> Result<(), F
             "--to names one repository: give one image, or use --prefix for several",
         ));
     }
+    if args.copy.all_tags
+        && let Some(to) = &args.to
+        && split_to(to).1.is_some()
+    {
+        return Err(Failure::usage(format!(
+            "--all-tags copies each tag to the same tag: give --to a repository name without a tag (not `{to}`)"
+        )));
+    }
     let settings = settings(&args.ecr)?;
     let region = ecr_region(
         args.ecr.region.as_deref(),
@@ -293,6 +301,32 @@ async fn only_ref_name(location: &Location) -> Option<String> {
 /// `mirror copy SRC DST`.
 pub(crate) async fn copy(args: CopyArgs, quiet: bool) -> Result<(), Failure> {
     let source = End::parse(&args.source, "source")?;
+    if args.copy.all_tags {
+        let destination = End::parse(&args.destination, "destination")?;
+        if destination.explicit_tag().is_some()
+            || matches!(&destination, End::Registry(d) if d.digest().is_some())
+        {
+            return Err(Failure::usage(format!(
+                "--all-tags copies each tag to the same tag: name the destination without one (not `{}`)",
+                args.destination
+            )));
+        }
+        let settings = settings(&args.ecr)?;
+        return run_jobs(
+            vec![Job {
+                source,
+                destination,
+            }],
+            &args.copy,
+            args.dest_creds.as_deref(),
+            &args.ecr,
+            settings,
+            &args.transport,
+            HashMap::new(),
+            quiet,
+        )
+        .await;
+    }
     let destination = match End::parse(&args.destination, "destination")? {
         // A destination without a tag keeps the source's.
         End::Registry(d) => {
@@ -376,6 +410,85 @@ impl Endpoints<'_> {
     }
 }
 
+/// `--all-tags`: one job per tag of each source repository (listed in pages
+/// of at most 1000, ECR's limit), each to the same tag at the destination.
+async fn expand_all_tags(
+    jobs: Vec<Job>,
+    common: &CommonCopyArgs,
+    endpoints: &mut Endpoints<'_>,
+    src_creds: Option<Credentials>,
+) -> Result<Vec<Job>, Failure> {
+    let filter = common
+        .tag_regex
+        .as_deref()
+        .map(|re| {
+            regex::Regex::new(&format!("^(?:{re})$"))
+                .map_err(|e| Failure::usage(format!("--tag-regex `{re}`: {e}")))
+        })
+        .transpose()?;
+    let mut expanded = Vec::new();
+    for job in jobs {
+        let End::Registry(source) = &job.source else {
+            return Err(Failure::usage(format!(
+                "--all-tags lists a registry repository's tags; {} is a local image",
+                job.source.label()
+            )));
+        };
+        if source.has_explicit_tag() || source.digest().is_some() {
+            return Err(Failure::usage(format!(
+                "--all-tags copies every tag of a repository: give `{}`, not `{source}`",
+                source.name()
+            )));
+        }
+        let (repo, _) = endpoints.repository(source, src_creds.clone()).await?;
+        let tags = repo
+            .tags()
+            .await
+            .map_err(|e| Failure::transfer(format!("source {}: {e}", source.name())))?;
+        let tags: Vec<String> = tags
+            .into_iter()
+            .filter(|t| filter.as_ref().is_none_or(|f| f.is_match(t)))
+            .collect();
+        if tags.is_empty() {
+            return Err(Failure::transfer(format!(
+                "source {}: no tag{} to copy",
+                source.name(),
+                common
+                    .tag_regex
+                    .as_deref()
+                    .map(|re| format!(" matches --tag-regex `{re}`"))
+                    .unwrap_or_default()
+            )));
+        }
+        for tag in tags {
+            let destination = match &job.destination {
+                End::Registry(d) => End::Registry(parse_reference(
+                    &format!("{}:{tag}", d.name()),
+                    "destination",
+                )?),
+                End::Local(Location::OciDir { path, .. }) => End::Local(Location::OciDir {
+                    path: path.clone(),
+                    tag: Some(tag.clone()),
+                }),
+                End::Local(Location::OciArchive { path, .. }) => End::Local(Location::OciArchive {
+                    path: path.clone(),
+                    tag: Some(tag.clone()),
+                }),
+                End::Local(other) => {
+                    return Err(Failure::usage(format!(
+                        "--all-tags writes to a registry, an oci: layout or an oci-archive:, not {other}"
+                    )));
+                }
+            };
+            expanded.push(Job {
+                source: End::Registry(source.with_tag(&tag)),
+                destination,
+            });
+        }
+    }
+    Ok(expanded)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_jobs(
     jobs: Vec<Job>,
@@ -393,6 +506,11 @@ async fn run_jobs(
         client: client(transport)?,
         regions,
         ecr,
+    };
+    let jobs = if common.all_tags {
+        expand_all_tags(jobs, common, &mut endpoints, src_creds.clone()).await?
+    } else {
+        jobs
     };
     let progress = Progress::new(Mode::detect(quiet));
     let engine = Engine::new(

@@ -545,3 +545,50 @@ async fn dry_run_writes_nothing() {
         );
     }
 }
+
+/// `--all-tags`: every tag of the source repository lands under the same tag
+/// (`--tag-regex` keeps the ones it matches in full); a source with a tag is
+/// a usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_tags_copies_every_tag_the_filter_keeps() {
+    let images = [
+        ("1.0", image(ImageSpec::small("all-tags-a", 11)).await),
+        ("1.1", image(ImageSpec::small("all-tags-b", 12)).await),
+        ("2.0", image(ImageSpec::small("all-tags-c", 13)).await),
+    ];
+    let src = open_registry().await;
+    for (tag, img) in &images {
+        seed(img, &src.host(), "app", tag).await;
+    }
+    let dst = open_registry().await;
+    let from = format!("{}/app", src.host());
+
+    let out = Mirror::copy(&from, &format!("{}/mirrored", dst.host()))
+        .args(["--all-tags", "--tag-regex", r"1\..*", "--json"])
+        .run()
+        .await;
+    out.expect_success();
+    for (tag, img) in &images[..2] {
+        assert_landed(&dst.host(), "mirrored", tag, img, &ANON).await;
+    }
+    assert_no_manifest(&dst.host(), "mirrored", "2.0", &ANON).await;
+
+    // A tag that only starts like the filter is not kept: it matches in full.
+    let out = Mirror::copy(&from, &format!("{}/none", dst.host()))
+        .args(["--all-tags", "--tag-regex", "1"])
+        .run()
+        .await;
+    out.expect_code(1);
+    assert!(out.stderr.contains("no tag matches"), "{}", out.describe());
+
+    let refused = Mirror::copy(&format!("{from}:1.0"), &format!("{}/x", dst.host()))
+        .arg("--all-tags")
+        .run()
+        .await;
+    refused.expect_code(2);
+    assert!(
+        refused.stderr.contains("--all-tags"),
+        "{}",
+        refused.describe()
+    );
+}

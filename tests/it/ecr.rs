@@ -9,7 +9,7 @@ use mirror_testkit::{
 };
 use serde_json::Value;
 
-use crate::support::{Mirror, Scratch, assert_landed, fetch, image, num, small_image};
+use crate::support::{Mirror, Scratch, assert_landed, fetch, image, num, small_image, text};
 
 struct Aws {
     moto: Moto,
@@ -744,4 +744,66 @@ async fn missing_iam_permission_names_the_action() {
             .is_empty(),
         "a log group was created without the permission"
     );
+}
+
+/// `mirror app --all-tags`: every tag of Docker Hub's repository lands in
+/// one ECR repository; then ECR as the source (`mirror copy --all-tags`,
+/// the gate refusing tag-list pages above 1000 as ECR does) into a layout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_tags_into_ecr_and_back_out() {
+    let aws = aws(EcrOptions::default()).await;
+    let images = [
+        ("1.0", image(ImageSpec::small("ecr-all-tags-a", 21)).await),
+        ("1.1", image(ImageSpec::small("ecr-all-tags-b", 22)).await),
+    ];
+    for (tag, img) in &images {
+        aws.hub.seed(img, "library/app", tag).await.expect("seed");
+    }
+
+    let out = aws.mirror(["app", "--all-tags", "--json"]).run().await;
+    out.expect_success();
+    for (tag, img) in &images {
+        assert_landed(&aws.ecr.host(), "app", tag, img, &aws.ecr_auth()).await;
+    }
+    assert!(
+        aws.moto
+            .describe_repository("app")
+            .await
+            .expect("moto answers")
+            .is_some(),
+        "the repository was created once for every tag"
+    );
+
+    aws.ecr.clear_requests();
+    let scratch = Scratch::new("ecr-all-tags");
+    let layout = format!("oci:{}", scratch.path().join("out").display());
+    let ecr_arg = aws.ecr.endpoint_arg();
+    let (ecr_host, _) = ecr_arg.split_once('=').expect("HOST=URL");
+    let out = aws
+        .mirror(["copy", &format!("{ecr_host}/app"), &layout, "--all-tags"])
+        .run()
+        .await;
+    out.expect_success();
+    let listed = aws
+        .ecr
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/tags/list") && r.status == 200)
+        .collect::<Vec<_>>();
+    assert_eq!(listed.len(), 1, "one page of tags: {listed:?}");
+    assert_eq!(listed[0].query.as_deref(), Some("n=1000"));
+    let inspect = Mirror::inspect(&layout).arg("--json").run().await;
+    inspect.expect_success();
+    let mut listed: Vec<(String, String)> = inspect.json()["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| (text(i, "/name").to_owned(), text(i, "/digest").to_owned()))
+        .collect();
+    listed.sort();
+    let expected: Vec<(String, String)> = images
+        .iter()
+        .map(|(tag, img)| (tag.to_string(), img.root_digest().to_string()))
+        .collect();
+    assert_eq!(listed, expected, "{}", inspect.describe());
 }

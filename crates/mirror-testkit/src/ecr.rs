@@ -13,6 +13,7 @@
 //!   `NAME_UNKNOWN` for repositories moto does not know, `TAG_INVALID` for a
 //!   tag push to an immutable repository whose tag exists (even with the same
 //!   digest), 201 to PATCH, 429 `TOOMANYREQUESTS` above a manifest PUT rate,
+//!   400 to a tag list page size `n` above 1000,
 //!   404 to GET on an upload session, drops cross-repository mount requests
 //!   unless blob mounting is on, omits `Location` on manifest PUTs, and tells
 //!   moto about every pushed manifest (PutImage) so DescribeImages agrees.
@@ -770,6 +771,22 @@ impl EcrManners {
                 "BLOB_UPLOAD_UNKNOWN",
                 "blob upload unknown to registry",
             ),
+            // ECR refuses tag-list pages larger than 1000.
+            (&Method::GET, Route::Tags)
+                if req
+                    .uri()
+                    .query()
+                    .unwrap_or_default()
+                    .split('&')
+                    .filter_map(|pair| pair.strip_prefix("n="))
+                    .any(|n| !n.parse::<u32>().is_ok_and(|n| (1..=1000).contains(&n))) =>
+            {
+                registry_error(
+                    400,
+                    "PAGINATION_NUMBER_INVALID",
+                    "invalid number of results requested: n must be between 1 and 1000",
+                )
+            }
             (&Method::POST, Route::UploadStart) if !self.options.blob_mounting => {
                 let req = without_mount(req);
                 self.finish(forward(shared, req.map(boxed)).await, false)
