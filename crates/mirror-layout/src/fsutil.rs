@@ -106,13 +106,34 @@ impl Drop for TempGuard {
 /// on the blocking pool and leaks the file. Later writes, fsync and rename may
 /// run there: a dropped write lands in an unlinked file, and a rename only
 /// ever moves a complete, fsynced file.
-pub(crate) fn create_temp(path: &Path) -> Result<tokio::fs::File, LayoutError> {
+pub(crate) fn create_temp(path: &Path) -> Result<std::fs::File, LayoutError> {
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)
-        .map(tokio::fs::File::from_std)
         .map_err(|e| LayoutError::write(path, e))
+}
+
+/// Writes `chunks` to `file` on the blocking pool and hands the file back.
+/// The chunks move there as they are (reference-counted `Bytes`): no copy
+/// into a user-space buffer on the way (tokio's `File` copies every write
+/// into a buffer of its own, up to 2 MiB per file).
+pub(crate) async fn write_chunks(
+    mut file: std::fs::File,
+    chunks: Vec<bytes::Bytes>,
+    path: &Path,
+) -> Result<std::fs::File, LayoutError> {
+    use std::io::Write as _;
+    tokio::task::spawn_blocking(move || {
+        for chunk in &chunks {
+            file.write_all(chunk)?;
+        }
+        Ok(file)
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|written| written)
+    .map_err(|e| LayoutError::write(path, e))
 }
 
 /// Writes `bytes` to `path` atomically: a temp file beside it, fsync, rename,
@@ -125,7 +146,7 @@ pub(crate) async fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Layout
         .unwrap_or_default();
     let tmp = dir.join(temp_name(&stem));
     let mut guard = TempGuard::new(tmp.clone());
-    let mut file = create_temp(&tmp)?;
+    let mut file = tokio::fs::File::from_std(create_temp(&tmp)?);
     file.write_all(bytes)
         .await
         .map_err(|e| LayoutError::write(&tmp, e))?;

@@ -6,12 +6,11 @@ use async_trait::async_trait;
 use futures::StreamExt as _;
 use mirror_engine::{Capabilities, Destination, EndpointError, Resolved, Source, UploadSlot};
 use mirror_oci::{BlobStream, Descriptor, Digest, Hasher, MAX_MANIFEST_BYTES, RawManifest};
-use tokio::io::AsyncWriteExt as _;
 
 use crate::error::LayoutError;
 use crate::fsutil::{
     TempGuard, blob_rel, create_temp, reference_digest, remove_stale_temps, sync_dir, temp_name,
-    write_atomic,
+    write_atomic, write_chunks,
 };
 use crate::index::{MAX_INDEX_BYTES, OCI_LAYOUT_FILE, empty_index, ref_name, upsert};
 use crate::lock::{Held, Mode, hold};
@@ -257,17 +256,23 @@ impl OciLayout {
             .map_err(|e| LayoutError::io("creating", &dir, e))?;
         let tmp = dir.join(temp_name(digest.digest()));
         let mut guard = TempGuard::new(tmp.clone());
-        let file = create_temp(&tmp)?;
-        let mut file = tokio::io::BufWriter::with_capacity(crate::fsutil::WRITE_BUFFER, file);
+        let mut file = create_temp(&tmp)?;
+        // Chunks go to the file in batches of WRITE_BUFFER bytes, one
+        // blocking-pool hop per batch.
+        let mut batch = Vec::new();
+        let mut batched = 0;
         let mut written: u64 = 0;
         while let Some(chunk) = body.next().await {
             // A failed stream (a digest mismatch fails in place of the last
             // chunk) drops the guard: the temp file goes, nothing is renamed.
             let chunk = chunk.map_err(|e| LayoutError::Endpoint(e.into()))?;
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| LayoutError::write(&tmp, e))?;
             written += chunk.len() as u64;
+            batched += chunk.len();
+            batch.push(chunk);
+            if batched >= crate::fsutil::WRITE_BUFFER {
+                file = write_chunks(file, std::mem::take(&mut batch), &tmp).await?;
+                batched = 0;
+            }
         }
         if written != descriptor.size() {
             return Err(LayoutError::Endpoint(EndpointError::Other(format!(
@@ -275,14 +280,11 @@ impl OciLayout {
                 descriptor.size()
             ))));
         }
-        file.flush()
+        let file = write_chunks(file, batch, &tmp).await?;
+        tokio::fs::File::from_std(file)
+            .sync_all()
             .await
             .map_err(|e| LayoutError::write(&tmp, e))?;
-        let file = file.into_inner();
-        file.sync_all()
-            .await
-            .map_err(|e| LayoutError::write(&tmp, e))?;
-        drop(file);
         tokio::fs::rename(&tmp, &target)
             .await
             .map_err(|e| LayoutError::write(&target, e))?;
