@@ -807,3 +807,176 @@ async fn all_tags_into_ecr_and_back_out() {
         .collect();
     assert_eq!(listed, expected, "{}", inspect.describe());
 }
+
+/// `mirror iam-policy` against moto enforcing IAM: the `--push` policy is
+/// enough for the walkthrough (the headline command and the log group succeed
+/// with nothing else granted), the `--pull` policy cannot create or push.
+/// moto evaluates ECR and Logs calls against resource `*` (it has no
+/// per-repository resources), so the statements' resources are widened here:
+/// this checks the action sets; the resource ARNs are unit-tested in
+/// mirror-ecr's iam.rs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_printed_policies_grant_what_the_walkthrough_needs() {
+    let (aws, small) = aws_with_alpine().await;
+    let user = |access: &'static str, name: &'static str| {
+        let aws = &aws;
+        async move {
+            let printed = Mirror::new([
+                "iam-policy",
+                access,
+                "alpine",
+                "--log-group",
+                "/cruddur/app",
+            ])
+            .run()
+            .await;
+            printed.expect_success();
+            let mut policy: Value =
+                serde_json::from_str(&printed.stdout).expect("the policy is JSON");
+            assert_eq!(policy["Version"], "2012-10-17");
+            for statement in policy["Statement"].as_array_mut().expect("statements") {
+                statement["Resource"] = Value::from("*");
+            }
+            aws.moto
+                .iam_user_with_policy(name, &policy.to_string())
+                .await
+                .expect("IAM user with the printed policy")
+        }
+    };
+    let push = user("--push", "mirror-role").await;
+    let pull = user("--pull", "task-execution-role").await;
+    aws.moto.enforce_iam(true).await.expect("enforce IAM");
+    let as_user = |run: Mirror, (key, secret): &(String, String)| {
+        run.env("AWS_ACCESS_KEY_ID", key.as_str())
+            .env("AWS_SECRET_ACCESS_KEY", secret.as_str())
+            .run()
+    };
+    let refused = as_user(aws.mirror(["alpine:3.20", "--to", "pulled"]), &pull).await;
+    let pushed = as_user(
+        aws.mirror(["alpine:3.20", "--tag-mutability", "IMMUTABLE"]),
+        &push,
+    )
+    .await;
+    let logs = as_user(
+        aws.aws_only(["log-group", "/cruddur/app", "--retention-days", "7"]),
+        &push,
+    )
+    .await;
+    aws.moto
+        .enforce_iam(false)
+        .await
+        .expect("stop enforcing IAM");
+
+    pushed.expect_success();
+    assert_landed(&aws.ecr.host(), "alpine", "3.20", &small, &aws.ecr_auth()).await;
+    logs.expect_success();
+    let groups = aws
+        .moto
+        .describe_log_groups("/cruddur/app")
+        .await
+        .expect("moto answers");
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0]["retentionInDays"], 7);
+    refused.expect_code(1);
+    assert!(
+        refused.stderr.contains("AWS denied ecr:"),
+        "the pull policy may not create or push: {}",
+        refused.describe()
+    );
+    assert!(
+        aws.moto
+            .describe_repository("pulled")
+            .await
+            .expect("moto answers")
+            .is_none()
+    );
+}
+
+/// The walkthrough's own builds: a daemonless build's OCI layout lands in
+/// ECR with `mirror oci:DIR:latest --to backend-flask:latest`, repository
+/// created with the asked settings; without --to it is a usage error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_builds_land_in_ecr() {
+    let aws = aws(EcrOptions::default()).await;
+    let backend = image(ImageSpec::small("ecr-backend-flask", 41)).await;
+    let frontend = image(ImageSpec::small("ecr-frontend-react-js", 42).docker()).await;
+    let layout =
+        |img: &mirror_testkit::GeneratedImage| format!("oci:{}:latest", img.layout.display());
+
+    let unnamed = aws.mirror([layout(&backend)]).run().await;
+    unnamed.expect_code(2);
+    assert!(unnamed.stderr.contains("--to"), "{}", unnamed.describe());
+
+    for (img, name) in [
+        (&backend, "backend-flask"),
+        (&frontend, "frontend-react-js"),
+    ] {
+        let out = aws
+            .mirror([
+                layout(img).as_str(),
+                "--to",
+                &format!("{name}:latest"),
+                "--tag-mutability",
+                "MUTABLE",
+                "--json",
+            ])
+            .run()
+            .await;
+        out.expect_success();
+        assert_eq!(out.json()["digest"], img.root_digest().to_string());
+        let repo = aws
+            .moto
+            .describe_repository(name)
+            .await
+            .expect("moto answers")
+            .expect("created");
+        assert_eq!(mutability(&repo), "MUTABLE");
+        assert_landed(&aws.ecr.host(), name, "latest", img, &aws.ecr_auth()).await;
+    }
+}
+
+/// `mirror verify` exits 1 when the destination no longer matches the
+/// source (the tag moved upstream), says which, and still lists what ECR
+/// holds (DescribeImages: digest, tags, pushed at, size).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_a_moved_tag() {
+    let (aws, small) = aws_with_alpine().await;
+    aws.mirror(["alpine:3.20"]).run().await.expect_success();
+    let newer = image(ImageSpec::small("ecr-verify-newer", 43)).await;
+    aws.hub
+        .seed(&newer, "library/alpine", "3.20")
+        .await
+        .expect("move the tag upstream");
+
+    let out = aws.mirror(["verify", "alpine:3.20", "--json"]).run().await;
+    out.expect_code(1);
+    let report = out.json();
+    assert_eq!(report["match"], false, "{report:#}");
+    // The index and its two images (pushed by digest), the index tagged.
+    let images = report["images"].as_array().expect("DescribeImages rows");
+    assert_eq!(images.len(), 3, "{report:#}");
+    let tagged: Vec<&Value> = images
+        .iter()
+        .filter(|i| {
+            i["tags"]
+                .as_array()
+                .is_some_and(|t| t.contains(&Value::from("3.20")))
+        })
+        .collect();
+    assert_eq!(tagged.len(), 1, "{report:#}");
+    assert_eq!(tagged[0]["digest"], small.root_digest().to_string());
+    assert!(
+        images.iter().all(|i| i["pushed_at"].is_string()),
+        "{report:#}"
+    );
+    assert!(
+        images
+            .iter()
+            .any(|i| i["size"].as_u64().is_some_and(|s| s > 0)),
+        "{report:#}"
+    );
+    let rows = report["manifests"].as_array().expect("manifest rows");
+    assert_eq!(rows[0]["what"], "tag");
+    assert_eq!(rows[0]["source"], newer.root_digest().to_string());
+    assert_eq!(rows[0]["destination"], small.root_digest().to_string());
+}

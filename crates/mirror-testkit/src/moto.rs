@@ -649,6 +649,16 @@ impl Moto {
             "Statement": [{ "Effect": "Allow", "Action": actions, "Resource": "*" }],
         })
         .to_string();
+        self.iam_user_with_policy(name, &policy).await
+    }
+
+    /// An IAM user with this inline policy document (JSON); returns its
+    /// access key id and secret.
+    pub async fn iam_user_with_policy(
+        &self,
+        name: &str,
+        policy: &str,
+    ) -> anyhow::Result<(String, String)> {
         self.client
             .iam(&[("Action", "CreateUser"), ("UserName", name)])
             .await?;
@@ -657,7 +667,7 @@ impl Moto {
                 ("Action", "PutUserPolicy"),
                 ("UserName", name),
                 ("PolicyName", "mirror-test"),
-                ("PolicyDocument", &policy),
+                ("PolicyDocument", policy),
             ])
             .await?;
         let answer = self
