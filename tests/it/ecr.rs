@@ -73,6 +73,14 @@ impl Aws {
         run
     }
 
+    /// The repository as moto has it, `None` when it does not exist.
+    async fn repository(&self, name: &str) -> Option<Value> {
+        self.moto
+            .describe_repository(name)
+            .await
+            .expect("moto answers")
+    }
+
     fn ecr_auth(&self) -> PushAuth {
         self.ecr.auth()
     }
@@ -129,10 +137,8 @@ async fn headline_command_creates_the_repository_and_lands_every_platform() {
     );
 
     let repo = aws
-        .moto
-        .describe_repository("cruddur-python")
+        .repository("cruddur-python")
         .await
-        .expect("moto answers")
         .expect("the repository exists in moto");
     assert_eq!(mutability(&repo), "MUTABLE");
     assert_landed(
@@ -237,12 +243,7 @@ async fn default_name_settings_and_no_create() {
         .run()
         .await;
     out.expect_success();
-    let repo = aws
-        .moto
-        .describe_repository("base/alpine")
-        .await
-        .expect("moto answers")
-        .expect("created");
+    let repo = aws.repository("base/alpine").await.expect("created");
     assert_eq!(mutability(&repo), "IMMUTABLE");
     assert_eq!(
         repo["imageScanningConfiguration"]["scanOnPush"], true,
@@ -270,12 +271,7 @@ async fn default_name_settings_and_no_create() {
         .await;
     drift.expect_success();
     assert!(drift.stderr.contains("IMMUTABLE"), "{}", drift.describe());
-    let repo = aws
-        .moto
-        .describe_repository("base/alpine")
-        .await
-        .expect("moto answers")
-        .expect("still there");
+    let repo = aws.repository("base/alpine").await.expect("still there");
     assert_eq!(mutability(&repo), "IMMUTABLE");
 }
 
@@ -721,11 +717,7 @@ async fn missing_iam_permission_names_the_action() {
         denied.describe()
     );
     assert!(
-        aws.moto
-            .describe_repository("alpine")
-            .await
-            .expect("moto answers")
-            .is_none(),
+        aws.repository("alpine").await.is_none(),
         "a repository was created without the permission"
     );
     assert!(aws.ecr_writes().is_empty(), "blobs went to ECR anyway");
@@ -766,11 +758,7 @@ async fn all_tags_into_ecr_and_back_out() {
         assert_landed(&aws.ecr.host(), "app", tag, img, &aws.ecr_auth()).await;
     }
     assert!(
-        aws.moto
-            .describe_repository("app")
-            .await
-            .expect("moto answers")
-            .is_some(),
+        aws.repository("app").await.is_some(),
         "the repository was created once for every tag"
     );
 
@@ -883,13 +871,7 @@ async fn the_printed_policies_grant_what_the_walkthrough_needs() {
         "the pull policy may not create or push: {}",
         refused.describe()
     );
-    assert!(
-        aws.moto
-            .describe_repository("pulled")
-            .await
-            .expect("moto answers")
-            .is_none()
-    );
+    assert!(aws.repository("pulled").await.is_none());
 }
 
 /// The walkthrough's own builds: a daemonless build's OCI layout lands in
@@ -924,12 +906,7 @@ async fn local_builds_land_in_ecr() {
             .await;
         out.expect_success();
         assert_eq!(out.json()["digest"], img.root_digest().to_string());
-        let repo = aws
-            .moto
-            .describe_repository(name)
-            .await
-            .expect("moto answers")
-            .expect("created");
+        let repo = aws.repository(name).await.expect("created");
         assert_eq!(mutability(&repo), "MUTABLE");
         assert_landed(&aws.ecr.host(), name, "latest", img, &aws.ecr_auth()).await;
     }
