@@ -532,7 +532,7 @@ impl Destination for OciArchiveWriter {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             mount: false,
-            parallel_manifest_puts: true,
+            ..Capabilities::default()
         }
     }
 
