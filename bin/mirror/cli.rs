@@ -255,9 +255,13 @@ pub struct IamPolicyArgs {
 
 #[derive(Debug, Args)]
 pub struct CopyArgs {
-    /// Source image: `python:3.10-slim-buster`, `host:port/repo:tag`, `repo@sha256:...`.
+    /// Source image: `python:3.10-slim-buster`, `host:port/repo:tag`, `repo@sha256:...`,
+    /// or a local `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:NAME:TAG]`.
     pub source: String,
-    /// Destination: `host[:port]/repo[:tag]`. Without a tag the source's tag is kept.
+    /// Destination: `host[:port]/repo[:tag]`, `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, or
+    /// `docker-archive:FILE[:NAME:TAG]` for `docker load` (one platform per image: pick one
+    /// with --platform; it keeps the image ID, not the manifest digest). Without a tag the
+    /// source's tag (or name) is kept.
     pub destination: String,
     /// USER:PASSWORD for the destination registry.
     #[arg(

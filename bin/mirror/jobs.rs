@@ -298,6 +298,27 @@ async fn only_ref_name(location: &Location) -> Option<String> {
     }
 }
 
+/// The `RepoTags` entry a docker-archive gets from its source when the
+/// destination names none: a registry reference in Docker's familiar form
+/// (`docker.io/library/python:3.10` -> `python:3.10`), a local image's
+/// `NAME:TAG`; `None` (an untagged image) when there is no such name.
+async fn docker_repo_tag_from(source: &End) -> Option<String> {
+    match source {
+        End::Registry(r) => r.tag().map(|tag| format!("{}:{tag}", r.familiar_name())),
+        End::Local(l) => {
+            let named = match l {
+                Location::DockerArchive { reference, .. } => reference.clone(),
+                _ => source.explicit_tag(),
+            };
+            let name = match named {
+                Some(name) => name,
+                None => only_ref_name(l).await?,
+            };
+            mirror_layout::repo_tag_of(&name)
+        }
+    }
+}
+
 /// `mirror copy SRC DST`.
 pub(crate) async fn copy(args: CopyArgs, quiet: bool) -> Result<(), Failure> {
     let source = End::parse(&args.source, "source")?;
@@ -350,6 +371,16 @@ pub(crate) async fn copy(args: CopyArgs, quiet: bool) -> Result<(), Failure> {
             path,
             tag: source.explicit_tag(),
         }),
+        // Docker's RepoTags entry: as given (familiar form), else the source's name.
+        End::Local(Location::DockerArchive { path, reference }) => {
+            let reference = match reference {
+                Some(r) => Some(mirror_layout::repo_tag(&r).map_err(|e| {
+                    Failure::usage(format!("destination `{}`: {e}", args.destination))
+                })?),
+                None => docker_repo_tag_from(&source).await,
+            };
+            End::Local(Location::DockerArchive { path, reference })
+        }
         other => other,
     };
     let settings = settings(&args.ecr)?;
@@ -562,14 +593,14 @@ async fn run_jobs(
                         "--dry-run is for registry destinations; a local layout is only written by a real copy",
                     ));
                 }
-                if matches!(l, Location::DockerArchive { .. }) {
-                    return Err(Failure::usage(format!(
-                        "{l}: docker-archive is read only (writing one would change digests); write oci-archive:FILE or oci:DIR instead"
-                    )));
-                }
                 mirror_layout::open_destination(l)
                     .await
-                    .map_err(|e| Failure::transfer(e.to_string()))?
+                    .map_err(|e| match e {
+                        mirror_layout::LayoutError::InvalidRepoTag { .. } => {
+                            Failure::usage(format!("destination `{l}`: {e}"))
+                        }
+                        e => Failure::transfer(e.to_string()),
+                    })?
             }
         };
         requests.push(CopyRequest {
@@ -601,6 +632,7 @@ async fn run_jobs(
     let stats = endpoints.client.stats().snapshot();
 
     let mut failures = Vec::new();
+    let mut usage_failures = 0;
     let mut single_error = None;
     let mut json_reports = Vec::new();
     for (i, result) in results.into_iter().enumerate() {
@@ -608,8 +640,25 @@ async fn run_jobs(
         let repo_note = ecr_destinations[i]
             .as_ref()
             .and_then(|d| d.repository_outcome().cloned());
+        // What Docker sees of a docker-archive, read back from the file.
+        let result = match (result, &job.destination) {
+            (Ok(report), End::Local(Location::DockerArchive { path, .. })) => {
+                match mirror_layout::saved_image(path, &report.digest).await {
+                    Ok(saved) => Ok((report, Some(saved))),
+                    Err(e) => Err(CopyFailure {
+                        message: format!("{}: {e}", job.destination.label()),
+                        usage: false,
+                    }),
+                }
+            }
+            (Ok(report), _) => Ok((report, None)),
+            (Err(error), _) => Err(CopyFailure {
+                message: error.to_string(),
+                usage: error.is_usage(),
+            }),
+        };
         match result {
-            Ok(report) => {
+            Ok((report, saved)) => {
                 if !quiet {
                     if let Some(outcome) = &repo_note {
                         repository_lines(job, outcome, &settings);
@@ -621,30 +670,45 @@ async fn run_jobs(
                     ) {
                         eprintln!("  pull limit at {}: {limit}", r.registry());
                     }
+                    if let (Some(saved), End::Local(location)) = (&saved, &job.destination) {
+                        eprintln!("{}", docker_archive_note(location, saved, &report));
+                    }
                 }
-                json_reports.push(report_json(
+                let mut value = report_json(
                     &report,
                     &stats,
                     source_repos[i].as_ref(),
                     repo_note.as_ref(),
-                ));
+                );
+                if let (Some(saved), Some(object)) = (&saved, value.as_object_mut()) {
+                    object.insert(
+                        "docker_archive".into(),
+                        json!({
+                            "image_id": saved.image_id.to_string(),
+                            "repo_tags": saved.repo_tags,
+                        }),
+                    );
+                }
+                json_reports.push(value);
             }
             Err(error) => {
                 if jobs.len() > 1 {
                     eprintln!(
-                        "error: {} -> {}: {error}",
+                        "error: {} -> {}: {}",
                         job.source.label(),
-                        job.destination.label()
+                        job.destination.label(),
+                        error.message
                     );
                 } else {
-                    single_error = Some(error.to_string());
+                    single_error = Some(error.message.clone());
                 }
                 json_reports.push(json!({
                     "source": job.source.label(),
                     "destination": job.destination.label(),
-                    "error": error.to_string(),
+                    "error": error.message,
                 }));
                 failures.push(job.source.label());
+                usage_failures += usize::from(error.usage);
             }
         }
     }
@@ -655,18 +719,52 @@ async fn run_jobs(
             println!("{}", serde_json::Value::Array(json_reports));
         }
     }
+    // Usage errors only (a request that cannot be carried out as asked): 2.
+    let code = if usage_failures > 0 && usage_failures == failures.len() {
+        Failure::usage
+    } else {
+        Failure::transfer
+    };
     if failures.is_empty() {
         Ok(())
     } else if let Some(message) = single_error {
-        Err(Failure::transfer(message))
+        Err(code(message))
     } else {
-        Err(Failure::transfer(format!(
+        Err(code(format!(
             "{} of {} images failed: {}",
             failures.len(),
             jobs.len(),
             failures.join(", ")
         )))
     }
+}
+
+/// A copy that failed, for the report and the exit code.
+struct CopyFailure {
+    message: String,
+    usage: bool,
+}
+
+/// The line that says plainly what a docker-archive keeps and what it does not.
+fn docker_archive_note(
+    location: &Location,
+    saved: &mirror_layout::SavedImage,
+    report: &CopyReport,
+) -> String {
+    let file = location
+        .path()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let oci = match location.reference().as_str() {
+        "" => format!("oci-archive:{file}"),
+        tag => format!("oci-archive:{file}:{tag}"),
+    };
+    format!(
+        "note: docker-archive:{file} keeps the image config (image ID {}) and layers; docker load \
+         (classic image store) will not know the manifest digest {} (read the file as {oci} to \
+         keep it)",
+        saved.image_id, report.digest
+    )
 }
 
 fn repository_lines(

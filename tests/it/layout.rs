@@ -451,7 +451,6 @@ async fn mirror_reads_an_archive_skopeo_wrote() {
 /// A `docker-archive` skopeo wrote (layers decompressed, no registry
 /// manifest): mirror computes a Docker manifest whose config is the source's
 /// exact config and whose layers are its diff_ids; skopeo reads what landed.
-/// docker-archive cannot be a destination.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirror_reads_a_docker_archive_skopeo_wrote() {
     let image = image(ImageSpec::single_layer("it-layout-docker-archive", 200_003)).await;
@@ -531,25 +530,329 @@ async fn mirror_reads_a_docker_archive_skopeo_wrote() {
             .expect("skopeo reads what landed"),
         landed.digest
     );
+}
 
-    // Read only.
+// ---- docker-archive as a destination -------------------------------------------
+
+/// An image manifest of a generated image: its digest, its config digest and
+/// its layer digests in order.
+fn platform_image(image: &GeneratedImage, platform: &str) -> (String, String, Vec<String>) {
+    let (descriptor, _) = image
+        .image_manifests()
+        .into_iter()
+        .find(|(_, p)| {
+            p.as_ref()
+                .is_some_and(|p| mirror_oci::platform_string(p) == platform)
+        })
+        .unwrap_or_else(|| panic!("no {platform} image"));
+    let manifest: Value = serde_json::from_slice(
+        &image
+            .read_blob(descriptor.digest())
+            .expect("read the manifest"),
+    )
+    .expect("the manifest is JSON");
+    let layers = manifest["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| text(l, "/digest").to_owned())
+        .collect();
+    (
+        descriptor.digest().to_string(),
+        text(&manifest, "/config/digest").to_owned(),
+        layers,
+    )
+}
+
+/// `manifest.json` of a docker-archive, checked to be what Docker reads: a
+/// list of entries whose `Config` and `Layers` are files of the archive.
+fn docker_manifest_json(file: &Path) -> Vec<Value> {
+    let entries: Vec<Value> = serde_json::from_slice(&archive_file(file, "manifest.json"))
+        .expect("manifest.json is a JSON list");
+    for entry in &entries {
+        for path in
+            std::iter::once(&entry["Config"]).chain(entry["Layers"].as_array().expect("Layers"))
+        {
+            let path = path.as_str().expect("a path");
+            assert!(
+                !archive_file(file, path).is_empty(),
+                "manifest.json names {path}, an empty file"
+            );
+        }
+    }
+    entries
+}
+
+/// The sha256 of the archive file a `manifest.json` path names.
+fn file_digest(file: &Path, name: &Value) -> String {
+    mirror_oci::digest_of(&archive_file(file, name.as_str().expect("a path"))).to_string()
+}
+
+/// Runs skopeo; its stdout, or a panic with its stderr.
+async fn skopeo(args: &[&str]) -> Vec<u8> {
+    let program = mirror_testkit::require_tool("skopeo", "skopeo").expect("skopeo");
+    let output = tokio::process::Command::new(program)
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run skopeo");
+    assert!(
+        output.status.success(),
+        "skopeo {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+/// registry -> `docker-archive:FILE:app:1 --platform linux/amd64`: Docker's
+/// manifest.json names that platform's exact config and layers (compressed,
+/// as the registry serves them) under app:1; the report and the note say
+/// what is kept (the image ID) and what is not (the manifest digest, for
+/// manifest.json readers); skopeo reads it as a docker-archive; read as an
+/// oci-archive it keeps the manifest digest; read as a docker-archive it
+/// lands in a registry with the same config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_image_becomes_a_docker_archive() {
+    let image = small_image().await;
+    let (manifest, config, layers) = platform_image(&image, "linux/amd64");
+    let src = seeded_registry(&image, "app", "v1").await;
+    let dst = open_registry().await;
+    let scratch = Scratch::new("docker-write");
+    let archive = scratch.path().join("app.tar");
+
     let out = Mirror::copy(
         &format!("{}/app:v1", src.host()),
-        &format!(
-            "docker-archive:{}",
-            scratch.path().join("out.tar").display()
-        ),
+        &format!("docker-archive:{}:app:1", archive.display()),
+    )
+    .args(["--platform", "linux/amd64", "--json"])
+    .run()
+    .await;
+    out.expect_success();
+    let report = out.json();
+    assert_eq!(text(&report, "/digest"), manifest, "{report:#}");
+    assert_eq!(
+        text(&report, "/docker_archive/image_id"),
+        config,
+        "{report:#}"
+    );
+    assert_eq!(
+        crate::support::strings(&report, "/docker_archive/repo_tags"),
+        ["app:1"]
+    );
+    let note = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("note: docker-archive:"))
+        .unwrap_or_else(|| panic!("no note on stderr\n{}", out.describe()));
+    assert!(
+        note.contains(&format!("image ID {config}"))
+            && note.contains(&format!("manifest digest {manifest}"))
+            && note.contains(&format!("oci-archive:{}:app:1", archive.display())),
+        "{note}"
+    );
+    assert!(
+        leftovers(scratch.path()).is_empty(),
+        "{:?}",
+        leftovers(scratch.path())
+    );
+
+    // What Docker reads.
+    let entries = docker_manifest_json(&archive);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = &entries[0];
+    assert_eq!(entry["RepoTags"], serde_json::json!(["app:1"]));
+    assert_eq!(file_digest(&archive, &entry["Config"]), config);
+    let stored: Vec<String> = entry["Layers"]
+        .as_array()
+        .expect("Layers")
+        .iter()
+        .map(|l| file_digest(&archive, l))
+        .collect();
+    assert_eq!(
+        stored, layers,
+        "the layers, in order, as the registry serves them"
+    );
+
+    // skopeo reads it as a docker-archive: the same config, and a copy.
+    let docker = format!("docker-archive:{}", archive.display());
+    let raw_config = skopeo(&["inspect", "--config", "--raw", &docker]).await;
+    assert_eq!(mirror_oci::digest_of(&raw_config).to_string(), config);
+    let copied = scratch.path().join("from-skopeo");
+    skopeo(&[
+        "copy",
+        "--insecure-policy",
+        &docker,
+        &format!("oci:{}:x", copied.display()),
+    ])
+    .await;
+    let copied_manifest =
+        skopeo(&["inspect", "--raw", &format!("oci:{}:x", copied.display())]).await;
+    let copied_manifest: Value = serde_json::from_slice(&copied_manifest).expect("JSON");
+    assert_eq!(text(&copied_manifest, "/config/digest"), config);
+
+    // Read as an oci-archive: the platform's manifest, digest and all.
+    let out = Mirror::copy(
+        &format!("oci-archive:{}:app:1", archive.display()),
+        &format!("{}/oci:1", dst.host()),
     )
     .run()
     .await;
+    out.expect_success();
     assert_eq!(
-        out.code,
-        2,
-        "a read-only destination is a usage error: {}",
+        crate::support::fetch(&dst.host(), "oci", "1", &ANON)
+            .await
+            .digest,
+        manifest
+    );
+    // Read as a docker-archive: a computed manifest of the same config.
+    let out = Mirror::copy(&docker, &format!("{}/docker:1", dst.host()))
+        .arg("--json")
+        .run()
+        .await;
+    out.expect_success();
+    let landed = crate::support::fetch(&dst.host(), "docker", "1", &ANON).await;
+    assert_ne!(landed.digest, manifest);
+    assert_eq!(text(&landed.json(), "/config/digest"), config);
+    let landed_layers: Vec<String> = landed.json()["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| text(l, "/digest").to_owned())
+        .collect();
+    assert_eq!(landed_layers, layers);
+}
+
+/// A multi-platform image without --platform: exit 2 before anything is
+/// read beyond the index or written (no FILE, FILE.partial, FILE.lock), the
+/// message listing the platforms and suggesting --platform; `@N` cannot
+/// name an image to write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_archive_refuses_an_index() {
+    let image = small_image().await;
+    let src = seeded_registry(&image, "app", "v1").await;
+    let proxy = proxy_to(&src).await;
+    let scratch = Scratch::new("docker-index");
+    let archive = scratch.path().join("app.tar");
+
+    let out = Mirror::copy(
+        &format!("{}/app:v1", proxy.host()),
+        &format!("docker-archive:{}", archive.display()),
+    )
+    .run()
+    .await;
+    out.expect_code(2);
+    out.expect_error_line();
+    assert!(
+        out.stderr.contains(&format!(
+            "error: docker-archive:{} holds one platform per image, and {}/app:v1 is",
+            archive.display(),
+            proxy.host()
+        )) && out
+            .stderr
+            .contains("is an index of linux/amd64, linux/arm64/v8")
+            && out
+                .stderr
+                .contains("choose one with --platform linux/amd64"),
+        "{}",
         out.describe()
     );
-    assert!(out.stderr.contains("read only"), "{}", out.describe());
-    assert!(!scratch.path().join("out.tar").exists());
+    let requests = proxy.requests();
+    assert!(
+        !requests.iter().any(|r| r.path.contains("/blobs/")),
+        "no blob is read for a refused copy\n{}",
+        describe(&requests)
+    );
+    let left: Vec<_> = std::fs::read_dir(scratch.path())
+        .expect("read the scratch dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "a refused copy left {left:?}");
+
+    let out = Mirror::copy(
+        &format!("{}/app:v1", proxy.host()),
+        &format!("docker-archive:{}:@0", archive.display()),
+    )
+    .args(["--platform", "linux/amd64"])
+    .run()
+    .await;
+    out.expect_code(2);
+    assert!(out.stderr.contains("NAME:TAG"), "{}", out.describe());
+    assert!(!archive.exists());
+}
+
+/// Two images into one docker-archive, named after their sources (two runs):
+/// manifest.json lists both under their familiar names, the shared base
+/// layer is stored once and skipped by the second run, and each image is
+/// there whole. An image from an unnamed layout is listed untagged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_images_share_one_docker_archive() {
+    let (spec_a, spec_b) = sharing_pair();
+    let (a, b) = (image(spec_a).await, image(spec_b).await);
+    let src = seeded_registry(&a, "app", "a").await;
+    crate::support::seed(&b, &src.host(), "app", "b").await;
+    let scratch = Scratch::new("docker-many");
+    let archive = scratch.path().join("images.tar");
+    let target = format!("docker-archive:{}", archive.display());
+
+    let mut expected = Vec::new();
+    let mut blobs = BTreeSet::new();
+    for (tag, image) in [("a", &a), ("b", &b)] {
+        let (manifest, config, layers) = platform_image(image, "linux/amd64");
+        let out = Mirror::copy(&format!("{}/app:{tag}", src.host()), &target)
+            .args(["--platform", "linux/amd64", "--json"])
+            .run()
+            .await;
+        out.expect_success();
+        let report = out.json();
+        let name = format!("{}/app:{tag}", src.host());
+        assert_eq!(
+            crate::support::strings(&report, "/docker_archive/repo_tags"),
+            std::slice::from_ref(&name)
+        );
+        if tag == "b" {
+            assert_eq!(
+                num(&report, "/blobs/skipped"),
+                1,
+                "the shared base layer: {report:#}"
+            );
+        }
+        blobs.extend([manifest, config.clone()]);
+        blobs.extend(layers.iter().cloned());
+        expected.push((vec![name], config, layers));
+    }
+    // An unnamed layout's only image: RepoTags null.
+    let single = image(ImageSpec::single_layer("it-docker-untagged", 30_007)).await;
+    Mirror::copy(&format!("oci:{}", single.layout.display()), &target)
+        .run()
+        .await
+        .expect_success();
+    blobs.extend(all_digests(&single));
+
+    let entries = docker_manifest_json(&archive);
+    assert_eq!(entries.len(), 3, "{entries:#?}");
+    for (entry, (tags, config, layers)) in entries.iter().zip(&expected) {
+        assert_eq!(crate::support::strings(entry, "/RepoTags"), *tags);
+        assert_eq!(file_digest(&archive, &entry["Config"]), *config);
+        let stored: Vec<String> = entry["Layers"]
+            .as_array()
+            .expect("Layers")
+            .iter()
+            .map(|l| file_digest(&archive, l))
+            .collect();
+        assert_eq!(stored, *layers);
+    }
+    assert_eq!(entries[2]["RepoTags"], Value::Null, "{:#}", entries[2]);
+    // Every blob once (archive_blobs lists each entry), nothing else.
+    let stored = archive_blobs(&archive);
+    assert_eq!(
+        stored.iter().cloned().collect::<BTreeSet<_>>().len(),
+        stored.len(),
+        "a blob is stored twice"
+    );
+    assert_eq!(stored.into_iter().collect::<BTreeSet<_>>(), blobs);
+    assert!(leftovers(scratch.path()).is_empty());
 }
 
 /// The generator's layouts on disk (OCI and Docker media types) as sources:

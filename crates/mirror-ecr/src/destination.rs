@@ -93,6 +93,7 @@ impl Destination for EcrDestination {
         Capabilities {
             mount: true,
             parallel_manifest_puts: true,
+            ..Capabilities::default()
         }
     }
 

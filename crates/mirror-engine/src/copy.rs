@@ -206,16 +206,17 @@ impl Engine {
             .await
             .map_err(|e| CopyError::source_side(src.name(), e))?;
         let (root, filtered, single_platform) = self.apply_platforms(&request, source_root).await?;
+        if root.is_index() && dst.capabilities().single_platform {
+            return Err(CopyError::SinglePlatform {
+                destination: dst.name(),
+                reference: request.source_label.clone(),
+                platforms: platforms_of(&root),
+            });
+        }
         report.digest = root.digest().clone();
         report.media_type = root.media_type().to_owned();
         report.kind = if root.is_index() { "index" } else { "image" }.to_owned();
-        report.platforms = root
-            .children()
-            .iter()
-            .filter_map(|d| d.platform().as_ref())
-            .map(platform_string)
-            .filter(|p| p != "unknown/unknown")
-            .collect();
+        report.platforms = platforms_of(&root);
         if let Some(platform) = &single_platform {
             report.platforms = vec![platform.clone()];
         }
@@ -368,13 +369,7 @@ impl Engine {
             })
             .collect();
         if images.is_empty() {
-            let available: Vec<String> = root
-                .children()
-                .iter()
-                .filter_map(|d| d.platform().as_ref())
-                .map(platform_string)
-                .filter(|p| p != "unknown/unknown")
-                .collect();
+            let available = platforms_of(&root);
             return Err(CopyError::NoPlatform {
                 reference: request.source_label.clone(),
                 wanted: filters
@@ -385,13 +380,15 @@ impl Engine {
                 available: available.join(", "),
             });
         }
-        // Every platform asked for: the source index itself, digest unchanged.
+        // Every platform asked for: the source index itself, digest unchanged
+        // (unless the destination takes only an image and one was asked for).
         let all_images = root
             .children()
             .iter()
             .filter(|d| !is_attestation(d))
             .count();
-        if images.len() == all_images {
+        let single = request.destination.capabilities().single_platform && images.len() == 1;
+        if images.len() == all_images && !single {
             return Ok((root, None, None));
         }
         if let [only] = images.as_slice() {
@@ -680,6 +677,16 @@ impl Transfer {
                 (side, e)
             })
     }
+}
+
+/// The platforms of an index's children, attestations (`unknown/unknown`) left out.
+fn platforms_of(root: &RawManifest) -> Vec<String> {
+    root.children()
+        .iter()
+        .filter_map(|d| d.platform().as_ref())
+        .map(platform_string)
+        .filter(|p| p != "unknown/unknown")
+        .collect()
 }
 
 /// Attestation manifests (BuildKit provenance/SBOM) describe another child.

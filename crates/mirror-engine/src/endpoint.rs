@@ -49,6 +49,10 @@ pub struct Capabilities {
     pub mount: bool,
     /// Manifests may be pushed concurrently (ECR throttles PutImage).
     pub parallel_manifest_puts: bool,
+    /// Only an image manifest can be written (a docker-archive lists one
+    /// config and its layers per image): a root that is still an index after
+    /// `--platform` is refused before anything is written.
+    pub single_platform: bool,
 }
 
 impl Default for Capabilities {
@@ -56,6 +60,7 @@ impl Default for Capabilities {
         Self {
             mount: true,
             parallel_manifest_puts: true,
+            single_platform: false,
         }
     }
 }

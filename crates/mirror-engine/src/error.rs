@@ -57,6 +57,19 @@ pub enum CopyError {
         wanted: String,
         available: String,
     },
+    /// The destination takes one platform per image and the root (after
+    /// `--platform`) is an index. Refused before anything is written.
+    #[error(
+        "{destination} holds one platform per image, and {reference} is an index of {}: choose \
+         one with --platform {}",
+        .platforms.join(", "),
+        .platforms.first().map_or("OS/ARCH", String::as_str)
+    )]
+    SinglePlatform {
+        destination: String,
+        reference: String,
+        platforms: Vec<String>,
+    },
     #[error("the copy was cancelled")]
     Cancelled,
     /// A blob shared with another copy of the same run failed there.
@@ -65,6 +78,16 @@ pub enum CopyError {
 }
 
 impl CopyError {
+    /// Whether the request itself cannot be carried out as asked (the CLI's
+    /// usage error), as opposed to a transfer that failed.
+    pub fn is_usage(&self) -> bool {
+        match self {
+            Self::SinglePlatform { .. } => true,
+            Self::Shared(inner) => inner.is_usage(),
+            _ => false,
+        }
+    }
+
     pub(crate) fn source_side(name: String, source: EndpointError) -> Self {
         Self::Endpoint {
             side: Side::Source,

@@ -1,7 +1,9 @@
 //! `oci-archive`: a tar of an OCI image layout, read in place and written
-//! through a partial layout directory beside it.
+//! through a partial layout directory beside it; with Docker's
+//! `manifest.json` added, the `docker-archive` `docker save` writes.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,9 +11,14 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use mirror_engine::{Capabilities, Destination, EndpointError, Resolved, Source, UploadSlot};
-use mirror_oci::{BlobStream, Descriptor, Digest, MAX_MANIFEST_BYTES, RawManifest};
+use mirror_oci::{
+    BlobStream, Descriptor, Digest, MAX_MANIFEST_BYTES, RawManifest, media_types, parse_digest,
+};
 use serde_json::Value;
 
+use crate::docker_archive::{
+    add_containerd_name, entry_repo_tag, read_manifest_json, repo_tag, upsert_image,
+};
 use crate::error::LayoutError;
 use crate::fsutil::{
     TempGuard, blob_rel, digest_of_blob_name, path_lock, reference_digest, sync_dir,
@@ -69,6 +76,10 @@ impl OciArchive {
     pub async fn find(&self, reference: &str) -> Result<Resolved, LayoutError> {
         self.reader.find(reference).await
     }
+
+    pub(crate) fn reader(&self) -> &LayoutReader {
+        &self.reader
+    }
 }
 
 #[async_trait]
@@ -115,12 +126,36 @@ impl Source for OciArchive {
 /// and removes the partial layout while no one writes into it. A writer
 /// whose image another writer committed finds nothing new and leaves the
 /// archive as it is.
+///
+/// Written with [`Self::create_docker`], the archive is a docker-archive (see
+/// the `docker_archive` module docs): the same layout plus Docker's
+/// `manifest.json`, and only images, one platform each
+/// ([`Capabilities::single_platform`]). A commit to an archive that already
+/// has a `manifest.json` keeps it in step with `index.json` either way.
 #[derive(Debug)]
 pub struct OciArchiveWriter {
     target: PathBuf,
     partial: OciLayout,
     existing: Mutex<Option<Arc<TarIndex>>>,
     label: String,
+    format: Format,
+}
+
+/// What an archive holds besides the OCI layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Oci,
+    /// Docker's `manifest.json` too, and only image manifests as roots.
+    Docker,
+}
+
+impl Format {
+    fn transport(self) -> &'static str {
+        match self {
+            Self::Oci => "oci-archive",
+            Self::Docker => "docker-archive",
+        }
+    }
 }
 
 impl OciArchiveWriter {
@@ -128,17 +163,32 @@ impl OciArchiveWriter {
     /// oci-archive (its images are kept); a `FILE.partial/` left by an
     /// interrupted export is resumed.
     pub async fn create(path: impl AsRef<Path>) -> Result<Self, LayoutError> {
-        let target = path.as_ref().to_owned();
+        Self::open(path.as_ref(), Format::Oci).await
+    }
+
+    /// Prepares to write a docker-archive at `path` (an OCI layout plus
+    /// Docker's `manifest.json`, as `docker save` writes since Docker 25).
+    /// References are Docker's `NAME:TAG` (see [`crate::repo_tag`]), or `""`
+    /// for an untagged image. An existing file must hold an OCI layout (an
+    /// archive of Docker 25+ or one this crate wrote); its images are kept.
+    pub async fn create_docker(path: impl AsRef<Path>) -> Result<Self, LayoutError> {
+        Self::open(path.as_ref(), Format::Docker).await
+    }
+
+    async fn open(path: &Path, format: Format) -> Result<Self, LayoutError> {
+        let target = path.to_owned();
         let existing = match tokio::fs::metadata(&target).await {
             Ok(m) if m.is_dir() => {
                 return Err(LayoutError::Refused {
                     path: target,
                     reason: "is a directory".to_owned(),
-                    hint: "oci-archive:FILE names a tar file; use oci:DIR for a layout directory"
-                        .to_owned(),
+                    hint: format!(
+                        "{}:FILE names a tar file; use oci:DIR for a layout directory",
+                        format.transport()
+                    ),
                 });
             }
-            Ok(_) => Some(open_existing(&target).await?),
+            Ok(_) => Some(open_existing(&target, format).await?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(LayoutError::read(&target, e)),
         };
@@ -157,11 +207,24 @@ impl OciArchiveWriter {
             OciLayout::create(partial_dir).await?
         };
         Ok(Self {
-            label: format!("oci-archive:{}", target.display()),
+            label: format!("{}:{}", format.transport(), target.display()),
             target,
             partial,
             existing: Mutex::new(existing),
+            format,
         })
+    }
+
+    /// The `index.json` name a reference is recorded as: as it is, or for a
+    /// docker-archive Docker's `NAME:TAG` (digests and `""` as they are).
+    fn entry_name<'r>(&self, reference: &'r str) -> Result<Cow<'r, str>, LayoutError> {
+        if self.format == Format::Oci
+            || reference.is_empty()
+            || reference_digest(reference)?.is_some()
+        {
+            return Ok(Cow::Borrowed(reference));
+        }
+        repo_tag(reference).map(Cow::Owned)
     }
 
     /// The archive file.
@@ -190,16 +253,53 @@ impl OciArchiveWriter {
 
     /// Whether the committed archive holds a manifest that hashes to `digest`.
     async fn archived_manifest(&self, digest: &Digest) -> Result<bool, LayoutError> {
+        Ok(self.archived_manifest_bytes(digest).await?.is_some())
+    }
+
+    /// The bytes of a manifest of the committed archive, if they hash to `digest`.
+    async fn archived_manifest_bytes(
+        &self,
+        digest: &Digest,
+    ) -> Result<Option<Vec<u8>>, LayoutError> {
         let Some(tar) = self.existing() else {
-            return Ok(false);
+            return Ok(None);
         };
         let rel = blob_rel(digest, "manifest")?;
         match tar.files.get(&rel) {
             Some(span) if span.size <= MAX_MANIFEST_BYTES as u64 => {
-                Ok(hashes_to(&tar.read(*span).await?, digest))
+                let bytes = tar.read(*span).await?;
+                Ok(hashes_to(&bytes, digest).then_some(bytes))
             }
-            _ => Ok(false),
+            _ => Ok(None),
         }
+    }
+
+    /// Whether the committed archive's `manifest.json` lists the image of
+    /// manifest `digest` (its config) under `tag`.
+    async fn docker_lists(
+        &self,
+        tar: Arc<TarIndex>,
+        digest: &Digest,
+        tag: &str,
+    ) -> Result<bool, LayoutError> {
+        let Some(bytes) = self.archived_manifest_bytes(digest).await? else {
+            return Ok(false);
+        };
+        let Ok(manifest) = RawManifest::parse(bytes.into(), None) else {
+            return Ok(false);
+        };
+        let Some(config) = manifest.blobs().first().map(|d| d.digest().clone()) else {
+            return Ok(false);
+        };
+        let config = blob_rel(&config, "config")?;
+        let entries = read_manifest_json(&Store::Tar(tar)).await?;
+        Ok(entries.unwrap_or_default().iter().any(|entry| {
+            entry.get("Config").and_then(Value::as_str) == Some(config.as_str())
+                && entry
+                    .get("RepoTags")
+                    .and_then(Value::as_array)
+                    .is_some_and(|tags| tags.iter().any(|t| t.as_str() == Some(tag)))
+        }))
     }
 
     /// Re-reads `FILE` if another writer replaced it since it was indexed.
@@ -212,7 +312,7 @@ impl OciArchiveWriter {
         let known = self.existing().map(|t| t.identity);
         if current != known {
             let fresh = match current {
-                Some(_) => Some(open_existing(&self.target).await?),
+                Some(_) => Some(open_existing(&self.target, self.format).await?),
                 None => None,
             };
             self.set_existing(fresh);
@@ -227,6 +327,7 @@ impl OciArchiveWriter {
         let existing = self.existing();
         let mut blobs: BTreeMap<String, BlobSource> = BTreeMap::new();
         let mut index = empty_index();
+        let mut docker_images = None;
         if let Some(tar) = &existing {
             for (name, span) in &tar.files {
                 if digest_of_blob_name(name).is_some() {
@@ -244,7 +345,12 @@ impl OciArchiveWriter {
                     reason: format!("not JSON: {e}"),
                 })?;
             }
+            docker_images = read_manifest_json(&reader.store).await?;
         }
+        // Docker's view is written for a docker-archive, and kept in step
+        // with index.json in any archive that has one.
+        let docker = self.format == Format::Docker || docker_images.is_some();
+        let mut added = HashSet::new();
         let partial_blobs = partial_blobs(self.partial.path()).await?;
         let partial_index = self
             .partial
@@ -265,12 +371,18 @@ impl OciArchiveWriter {
                     path: self.partial.path().join("index.json"),
                     reason: format!("not JSON: {e}"),
                 })?;
-            for entry in partial
+            for mut entry in partial
                 .get("manifests")
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default()
             {
+                if docker {
+                    add_containerd_name(&mut entry);
+                }
+                if let Some(digest) = entry.get("digest").and_then(Value::as_str) {
+                    added.insert(digest.to_owned());
+                }
                 upsert_value(&mut index, entry);
             }
         }
@@ -278,15 +390,28 @@ impl OciArchiveWriter {
             path: self.target.clone(),
             reason: e.to_string(),
         })?;
+        let manifest_json = if docker {
+            let entries = docker_images.unwrap_or_default();
+            Some(
+                self.docker_manifest(entries, &index, &blobs, existing.as_ref(), &added)
+                    .await?,
+            )
+        } else {
+            None
+        };
         let tmp = tmp_path(&self.target);
         let target = self.target.clone();
         let (job_tmp, job_target) = (tmp.clone(), target.clone());
         let partial = self.partial.path().to_owned();
         tokio::task::spawn_blocking(move || {
-            write_tar(&job_tmp, &index_bytes, &blobs, existing.as_deref()).map_err(|e| match e {
+            let metadata = Metadata {
+                index: &index_bytes,
+                manifest_json: manifest_json.as_deref(),
+            };
+            write_tar(&job_tmp, &metadata, &blobs, existing.as_deref()).map_err(|e| match e {
                 // How much room the archive needs, for the message.
                 LayoutError::StorageFull { .. } => {
-                    archive_full(&job_target, &partial, Some(tar_size(&index_bytes, &blobs)))
+                    archive_full(&job_target, &partial, Some(tar_size(&metadata, &blobs)))
                 }
                 other => other,
             })
@@ -309,8 +434,95 @@ impl OciArchiveWriter {
             })
             .await;
         }
-        self.set_existing(Some(open_existing(&target).await?));
+        self.set_existing(Some(open_existing(&target, self.format).await?));
         self.remove_partial().await
+    }
+
+    /// Docker's `manifest.json` for the merged `index.json`: `entries` (the
+    /// committed archive's) with every image manifest of the index upserted
+    /// (see the `docker_archive` module docs). An image this commit adds
+    /// whose blobs are not all in the archive (a foreign layer left out)
+    /// fails the commit; an older one is left out of `manifest.json`.
+    async fn docker_manifest(
+        &self,
+        mut entries: Vec<Value>,
+        index: &Value,
+        blobs: &BTreeMap<String, BlobSource>,
+        existing: Option<&Arc<TarIndex>>,
+        added: &HashSet<String>,
+    ) -> Result<Vec<u8>, LayoutError> {
+        let manifests = index
+            .get("manifests")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for entry in manifests {
+            let media_type = entry.get("mediaType").and_then(Value::as_str);
+            if !matches!(
+                media_type,
+                Some(media_types::OCI_MANIFEST | media_types::DOCKER_MANIFEST)
+            ) {
+                continue;
+            }
+            let Some(digest) = entry
+                .get("digest")
+                .and_then(Value::as_str)
+                .and_then(|d| parse_digest(d).ok())
+            else {
+                continue;
+            };
+            let is_new = added.contains(&digest.to_string());
+            let name = blob_rel(&digest, "manifest")?;
+            let manifest = match blobs.get(&name) {
+                Some(source) => {
+                    let bytes = read_manifest(source, existing, &digest).await?;
+                    RawManifest::parse_verified(bytes.into(), media_type, &digest).ok()
+                }
+                None => None,
+            };
+            // The config first, then the layers.
+            let names = match &manifest {
+                Some(manifest) => manifest
+                    .blobs()
+                    .iter()
+                    .map(|d| blob_rel(d.digest(), "blob"))
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => Vec::new(),
+            };
+            let missing = match manifest {
+                Some(_) => names.iter().find(|n| !blobs.contains_key(*n)).cloned(),
+                None => Some(name),
+            };
+            if let Some(missing) = missing {
+                if is_new {
+                    return Err(LayoutError::Refused {
+                        path: self.target.clone(),
+                        reason: format!(
+                            "image {digest} needs {missing}, which is not in the archive (docker \
+                             load needs the config and every layer)"
+                        ),
+                        hint: "if the image has foreign (non-distributable) layers, copy it \
+                               again with --include-foreign, or write an oci-archive"
+                            .to_owned(),
+                    });
+                }
+                tracing::warn!(
+                    "{}: image {digest} lacks {missing}; it is left out of manifest.json",
+                    self.label
+                );
+                continue;
+            }
+            upsert_image(
+                &mut entries,
+                &names[0],
+                &names[1..],
+                entry_repo_tag(entry).as_deref(),
+            );
+        }
+        serde_json::to_vec(&entries).map_err(|e| LayoutError::Malformed {
+            path: self.target.clone(),
+            reason: e.to_string(),
+        })
     }
 
     /// A full disk, said for the archive: where it is, where its verified
@@ -339,7 +551,42 @@ enum BlobSource {
     File(PathBuf),
 }
 
-async fn open_existing(path: &Path) -> Result<Arc<TarIndex>, LayoutError> {
+/// The bytes of a manifest blob (at most [`MAX_MANIFEST_BYTES`]).
+async fn read_manifest(
+    source: &BlobSource,
+    existing: Option<&Arc<TarIndex>>,
+    digest: &Digest,
+) -> Result<Vec<u8>, LayoutError> {
+    let too_large = |size: u64| LayoutError::ManifestTooLarge {
+        location: "the archive".to_owned(),
+        digest: digest.to_string(),
+        size,
+        limit: MAX_MANIFEST_BYTES,
+    };
+    match source {
+        BlobSource::File(path) => {
+            let bytes = tokio::fs::read(path)
+                .await
+                .map_err(|e| LayoutError::read(path, e))?;
+            if bytes.len() > MAX_MANIFEST_BYTES {
+                return Err(too_large(bytes.len() as u64));
+            }
+            Ok(bytes)
+        }
+        BlobSource::Archive(span) => {
+            if span.size > MAX_MANIFEST_BYTES as u64 {
+                return Err(too_large(span.size));
+            }
+            match existing {
+                Some(tar) => tar.read(*span).await,
+                None => Ok(Vec::new()),
+            }
+        }
+    }
+}
+
+async fn open_existing(path: &Path, format: Format) -> Result<Arc<TarIndex>, LayoutError> {
+    let transport = format.transport();
     let refuse = |reason: String| LayoutError::Refused {
         path: path.to_owned(),
         reason,
@@ -347,12 +594,15 @@ async fn open_existing(path: &Path) -> Result<Arc<TarIndex>, LayoutError> {
     };
     let tar = index_tar(path)
         .await
-        .map_err(|e| refuse(format!("exists and is not a readable oci-archive: {e}")))?;
-    let reader = LayoutReader::new(Store::Tar(tar.clone()), "oci-archive");
+        .map_err(|e| refuse(format!("exists and is not a readable {transport}: {e}")))?;
+    let reader = LayoutReader::new(Store::Tar(tar.clone()), transport);
     if !reader.has_layout_file().await? {
-        return Err(refuse(
-            "exists and is not an oci-archive (no oci-layout entry)".to_owned(),
-        ));
+        return Err(refuse(match format {
+            Format::Oci => "exists and is not an oci-archive (no oci-layout entry)".to_owned(),
+            Format::Docker => "exists and holds no OCI layout to add images to (no oci-layout \
+                               entry: a docker save from before Docker 25?)"
+                .to_owned(),
+        }));
     }
     Ok(tar)
 }
@@ -418,10 +668,17 @@ async fn partial_blobs(root: &Path) -> Result<Vec<(String, PathBuf)>, LayoutErro
     Ok(found)
 }
 
+/// The files of an archive besides `oci-layout` and the blobs.
+struct Metadata<'a> {
+    index: &'a [u8],
+    /// Docker's `manifest.json` (a docker-archive).
+    manifest_json: Option<&'a [u8]>,
+}
+
 /// Writes the archive to `tmp` (removed on failure) and fsyncs it.
 fn write_tar(
     tmp: &Path,
-    index: &[u8],
+    metadata: &Metadata<'_>,
     blobs: &BTreeMap<String, BlobSource>,
     existing: Option<&TarIndex>,
 ) -> Result<(), LayoutError> {
@@ -433,7 +690,10 @@ fn write_tar(
         file,
     ));
     append(&mut builder, "oci-layout", OCI_LAYOUT_FILE).map_err(io)?;
-    append(&mut builder, "index.json", index).map_err(io)?;
+    append(&mut builder, "index.json", metadata.index).map_err(io)?;
+    if let Some(manifest_json) = metadata.manifest_json {
+        append(&mut builder, "manifest.json", manifest_json).map_err(io)?;
+    }
     append_dir(&mut builder, "blobs/").map_err(io)?;
     let mut last_dir = String::new();
     for (name, source) in blobs {
@@ -479,9 +739,13 @@ fn write_tar(
 
 /// The size of the tar [`write_tar`] writes (near enough: names longer than a
 /// ustar header holds take an extension block more).
-fn tar_size(index: &[u8], blobs: &BTreeMap<String, BlobSource>) -> u64 {
+fn tar_size(metadata: &Metadata<'_>, blobs: &BTreeMap<String, BlobSource>) -> u64 {
     let entry = |size: u64| 512 + size.div_ceil(512) * 512;
-    let mut total = entry(OCI_LAYOUT_FILE.len() as u64) + entry(index.len() as u64) + 3 * 512;
+    let mut total =
+        entry(OCI_LAYOUT_FILE.len() as u64) + entry(metadata.index.len() as u64) + 3 * 512;
+    if let Some(manifest_json) = metadata.manifest_json {
+        total += entry(manifest_json.len() as u64);
+    }
     for (name, source) in blobs {
         total += entry(match source {
             BlobSource::Archive(span) => span.size,
@@ -532,7 +796,8 @@ impl Destination for OciArchiveWriter {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             mount: false,
-            parallel_manifest_puts: true,
+            single_platform: self.format == Format::Docker,
+            ..Capabilities::default()
         }
     }
 
@@ -566,12 +831,20 @@ impl Destination for OciArchiveWriter {
         let Some(tar) = self.existing() else {
             return Ok(None);
         };
-        let reader = LayoutReader::new(Store::Tar(tar), "oci-archive");
+        let name = self.entry_name(reference)?;
+        let reader = LayoutReader::new(Store::Tar(tar.clone()), self.format.transport());
         let entries = reader.entries().await?.unwrap_or_default();
-        let Some(entry) = entries.iter().find(|d| ref_name(d) == Some(reference)) else {
+        let Some(entry) = entries.iter().find(|d| ref_name(d) == Some(&*name)) else {
             return Ok(None);
         };
         let digest = entry.digest().clone();
+        if self.format == Format::Docker {
+            // Up to date only if Docker's manifest.json lists it too.
+            return Ok(self
+                .docker_lists(tar, &digest, &name)
+                .await?
+                .then_some(digest));
+        }
         Ok(self.archived_manifest(&digest).await?.then_some(digest))
     }
 
@@ -611,7 +884,8 @@ impl Destination for OciArchiveWriter {
         reference: &str,
         manifest: &RawManifest,
     ) -> Result<(), EndpointError> {
-        let target = target(reference, manifest)?;
+        let name = self.entry_name(reference)?;
+        let target = target(&name, manifest)?;
         let staged = async {
             let _held = lock(&self.target, Mode::Shared).await?;
             self.partial.ensure_layout().await?;

@@ -1,4 +1,6 @@
-//! `docker-archive`: the tar `docker save` writes, as a read-only source.
+//! `docker-archive`: the tar `docker save` writes, read and written.
+//!
+//! # Reading
 //!
 //! A docker-archive holds image configs and layer tars listed by
 //! `manifest.json` (`Config`, `RepoTags`, `Layers`), but no registry manifest.
@@ -10,6 +12,34 @@
 //! of those computed bytes: it is stable for a given archive, but it is not the
 //! digest the image had in any registry (there is none to preserve).
 //! Computing it reads every layer of the image once.
+//!
+//! # Writing
+//!
+//! [`OciArchiveWriter::create_docker`](crate::OciArchiveWriter::create_docker)
+//! writes what `docker save` writes since Docker 25: an OCI image layout
+//! (`oci-layout`, `index.json`, `blobs/sha256/...`, every manifest byte for
+//! byte) plus Docker's `manifest.json`, one entry per image manifest of
+//! `index.json` whose `Config` and `Layers` name the layout's blobs (layers as
+//! they are, compressed: `docker load` decompresses them, and the config's
+//! `diff_ids` are unaffected). So the archive keeps every digest for readers
+//! of the OCI part (`oci-archive:FILE`, and `docker load` with the containerd
+//! image store), while readers of `manifest.json` (`docker load` with the
+//! classic store, `docker-archive:` readers) see the config and layers only:
+//! the image ID (the config digest) is kept, the registry manifest digest is
+//! not. Docker's legacy `repositories` file and `<id>/layer.tar` links are not
+//! written: `docker load` reads `manifest.json` whenever there is one.
+//!
+//! A `manifest.json` entry holds one config and its layers, so only image
+//! manifests go in (the destination asks the engine for one platform, see
+//! [`Capabilities::single_platform`](mirror_engine::Capabilities)); an index
+//! entry of `index.json` is left out of `manifest.json`. `RepoTags` come from
+//! the entry's names: containerd's `io.containerd.image.name`, else an
+//! `org.opencontainers.image.ref.name` of the form `NAME:TAG`, in Docker's
+//! familiar form (`python:3.10`); an entry named otherwise (`v1`) or not at
+//! all is listed untagged (`"RepoTags": null`, loaded as an untagged image).
+//! The `manifest.json` of an existing archive is kept and merged like
+//! `index.json`: a tag written again moves to the new image, and an entry left
+//! without tags by that goes.
 
 use std::collections::HashMap;
 use std::io::Read as _;
@@ -18,11 +48,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use mirror_engine::{EndpointError, Resolved, Source};
-use mirror_oci::{BlobStream, Descriptor, Digest, Hasher, RawManifest, media_types};
+use mirror_oci::{BlobStream, Descriptor, Digest, Hasher, RawManifest, Reference, media_types};
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
-use crate::archive::index_tar;
+use crate::archive::{OciArchive, index_tar};
 use crate::error::LayoutError;
+use crate::fsutil::blob_rel;
+use crate::index::CONTAINERD_NAME;
 use crate::store::{Span, TarIndex};
 
 /// Docker's media type of an uncompressed layer tar.
@@ -87,7 +120,7 @@ impl DockerArchive {
             .files
             .get("manifest.json")
             .ok_or_else(|| not_docker("no manifest.json".to_owned()))?;
-        if span.size > 16 * 1024 * 1024 {
+        if span.size > MAX_MANIFEST_JSON_BYTES {
             return Err(not_docker("manifest.json is over 16 MiB".to_owned()));
         }
         let bytes = tar.read(span).await?;
@@ -326,5 +359,372 @@ impl Source for DockerArchive {
             .into());
         }
         Ok(self.tar.stream(span))
+    }
+}
+
+// ------------------------------------------------------------------ writing
+
+/// `manifest.json` is read whole; larger is refused.
+pub(crate) const MAX_MANIFEST_JSON_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The `RepoTags` entry a docker-archive destination reference names:
+/// Docker's familiar `NAME:TAG` (`docker.io/library/python:3.10` ->
+/// `python:3.10`; no tag: `latest`). `@N` and digests are refused: they
+/// select an image to read.
+pub fn repo_tag(reference: &str) -> Result<String, LayoutError> {
+    let invalid = |reason: String| LayoutError::InvalidRepoTag {
+        reference: reference.to_owned(),
+        reason,
+    };
+    if reference.starts_with('@') {
+        return Err(invalid(
+            "it selects an image to read; a docker-archive destination names its image \
+             NAME:TAG (for example app:1)"
+                .to_owned(),
+        ));
+    }
+    let parsed: Reference = reference
+        .parse()
+        .map_err(|e: mirror_oci::ReferenceError| invalid(e.to_string()))?;
+    if parsed.digest().is_some() {
+        return Err(invalid(
+            "a docker-archive image is named by NAME:TAG, not by digest".to_owned(),
+        ));
+    }
+    Ok(format!(
+        "{}:{}",
+        parsed.familiar_name(),
+        parsed.tag().unwrap_or("latest")
+    ))
+}
+
+/// `name` parsed if it is a reference with an explicit tag and no digest
+/// (`v1`, a plain layout tag, is not).
+fn tagged_name(name: &str) -> Option<Reference> {
+    let parsed: Reference = name.parse().ok()?;
+    (parsed.has_explicit_tag() && parsed.digest().is_none()).then_some(parsed)
+}
+
+/// The `RepoTags` entry an image name stands for (a layout's ref name, a
+/// source reference): Docker's familiar `NAME:TAG` if `name` has an explicit
+/// tag and no digest; `None` for a plain tag such as `v1` or `latest`.
+pub fn repo_tag_of(name: &str) -> Option<String> {
+    tagged_name(name).map(|r| familiar(&r))
+}
+
+fn familiar(reference: &Reference) -> String {
+    format!(
+        "{}:{}",
+        reference.familiar_name(),
+        reference.tag().unwrap_or("latest")
+    )
+}
+
+/// The `RepoTags` entry of an `index.json` entry (see the module docs).
+pub(crate) fn entry_repo_tag(entry: &Value) -> Option<String> {
+    let annotation = |key: &str| {
+        entry
+            .get("annotations")
+            .and_then(|a| a.get(key))
+            .and_then(Value::as_str)
+    };
+    annotation(CONTAINERD_NAME)
+        .and_then(repo_tag_of)
+        .or_else(|| annotation(crate::index::REF_NAME).and_then(repo_tag_of))
+}
+
+/// Gives an entry named `NAME:TAG` containerd's full image name, which
+/// `docker load` with the containerd image store names the image by (as
+/// `docker save` writes it).
+pub(crate) fn add_containerd_name(entry: &mut Value) {
+    let Some(annotations) = entry.get_mut("annotations").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if annotations.contains_key(CONTAINERD_NAME) {
+        return;
+    }
+    let full = annotations
+        .get(crate::index::REF_NAME)
+        .and_then(Value::as_str)
+        .and_then(tagged_name)
+        .map(|r| r.to_string());
+    if let Some(full) = full {
+        annotations.insert(CONTAINERD_NAME.to_owned(), Value::String(full));
+    }
+}
+
+/// Adds an image (`config` and `layers` as archive paths) to the entries of
+/// a `manifest.json`, as `tag` or untagged: the same config and layers are
+/// one entry (tags gathered); a tag moves from any other entry, and an entry
+/// left without tags by that goes.
+pub(crate) fn upsert_image(
+    entries: &mut Vec<Value>,
+    config: &str,
+    layers: &[String],
+    tag: Option<&str>,
+) {
+    let tags_of = |entry: &Value| -> Vec<String> {
+        entry
+            .get("RepoTags")
+            .and_then(Value::as_array)
+            .map(|tags| {
+                tags.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let same = |entry: &Value| {
+        entry.get("Config").and_then(Value::as_str) == Some(config)
+            && entry
+                .get("Layers")
+                .and_then(Value::as_array)
+                .is_some_and(|l| {
+                    l.len() == layers.len()
+                        && l.iter().zip(layers).all(|(a, b)| a.as_str() == Some(b))
+                })
+    };
+    if let Some(tag) = tag {
+        entries.retain_mut(|entry| {
+            if same(entry) {
+                return true;
+            }
+            let tags = tags_of(entry);
+            if !tags.iter().any(|t| t == tag) {
+                return true;
+            }
+            let kept: Vec<String> = tags.into_iter().filter(|t| t != tag).collect();
+            if kept.is_empty() {
+                return false;
+            }
+            entry["RepoTags"] = json!(kept);
+            true
+        });
+    }
+    match entries.iter_mut().find(|entry| same(entry)) {
+        Some(entry) => {
+            if let Some(tag) = tag {
+                let mut tags = tags_of(entry);
+                if !tags.iter().any(|t| t == tag) {
+                    tags.push(tag.to_owned());
+                    entry["RepoTags"] = json!(tags);
+                }
+            }
+        }
+        None => entries.push(json!({
+            "Config": config,
+            "RepoTags": tag.map(|t| vec![t]),
+            "Layers": layers,
+        })),
+    }
+}
+
+/// An image of a docker-archive as Docker's `manifest.json` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedImage {
+    /// The config digest: the image ID `docker load` reports.
+    pub image_id: Digest,
+    /// Its `RepoTags` (empty: loaded untagged).
+    pub repo_tags: Vec<String>,
+}
+
+/// How `manifest.json` of a docker-archive written by this crate lists the
+/// image whose manifest is `manifest` (as `index.json` holds it).
+pub async fn saved_image(path: &Path, manifest: &Digest) -> Result<SavedImage, LayoutError> {
+    let archive = OciArchive::open(path).await?;
+    let reader = archive.reader();
+    let manifest = reader.manifest(manifest).await?;
+    let config = manifest
+        .blobs()
+        .first()
+        .map(|d| d.digest().clone())
+        .ok_or_else(|| LayoutError::Malformed {
+            path: path.to_owned(),
+            reason: format!("{} is an index, not an image", manifest.digest()),
+        })?;
+    let config_name = blob_rel(&config, "config")?;
+    let entries = read_manifest_json(&reader.store).await?.unwrap_or_default();
+    let entry = entries
+        .iter()
+        .find(|e| e.get("Config").and_then(Value::as_str) == Some(config_name.as_str()))
+        .ok_or_else(|| LayoutError::Malformed {
+            path: path.to_owned(),
+            reason: format!("manifest.json does not list the image with config {config}"),
+        })?;
+    Ok(SavedImage {
+        image_id: config,
+        repo_tags: entry
+            .get("RepoTags")
+            .and_then(Value::as_array)
+            .map(|tags| {
+                tags.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    })
+}
+
+/// The entries of `manifest.json`, if the layout or archive has one.
+pub(crate) async fn read_manifest_json(
+    store: &crate::store::Store,
+) -> Result<Option<Vec<Value>>, LayoutError> {
+    let Some(bytes) = store
+        .read_file("manifest.json", MAX_MANIFEST_JSON_BYTES)
+        .await?
+    else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| LayoutError::Malformed {
+            path: store.path().join("manifest.json"),
+            reason: format!("not a docker manifest.json (a list of images): {e}"),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layers(names: &[&str]) -> Vec<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    /// (Config, RepoTags) of every entry.
+    fn summary(entries: &[Value]) -> Vec<(String, Value)> {
+        entries
+            .iter()
+            .map(|e| {
+                (
+                    e["Config"].as_str().unwrap().to_owned(),
+                    e["RepoTags"].clone(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn images_are_listed_once_and_tags_move() {
+        let mut entries = Vec::new();
+        upsert_image(&mut entries, "c1", &layers(&["l1", "l2"]), Some("app:1"));
+        upsert_image(
+            &mut entries,
+            "c1",
+            &layers(&["l1", "l2"]),
+            Some("app:latest"),
+        );
+        upsert_image(&mut entries, "c2", &layers(&["l1", "l3"]), Some("other:1"));
+        // The same again changes nothing.
+        upsert_image(&mut entries, "c1", &layers(&["l1", "l2"]), Some("app:1"));
+        upsert_image(&mut entries, "c1", &layers(&["l1", "l2"]), None);
+        assert_eq!(
+            summary(&entries),
+            vec![
+                ("c1".to_owned(), json!(["app:1", "app:latest"])),
+                ("c2".to_owned(), json!(["other:1"])),
+            ]
+        );
+        assert_eq!(entries[0]["Layers"], json!(["l1", "l2"]));
+
+        // A tag written again moves; an entry left without tags goes.
+        upsert_image(&mut entries, "c3", &layers(&["l4"]), Some("app:1"));
+        upsert_image(&mut entries, "c4", &layers(&["l4"]), Some("other:1"));
+        assert_eq!(
+            summary(&entries),
+            vec![
+                ("c1".to_owned(), json!(["app:latest"])),
+                ("c3".to_owned(), json!(["app:1"])),
+                ("c4".to_owned(), json!(["other:1"])),
+            ]
+        );
+
+        // Untagged images are listed once, with RepoTags null; other fields
+        // of an existing entry are kept.
+        entries[0]["LayerSources"] = json!({});
+        upsert_image(&mut entries, "c5", &layers(&["l5"]), None);
+        upsert_image(&mut entries, "c5", &layers(&["l5"]), None);
+        upsert_image(&mut entries, "c1", &layers(&["l1", "l2"]), Some("app:2"));
+        assert_eq!(entries.len(), 4);
+        assert_eq!(entries[3]["RepoTags"], Value::Null);
+        assert_eq!(entries[0]["RepoTags"], json!(["app:latest", "app:2"]));
+        assert_eq!(entries[0]["LayerSources"], json!({}));
+        // Same config, other layers: another image.
+        upsert_image(&mut entries, "c5", &layers(&["l6"]), None);
+        assert_eq!(entries.len(), 5);
+    }
+
+    #[test]
+    fn repo_tags_are_familiar_and_only_for_tagged_names() {
+        for (reference, tag) in [
+            ("python:3.10", "python:3.10"),
+            ("docker.io/library/python:3.10", "python:3.10"),
+            ("org/app", "org/app:latest"),
+            ("registry.example.com/app:1", "registry.example.com/app:1"),
+            ("localhost:5000/app:1", "localhost:5000/app:1"),
+        ] {
+            assert_eq!(repo_tag(reference).unwrap(), tag, "{reference}");
+        }
+        let digest = mirror_oci::digest_of(b"x");
+        for bad in ["@0", "Bad:1", &format!("app@{digest}")] {
+            assert!(repo_tag(bad).is_err(), "{bad}");
+        }
+        let err = repo_tag("@1").unwrap_err().to_string();
+        assert!(err.contains("NAME:TAG"), "{err}");
+
+        let entry = |annotations: Value| json!({"annotations": annotations});
+        let cases = [
+            (
+                json!({"org.opencontainers.image.ref.name": "app:1"}),
+                Some("app:1"),
+            ),
+            (
+                json!({"org.opencontainers.image.ref.name": "docker.io/library/app:1"}),
+                Some("app:1"),
+            ),
+            (json!({"org.opencontainers.image.ref.name": "v1"}), None),
+            (json!({"org.opencontainers.image.ref.name": "latest"}), None),
+            (json!({}), None),
+            // docker save: the tag as ref name, the full name for containerd.
+            (
+                json!({
+                    "org.opencontainers.image.ref.name": "latest",
+                    "io.containerd.image.name": "docker.io/library/busybox:latest",
+                }),
+                Some("busybox:latest"),
+            ),
+        ];
+        for (annotations, expected) in cases {
+            assert_eq!(
+                entry_repo_tag(&entry(annotations.clone())).as_deref(),
+                expected,
+                "{annotations}"
+            );
+        }
+        assert_eq!(entry_repo_tag(&json!({"digest": "x"})), None);
+    }
+
+    #[test]
+    fn tagged_entries_get_containerds_full_name() {
+        let mut named = json!({"annotations": {"org.opencontainers.image.ref.name": "app:1"}});
+        add_containerd_name(&mut named);
+        assert_eq!(
+            named["annotations"][CONTAINERD_NAME],
+            "docker.io/library/app:1"
+        );
+        let mut plain = json!({"annotations": {"org.opencontainers.image.ref.name": "v1"}});
+        add_containerd_name(&mut plain);
+        assert!(plain["annotations"].get(CONTAINERD_NAME).is_none());
+        let mut kept = json!({"annotations": {
+            "org.opencontainers.image.ref.name": "app:1",
+            "io.containerd.image.name": "example.com/app:1",
+        }});
+        add_containerd_name(&mut kept);
+        assert_eq!(kept["annotations"][CONTAINERD_NAME], "example.com/app:1");
+        let mut unnamed = json!({"digest": "x"});
+        add_containerd_name(&mut unnamed);
+        assert_eq!(unnamed, json!({"digest": "x"}));
     }
 }

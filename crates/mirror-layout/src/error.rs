@@ -16,6 +16,8 @@ pub enum LayoutError {
          joined by `-._:@+` or `--`, separated by `/` (for example `latest` or `example.com/app:1.0`)"
     )]
     InvalidTag { tag: String },
+    #[error("`{reference}` cannot name a docker-archive image: {reason}")]
+    InvalidRepoTag { reference: String, reason: String },
     #[error(
         "{path} is not an OCI image layout (no oci-layout file)\n  hint: point at the directory \
          that holds oci-layout, index.json and blobs/ (for a writable destination: a new or empty directory)"

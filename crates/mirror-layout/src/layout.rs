@@ -418,7 +418,7 @@ impl Destination for OciLayout {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             mount: false,
-            parallel_manifest_puts: true,
+            ..Capabilities::default()
         }
     }
 

@@ -8,8 +8,14 @@
 //! - [`OciLayout`]: a layout directory, [`Source`] and [`Destination`].
 //! - [`OciArchive`] (source) and [`OciArchiveWriter`] (destination): a tar of
 //!   a layout, read in place by offset and written through `FILE.partial/`.
-//! - [`DockerArchive`]: `docker save` output, read only, with a computed
-//!   Docker v2 schema 2 manifest.
+//! - [`DockerArchive`] (source): `docker save` output, read with a computed
+//!   Docker v2 schema 2 manifest; [`OciArchiveWriter::create_docker`]
+//!   (destination) writes what `docker save` writes since Docker 25 (the
+//!   layout plus Docker's `manifest.json`), one platform per image. Written,
+//!   it keeps every digest for readers of the OCI part; `docker load` (classic
+//!   image store) and docker-archive readers keep the config (image ID) and
+//!   layers, not the registry manifest digest ([`saved_image`] says what
+//!   Docker sees).
 //! - [`list`]: every named image of a local location, for `mirror inspect`.
 //!
 //! References handed to the engine for these endpoints are
@@ -55,7 +61,9 @@ use mirror_engine::{Destination, Source};
 use mirror_oci::Descriptor;
 
 pub use archive::{OciArchive, OciArchiveWriter};
-pub use docker_archive::{DOCKER_LAYER_TAR, DockerArchive};
+pub use docker_archive::{
+    DOCKER_LAYER_TAR, DockerArchive, SavedImage, repo_tag, repo_tag_of, saved_image,
+};
 pub use error::{LayoutError, is_storage_full};
 pub use index::REF_NAME;
 pub use layout::OciLayout;
@@ -84,18 +92,18 @@ pub async fn open_source(location: &Location) -> Result<Arc<dyn Source>, LayoutE
     })
 }
 
-/// Opens a local location to write to. docker-archive is read only.
+/// Opens a local location to write to. A docker-archive reference must name
+/// the image (`NAME:TAG`, see [`repo_tag`]; `@N` only selects one to read).
 pub async fn open_destination(location: &Location) -> Result<Arc<dyn Destination>, LayoutError> {
     Ok(match location {
         Location::Registry(reference) => return Err(LayoutError::NotLocal(reference.clone())),
         Location::OciDir { path, .. } => Arc::new(OciLayout::create(path).await?),
         Location::OciArchive { path, .. } => Arc::new(OciArchiveWriter::create(path).await?),
-        Location::DockerArchive { path, .. } => {
-            return Err(LayoutError::Refused {
-                path: path.clone(),
-                reason: "docker-archive is read only here".to_owned(),
-                hint: "write an oci-archive:FILE or an oci:DIR instead".to_owned(),
-            });
+        Location::DockerArchive { path, reference } => {
+            if let Some(reference) = reference {
+                repo_tag(reference)?;
+            }
+            Arc::new(OciArchiveWriter::create_docker(path).await?)
         }
     })
 }

@@ -5,7 +5,7 @@
 //! | `docker://REF`, or a plain `REF` | [`Location::Registry`] (the caller parses `REF`) |
 //! | `oci:DIR[:TAG]` | [`Location::OciDir`] |
 //! | `oci-archive:FILE[:TAG]` | [`Location::OciArchive`] |
-//! | `docker-archive:FILE[:NAME:TAG or @N]` | [`Location::DockerArchive`] (read only) |
+//! | `docker-archive:FILE[:NAME:TAG or @N]` | [`Location::DockerArchive`] (`@N`: to read only) |
 //!
 //! As in skopeo (containers/image on Unix), the path ends at the first `:` after
 //! the transport and everything after it is the tag, which may itself contain
@@ -28,7 +28,8 @@ pub enum Location {
     OciDir { path: PathBuf, tag: Option<String> },
     /// A tar of an OCI image layout.
     OciArchive { path: PathBuf, tag: Option<String> },
-    /// A `docker save` tar (read only); `reference` is a `RepoTags` entry or `@N`.
+    /// A `docker save` tar; `reference` is a `RepoTags` entry (`NAME:TAG`), or
+    /// `@N` for the Nth image to read.
     DockerArchive {
         path: PathBuf,
         reference: Option<String>,

@@ -1197,3 +1197,243 @@ async fn docker_archives_are_read_with_a_computed_manifest() {
     let config: serde_json::Value = serde_json::from_slice(&config).unwrap();
     assert_eq!(config["rootfs"]["diff_ids"][0], theirs[0]);
 }
+
+// ------------------------------------------------ docker-archive: writing
+
+/// The bytes of one file entry of a tar.
+fn tar_file(path: &Path, name: &str) -> Vec<u8> {
+    use std::io::Read as _;
+    let mut archive = tar::Archive::new(std::fs::File::open(path).expect("reading a tar"));
+    for entry in archive.entries().expect("reading a tar") {
+        let mut entry = entry.expect("reading a tar");
+        if entry.path().expect("reading a tar").to_string_lossy() == name {
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).expect("reading a tar");
+            return bytes;
+        }
+    }
+    panic!("{} has no {name}", path.display());
+}
+
+/// `manifest.json` of a docker-archive as (Config, RepoTags, Layers).
+fn manifest_json(path: &Path) -> Vec<(String, serde_json::Value, Vec<String>)> {
+    let entries: Vec<serde_json::Value> =
+        serde_json::from_slice(&tar_file(path, "manifest.json")).expect("manifest.json is JSON");
+    entries
+        .iter()
+        .map(|e| {
+            let layers = e["Layers"]
+                .as_array()
+                .expect("Layers")
+                .iter()
+                .map(|l| l.as_str().expect("a layer path").to_owned())
+                .collect();
+            (
+                e["Config"].as_str().expect("Config").to_owned(),
+                e["RepoTags"].clone(),
+                layers,
+            )
+        })
+        .collect()
+}
+
+/// What manifest.json should say of an image manifest of a generated image.
+fn docker_entry(image: &GeneratedImage, manifest: &Digest) -> (String, Vec<String>) {
+    let parsed: serde_json::Value =
+        serde_json::from_slice(&image.read_blob(manifest).unwrap()).unwrap();
+    let path = |d: &serde_json::Value| {
+        format!(
+            "blobs/sha256/{}",
+            d.as_str().unwrap().strip_prefix("sha256:").unwrap()
+        )
+    };
+    let layers = parsed["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| path(&l["digest"]))
+        .collect();
+    (path(&parsed["config"]["digest"]), layers)
+}
+
+async fn copy_platform(
+    source: Arc<dyn Source>,
+    destination: Arc<dyn Destination>,
+    destination_reference: &str,
+    platform: Option<&str>,
+) -> Result<CopyReport, CopyError> {
+    let request = CopyRequest {
+        source_label: source.name(),
+        destination_label: destination.name(),
+        source,
+        source_reference: String::new(),
+        destination,
+        destination_reference: destination_reference.to_owned(),
+        options: CopyOptions {
+            platforms: platform.map(|p| p.parse().unwrap()).into_iter().collect(),
+            ..CopyOptions::default()
+        },
+    };
+    engine().copy(request).await
+}
+
+/// A docker-archive takes one platform per image: an index is refused
+/// before anything is written (even one of a single platform plus
+/// attestations); `--platform` picks the image, whose manifest.json entry
+/// names its config and layers as stored; names are Docker's familiar
+/// `NAME:TAG`; a second image joins the first; a tag written again moves;
+/// the OCI part keeps the manifest digest and Docker's reader sees the config.
+#[tokio::test]
+async fn docker_archives_are_written_one_platform_per_image() {
+    let multi = image(ImageSpec::small("docker-write", 311));
+    let attested = image(ImageSpec::single_layer("docker-write-att", 20_011).with_attestations());
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("out.tar");
+
+    for (image, platforms) in [
+        (&multi, "linux/amd64, linux/arm64/v8"),
+        (&attested, "linux/amd64"),
+    ] {
+        let err = copy_platform(
+            layout(&image.layout).await,
+            Arc::new(OciArchiveWriter::create_docker(&file).await.unwrap()),
+            "app:1",
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.is_usage(), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("docker-archive:{}", file.display()))
+                && text.contains(&format!(
+                    "is an index of {platforms}: choose one with --platform linux/amd64"
+                )),
+            "{text}"
+        );
+        let left: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "a refused copy wrote {left:?}");
+    }
+
+    // One platform of each; the attested image's index holds only one.
+    let amd64 = multi.image_manifests()[0].0.clone();
+    let arm64 = multi.image_manifests()[1].0.clone();
+    let report = copy_platform(
+        layout(&multi.layout).await,
+        Arc::new(OciArchiveWriter::create_docker(&file).await.unwrap()),
+        "docker.io/library/app:1",
+        Some("linux/amd64"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(&report.digest, amd64.digest());
+    let only = attested.image_manifests()[0].0.clone();
+    copy_platform(
+        layout(&attested.layout).await,
+        Arc::new(OciArchiveWriter::create_docker(&file).await.unwrap()),
+        "",
+        Some("linux/amd64"),
+    )
+    .await
+    .unwrap();
+    let (amd64_config, amd64_layers) = docker_entry(&multi, amd64.digest());
+    let (only_config, only_layers) = docker_entry(&attested, only.digest());
+    assert_eq!(
+        manifest_json(&file),
+        vec![
+            (
+                amd64_config.clone(),
+                serde_json::json!(["app:1"]),
+                amd64_layers.clone()
+            ),
+            (only_config, serde_json::Value::Null, only_layers),
+        ]
+    );
+    // Every name in manifest.json is a file of the archive.
+    let names: BTreeSet<String> = tar_entries(&file).into_iter().map(|e| e.0).collect();
+    for (config, _, layers) in manifest_json(&file) {
+        for name in std::iter::once(&config).chain(&layers) {
+            assert!(names.contains(name), "{name} is not in the archive");
+        }
+    }
+    // The OCI part keeps the manifest, by the familiar name and containerd's.
+    let archive = OciArchive::open(&file).await.unwrap();
+    assert_eq!(&archive.find("app:1").await.unwrap().digest, amd64.digest());
+    assert_eq!(
+        &archive
+            .find("docker.io/library/app:1")
+            .await
+            .unwrap()
+            .digest,
+        amd64.digest()
+    );
+    let saved = mirror_layout::saved_image(&file, amd64.digest())
+        .await
+        .unwrap();
+    assert_eq!(
+        format!("blobs/sha256/{}", saved.image_id.digest()),
+        amd64_config
+    );
+    assert_eq!(saved.repo_tags, ["app:1"]);
+    // Docker's reader computes another manifest of the same config and layers.
+    let docker = DockerArchive::open(&file).await.unwrap();
+    let resolved = docker.resolve("app:1").await.unwrap().unwrap();
+    assert_ne!(&resolved.digest, amd64.digest());
+    let computed = docker.manifest(&resolved.digest).await.unwrap();
+    assert_eq!(
+        computed.blobs()[0].digest(),
+        &saved.image_id,
+        "docker-archive readers see the same image ID"
+    );
+
+    // The same again is up to date; the other platform as app:1 moves the tag
+    // (the amd64 image, left without a tag, goes from manifest.json).
+    let again = copy_platform(
+        layout(&multi.layout).await,
+        Arc::new(OciArchiveWriter::create_docker(&file).await.unwrap()),
+        "app:1",
+        Some("linux/amd64"),
+    )
+    .await
+    .unwrap();
+    assert!(again.up_to_date, "{again:?}");
+    copy_platform(
+        layout(&multi.layout).await,
+        Arc::new(OciArchiveWriter::create_docker(&file).await.unwrap()),
+        "app:1",
+        Some("linux/arm64"),
+    )
+    .await
+    .unwrap();
+    let (arm64_config, arm64_layers) = docker_entry(&multi, arm64.digest());
+    let entries = manifest_json(&file);
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(
+        entries[1],
+        (arm64_config, serde_json::json!(["app:1"]), arm64_layers)
+    );
+    assert!(!entries.iter().any(|e| e.0 == amd64_config), "{entries:?}");
+
+    // An oci-archive write into it keeps manifest.json in step.
+    copy_platform(
+        layout(&multi.layout).await,
+        Arc::new(OciArchiveWriter::create(&file).await.unwrap()),
+        "other:2",
+        Some("linux/amd64"),
+    )
+    .await
+    .unwrap();
+    let entries = manifest_json(&file);
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    assert_eq!(entries[2].0, amd64_config);
+    assert_eq!(entries[2].1, serde_json::json!(["other:2"]));
+
+    // `@N` cannot name an image to write.
+    let at = Location::parse(&format!("docker-archive:{}:@0", file.display())).unwrap();
+    let err = mirror_layout::open_destination(&at).await.err().unwrap();
+    assert!(err.to_string().contains("NAME:TAG"), "{err}");
+}

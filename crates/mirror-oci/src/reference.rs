@@ -135,6 +135,18 @@ impl Reference {
     pub fn name(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
     }
+
+    /// The name as Docker shows it (`python`, `org/app`, `ghcr.io/org/app`):
+    /// Docker Hub's registry and its `library/` for official images left out.
+    pub fn familiar_name(&self) -> String {
+        if !self.is_docker_hub() {
+            return self.name();
+        }
+        match self.repository.strip_prefix("library/") {
+            Some(official) if !official.contains('/') => official.to_owned(),
+            _ => self.repository.clone(),
+        }
+    }
 }
 
 impl fmt::Display for Reference {
@@ -311,6 +323,21 @@ mod tests {
         assert_eq!(r.tag(), Some("3.10-slim-buster"));
         assert!(r.has_explicit_tag());
         assert_eq!(r.to_string(), "docker.io/library/python:3.10-slim-buster");
+    }
+
+    #[test]
+    fn familiar_names_drop_docker_hub_and_library() {
+        for (input, familiar) in [
+            ("python:3.10", "python"),
+            ("docker.io/library/python:3.10", "python"),
+            ("index.docker.io/org/app", "org/app"),
+            ("docker.io/library/a/b", "library/a/b"),
+            ("ghcr.io/org/app:1", "ghcr.io/org/app"),
+            ("localhost:5000/library/app", "localhost:5000/library/app"),
+        ] {
+            let r: Reference = input.parse().unwrap();
+            assert_eq!(r.familiar_name(), familiar, "{input}");
+        }
     }
 
     #[test]
