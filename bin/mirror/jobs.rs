@@ -322,8 +322,9 @@ async fn docker_repo_tag_from(source: &End) -> Option<String> {
 /// `mirror copy SRC DST`.
 pub(crate) async fn copy(args: CopyArgs, quiet: bool) -> Result<(), Failure> {
     let source = End::parse(&args.source, "source")?;
-    if args.copy.all_tags {
-        let destination = End::parse(&args.destination, "destination")?;
+    let destination = End::parse(&args.destination, "destination")?;
+    let destination = if args.copy.all_tags {
+        // Each tag is named per job (`expand_all_tags`).
         if destination.explicit_tag().is_some()
             || matches!(&destination, End::Registry(d) if d.digest().is_some())
         {
@@ -332,26 +333,35 @@ pub(crate) async fn copy(args: CopyArgs, quiet: bool) -> Result<(), Failure> {
                 args.destination
             )));
         }
-        let settings = settings(&args.ecr)?;
-        return run_jobs(
-            vec![Job {
-                source,
-                destination,
-            }],
-            &args.copy,
-            args.dest_creds.as_deref(),
-            &args.ecr,
-            settings,
-            &args.transport,
-            HashMap::new(),
-            quiet,
-        )
-        .await;
-    }
-    let destination = match End::parse(&args.destination, "destination")? {
-        // A destination without a tag keeps the source's.
+        destination
+    } else {
+        name_destination(&source, destination, &args.destination).await?
+    };
+    let settings = settings(&args.ecr)?;
+    run_jobs(
+        vec![Job {
+            source,
+            destination,
+        }],
+        &args.copy,
+        args.dest_creds.as_deref(),
+        &args.ecr,
+        settings,
+        &args.transport,
+        HashMap::new(),
+        quiet,
+    )
+    .await
+}
+
+/// The destination as the copy will write it: a registry destination without
+/// a tag keeps the source's (or a layout's only ref name), a layout or archive
+/// without one takes the source's tag, a docker-archive gets Docker's
+/// `RepoTags` entry (as given, in familiar form, else the source's name).
+async fn name_destination(source: &End, destination: End, given: &str) -> Result<End, Failure> {
+    Ok(match destination {
         End::Registry(d) => {
-            let reference = match &source {
+            let reference = match source {
                 End::Registry(s) => destination_reference(s, &d),
                 End::Local(_) if d.has_explicit_tag() || d.digest().is_some() => d.reference_str(),
                 End::Local(l) => match source.explicit_tag() {
@@ -371,33 +381,18 @@ pub(crate) async fn copy(args: CopyArgs, quiet: bool) -> Result<(), Failure> {
             path,
             tag: source.explicit_tag(),
         }),
-        // Docker's RepoTags entry: as given (familiar form), else the source's name.
         End::Local(Location::DockerArchive { path, reference }) => {
             let reference = match reference {
-                Some(r) => Some(mirror_layout::repo_tag(&r).map_err(|e| {
-                    Failure::usage(format!("destination `{}`: {e}", args.destination))
-                })?),
-                None => docker_repo_tag_from(&source).await,
+                Some(r) => Some(
+                    mirror_layout::repo_tag(&r)
+                        .map_err(|e| Failure::usage(format!("destination `{given}`: {e}")))?,
+                ),
+                None => docker_repo_tag_from(source).await,
             };
             End::Local(Location::DockerArchive { path, reference })
         }
         other => other,
-    };
-    let settings = settings(&args.ecr)?;
-    run_jobs(
-        vec![Job {
-            source,
-            destination,
-        }],
-        &args.copy,
-        args.dest_creds.as_deref(),
-        &args.ecr,
-        settings,
-        &args.transport,
-        HashMap::new(),
-        quiet,
-    )
-    .await
+    })
 }
 
 /// Builds registry endpoints for both sides, ECR ones with ECR's auth.
