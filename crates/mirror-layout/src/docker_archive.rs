@@ -457,24 +457,26 @@ pub(crate) fn add_containerd_name(entry: &mut Value) {
 /// a `manifest.json`, as `tag` or untagged: the same config and layers are
 /// one entry (tags gathered); a tag moves from any other entry, and an entry
 /// left without tags by that goes.
+/// A `manifest.json` entry's `RepoTags` (none when absent or null).
+fn tags_of(entry: &Value) -> Vec<String> {
+    entry
+        .get("RepoTags")
+        .and_then(Value::as_array)
+        .map(|tags| {
+            tags.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub(crate) fn upsert_image(
     entries: &mut Vec<Value>,
     config: &str,
     layers: &[String],
     tag: Option<&str>,
 ) {
-    let tags_of = |entry: &Value| -> Vec<String> {
-        entry
-            .get("RepoTags")
-            .and_then(Value::as_array)
-            .map(|tags| {
-                tags.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let same = |entry: &Value| {
         entry.get("Config").and_then(Value::as_str) == Some(config)
             && entry
@@ -554,16 +556,7 @@ pub async fn saved_image(path: &Path, manifest: &Digest) -> Result<SavedImage, L
         })?;
     Ok(SavedImage {
         image_id: config,
-        repo_tags: entry
-            .get("RepoTags")
-            .and_then(Value::as_array)
-            .map(|tags| {
-                tags.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default(),
+        repo_tags: tags_of(entry),
     })
 }
 

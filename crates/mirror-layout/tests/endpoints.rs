@@ -1240,16 +1240,19 @@ fn manifest_json(path: &Path) -> Vec<(String, serde_json::Value, Vec<String>)> {
 /// What manifest.json should say of an image manifest of a generated image.
 fn docker_entry(image: &GeneratedImage, manifest: &Digest) -> (String, Vec<String>) {
     let parsed: serde_json::Value =
-        serde_json::from_slice(&image.read_blob(manifest).unwrap()).unwrap();
+        serde_json::from_slice(&image.read_blob(manifest).expect("the manifest blob"))
+            .expect("the manifest is JSON");
     let path = |d: &serde_json::Value| {
         format!(
             "blobs/sha256/{}",
-            d.as_str().unwrap().strip_prefix("sha256:").unwrap()
+            d.as_str()
+                .and_then(|d| d.strip_prefix("sha256:"))
+                .expect("a sha256 digest")
         )
     };
     let layers = parsed["layers"]
         .as_array()
-        .unwrap()
+        .expect("layers")
         .iter()
         .map(|l| path(&l["digest"]))
         .collect();
@@ -1270,7 +1273,10 @@ async fn copy_platform(
         destination,
         destination_reference: destination_reference.to_owned(),
         options: CopyOptions {
-            platforms: platform.map(|p| p.parse().unwrap()).into_iter().collect(),
+            platforms: platform
+                .map(|p| p.parse().expect("a platform"))
+                .into_iter()
+                .collect(),
             ..CopyOptions::default()
         },
     };
