@@ -400,6 +400,43 @@ async fn token_refresh_and_manifest_throttling() {
     );
 }
 
+/// Paced at the stand-in's own limit, an index's manifest PUTs (8 of them,
+/// more than a second's worth) are never throttled. (How the pacer bursts is
+/// unit-tested in mirror-ecr.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_puts_paced_to_the_quota_are_never_throttled() {
+    let aws = aws(EcrOptions {
+        manifest_puts_per_second: Some(3),
+        ..EcrOptions::default()
+    })
+    .await;
+    let img = image(ImageSpec::python_like_variant(22)).await;
+    aws.hub
+        .seed(&img, "library/python", "3.12")
+        .await
+        .expect("seed");
+
+    let out = aws
+        .mirror(["python:3.12", "--manifest-puts-per-second", "3", "--json"])
+        .run()
+        .await;
+    out.expect_success();
+    assert_landed(&aws.ecr.host(), "python", "3.12", &img, &aws.ecr_auth()).await;
+    let puts: Vec<_> = aws
+        .ecr
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("/manifests/"))
+        .collect();
+    assert_eq!(
+        puts.iter().filter(|r| r.status == 429).count(),
+        0,
+        "mirror outran the quota it was given"
+    );
+    assert_eq!(puts.len(), img.manifests.len() + 1, "one PUT per manifest");
+    assert_eq!(num(&out.json(), "/retries"), 0);
+}
+
 /// The rest of the walkthrough: log group with retention, FROM rewriting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_group_and_rewrite_from() {

@@ -1,6 +1,7 @@
 //! ECR as a copy destination: the registry backend plus ECR's manners
 //! (repository first, paced manifest PUTs, immutable tags).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,39 +14,70 @@ use mirror_registry::ErrorCode;
 
 use crate::repository::{RepositoryOutcome, RepositorySettings, ensure_repository};
 
-/// Spaces manifest PUTs (PutImage is limited to 10/s per account and region by
+/// Paces manifest PUTs to PutImage's quota (10/s per account and region by
 /// default); shared by every destination of one registry.
+///
+/// A sliding window, not a fixed interval: at most `burst` PUTs (the rate,
+/// rounded down, at least 1) in any window of `burst / rate` seconds. The 8
+/// PUTs of a 7-platform index, which arrive together at the end of a copy, go
+/// out at once instead of 100 ms apart (0.7 s saved per image at 10/s), and
+/// the window is never fuller than a token bucket of that rate and size
+/// allows, so a quota enforced either way is not exceeded. The window is
+/// padded by [`Pacer::SLACK`] for jitter between our clock and the server's.
 #[derive(Debug)]
 pub struct Pacer {
-    interval: Duration,
-    next: Mutex<Instant>,
+    burst: usize,
+    window: Duration,
+    /// The slots of the last `burst` reservations, oldest first.
+    recent: Mutex<VecDeque<Instant>>,
 }
 
 impl Pacer {
+    const SLACK: Duration = Duration::from_millis(50);
+
+    /// `rate` PUTs per second; 0 (or less) does not pace.
     pub fn per_second(rate: f64) -> Arc<Self> {
-        let interval = if rate > 0.0 {
-            Duration::from_secs_f64(1.0 / rate)
+        let (burst, window) = if rate > 0.0 && rate.is_finite() {
+            let burst = rate.floor().max(1.0);
+            (
+                burst as usize,
+                Duration::from_secs_f64(burst / rate) + Self::SLACK,
+            )
         } else {
-            Duration::ZERO
+            (usize::MAX, Duration::ZERO)
         };
         Arc::new(Self {
-            interval,
-            next: Mutex::new(Instant::now()),
+            burst,
+            window,
+            recent: Mutex::new(VecDeque::new()),
         })
     }
 
+    /// Waits for this PUT's slot.
     pub async fn wait(&self) {
-        let slot = {
-            let mut next = self
-                .next
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let now = Instant::now();
-            let slot = (*next).max(now);
-            *next = slot + self.interval;
-            slot
-        };
+        let slot = self.reserve(Instant::now());
         tokio::time::sleep_until(slot.into()).await;
+    }
+
+    /// The earliest slot at or after `now` that keeps every window at most
+    /// `burst` PUTs, recorded as taken.
+    fn reserve(&self, now: Instant) -> Instant {
+        if self.burst == usize::MAX {
+            return now;
+        }
+        let mut recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot = if recent.len() < self.burst {
+            now
+        } else {
+            // The oldest of the last `burst` must have left the window.
+            let oldest = recent.pop_front().unwrap_or(now);
+            now.max(oldest + self.window)
+        };
+        recent.push_back(slot);
+        slot
     }
 }
 
@@ -156,5 +188,55 @@ impl Destination for EcrDestination {
             }
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offsets(pacer: &Pacer, start: Instant, at: &[u64]) -> Vec<u64> {
+        at.iter()
+            .map(|ms| {
+                let slot = pacer.reserve(start + Duration::from_millis(*ms));
+                (slot - start).as_millis() as u64
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_burst_up_to_the_rate_goes_at_once_then_the_window_holds() {
+        let pacer = Pacer::per_second(10.0);
+        let start = Instant::now();
+        let slots = offsets(&pacer, start, &[0; 12]);
+        assert_eq!(slots[..10], [0; 10]);
+        // The 11th waits until the 1st has left the (padded) one-second window.
+        assert_eq!(slots[10..], [1050, 1050]);
+    }
+
+    #[test]
+    fn no_window_ever_holds_more_than_the_rate() {
+        let pacer = Pacer::per_second(3.0);
+        let start = Instant::now();
+        let slots = offsets(&pacer, start, &[0, 10, 20, 30, 40, 1500, 1500, 1500, 1500]);
+        for (i, slot) in slots.iter().enumerate() {
+            let in_window = slots[i..].iter().filter(|s| **s < slot + 1000).count();
+            assert!(in_window <= 3, "{slots:?}");
+        }
+        assert_eq!(slots, [0, 10, 20, 1050, 1060, 1500, 2100, 2110, 2550]);
+    }
+
+    #[test]
+    fn fractional_rates_space_single_puts() {
+        let pacer = Pacer::per_second(0.5);
+        let start = Instant::now();
+        assert_eq!(offsets(&pacer, start, &[0, 0, 0]), [0, 2050, 4100]);
+    }
+
+    #[test]
+    fn zero_does_not_pace() {
+        let pacer = Pacer::per_second(0.0);
+        let start = Instant::now();
+        assert_eq!(offsets(&pacer, start, &[0; 50]), [0; 50]);
     }
 }

@@ -784,6 +784,11 @@ impl Bench {
                         continue;
                     }
                     if let Some(warm) = warm {
+                        // Untimed: let the cold run's manifest PUTs leave the
+                        // gate's one-second window, or the warm run's first
+                        // PUTs meet the 429s the cold run earned (skopeo
+                        // gives up on a throttled manifest PUT).
+                        tokio::time::sleep(Duration::from_millis(1100)).await;
                         let outcome = self
                             .measure_ecr(tool, src, &destination, corpus, false)
                             .await;
