@@ -260,7 +260,8 @@ pub struct CopyArgs {
     pub source: String,
     /// Destination: `host[:port]/repo[:tag]`, `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, or
     /// `docker-archive:FILE[:NAME:TAG]` for `docker load` (one platform per image: pick one
-    /// with --platform; it keeps the image ID, not the manifest digest). Without a tag the
+    /// with --platform; `docker load` keeps its image ID, not its manifest digest; mirror
+    /// reads both back). Without a tag the
     /// source's tag (or name) is kept.
     pub destination: String,
     /// USER:PASSWORD for the destination registry.

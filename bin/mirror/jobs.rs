@@ -756,8 +756,8 @@ fn docker_archive_note(
     };
     format!(
         "note: docker-archive:{file} keeps the image config (image ID {}) and layers; docker load \
-         (classic image store) will not know the manifest digest {} (read the file as {oci} to \
-         keep it)",
+         (classic image store) and skopeo will not know the manifest digest {} (mirror keeps it \
+         when it reads the file, as docker-archive:{file} or {oci})",
         saved.image_id, report.digest
     )
 }

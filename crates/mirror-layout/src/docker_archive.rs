@@ -3,15 +3,24 @@
 //! # Reading
 //!
 //! A docker-archive holds image configs and layer tars listed by
-//! `manifest.json` (`Config`, `RepoTags`, `Layers`), but no registry manifest.
-//! This reader therefore *computes* a Docker v2 schema 2 image manifest: the
-//! config digest is the sha256 of the config file, each layer's digest the
-//! sha256 of its file, with media type `application/vnd.docker.image.rootfs.diff.tar.gzip`
-//! when the file starts with the gzip magic and `...diff.tar` (uncompressed,
-//! as `docker save` writes them) otherwise. The manifest's digest is the sha256
-//! of those computed bytes: it is stable for a given archive, but it is not the
-//! digest the image had in any registry (there is none to preserve).
-//! Computing it reads every layer of the image once.
+//! `manifest.json` (`Config`, `RepoTags`, `Layers`). Since Docker 25 (and
+//! from mirror's writer) it is also an OCI image layout whose blobs those
+//! entries name (`blobs/sha256/<hex>`): when an image manifest of that layout
+//! has exactly the entry's config and layers, in order, that manifest is the
+//! image, byte for byte (its digest verified), so the registry digest
+//! survives `docker save` and nothing is read ahead of the copy.
+//!
+//! Otherwise (`docker save` before 25, other writers) there is no registry
+//! manifest, and this reader *computes* one: the config digest is the sha256
+//! of the config file, each layer's digest the sha256 of its file, with its
+//! media type from the file's first bytes: gzip magic
+//! `application/vnd.docker.image.rootfs.diff.tar.gzip`, zstd magic
+//! `application/vnd.oci.image.layer.v1.tar+zstd` (which makes the manifest an
+//! OCI one, as Docker's schema 2 has no zstd layer type), else
+//! `...diff.tar` (uncompressed, as `docker save` writes them). The manifest's
+//! digest is the sha256 of those computed bytes: stable for a given archive,
+//! but not the digest the image had in any registry (there is none to
+//! preserve). Computing it reads every layer of the image once.
 //!
 //! # Writing
 //!
@@ -41,7 +50,7 @@
 //! `index.json`: a tag written again moves to the new image, and an entry left
 //! without tags by that goes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read as _;
 use std::path::Path;
 use std::sync::Arc;
@@ -54,12 +63,46 @@ use serde_json::{Value, json};
 
 use crate::archive::{OciArchive, index_tar};
 use crate::error::LayoutError;
-use crate::fsutil::blob_rel;
+use crate::fsutil::{blob_rel, digest_of_blob_name};
 use crate::index::CONTAINERD_NAME;
-use crate::store::{Span, TarIndex};
+use crate::reader::LayoutReader;
+use crate::store::{Span, Store, TarIndex};
 
 /// Docker's media type of an uncompressed layer tar.
 pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
+const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+
+/// What a layer file is, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    fn sniff(head: &[u8]) -> Self {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Self::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Self::Zstd
+        } else {
+            Self::None
+        }
+    }
+
+    /// The layer media type in a Docker (`oci` false) or OCI manifest.
+    fn media_type(self, oci: bool) -> &'static str {
+        match (self, oci) {
+            (Self::Gzip, false) => media_types::DOCKER_LAYER_GZIP,
+            (Self::Gzip, true) => media_types::OCI_LAYER_GZIP,
+            (Self::Zstd, _) => OCI_LAYER_ZSTD,
+            (Self::None, false) => DOCKER_LAYER_TAR,
+            (Self::None, true) => OCI_LAYER_TAR,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 struct ManifestEntry {
@@ -88,7 +131,7 @@ struct DescriptorJson<'a> {
     digest: String,
 }
 
-/// One image of the archive with its computed manifest.
+/// One image of the archive with its manifest (stored or computed).
 #[derive(Debug)]
 struct Built {
     manifest: RawManifest,
@@ -96,7 +139,7 @@ struct Built {
 }
 
 /// A `docker save` archive as a read-only copy source (see the module docs:
-/// the manifest is computed). A reference is a `RepoTags` entry
+/// the OCI manifest it stores, else one computed). A reference is a `RepoTags` entry
 /// (`busybox:latest`, matched after Docker's normalisation), `@N` for the Nth
 /// image of `manifest.json`, or `""` for the only one.
 #[derive(Debug)]
@@ -104,6 +147,8 @@ pub struct DockerArchive {
     tar: Arc<TarIndex>,
     label: String,
     images: Vec<ManifestEntry>,
+    /// The OCI layout in the archive (Docker 25+), if it has one.
+    layout: Option<LayoutReader>,
     built: tokio::sync::Mutex<HashMap<usize, Arc<Built>>>,
 }
 
@@ -131,16 +176,22 @@ impl DockerArchive {
                 location: format!("docker-archive:{}", path.display()),
             });
         }
+        // An unreadable or foreign `oci-layout` only means the manifests are
+        // computed: `manifest.json` is what makes this a docker-archive.
+        let layout = LayoutReader::new(Store::Tar(tar.clone()), "docker-archive");
+        let layout = matches!(layout.has_layout_file().await, Ok(true)).then_some(layout);
         Ok(Self {
             label: format!("docker-archive:{}", path.display()),
             tar,
             images,
+            layout,
             built: tokio::sync::Mutex::new(HashMap::new()),
         })
     }
 
     /// Every image with each of its tags (`None` for an untagged image) and its
-    /// computed manifest's descriptor. Reads every layer.
+    /// manifest's descriptor. Reads every layer of an image whose manifest is
+    /// computed.
     pub async fn list(&self) -> Result<Vec<(Option<String>, Descriptor)>, LayoutError> {
         let mut out = Vec::new();
         for (i, image) in self.images.iter().enumerate() {
@@ -200,11 +251,16 @@ impl DockerArchive {
             .ok_or_else(unknown)
     }
 
-    /// Computes (once) the manifest of image `i`.
+    /// The manifest of image `i` (once): the stored one, else computed.
     async fn build(&self, i: usize) -> Result<Arc<Built>, LayoutError> {
         let mut built = self.built.lock().await;
         if let Some(done) = built.get(&i) {
             return Ok(done.clone());
+        }
+        if let Some(stored) = self.stored(&self.images[i]).await? {
+            let done = Arc::new(stored);
+            built.insert(i, done.clone());
+            return Ok(done);
         }
         let image = self.images[i].clone();
         let tar = self.tar.clone();
@@ -218,6 +274,60 @@ impl DockerArchive {
         let done = Arc::new(done);
         built.insert(i, done.clone());
         Ok(done)
+    }
+
+    /// The image manifest of the archive's OCI layout whose config and layers
+    /// are exactly `image`'s, if there is one (searched from `index.json`
+    /// through nested indexes; manifests that do not read or verify are
+    /// passed over).
+    async fn stored(&self, image: &ManifestEntry) -> Result<Option<Built>, LayoutError> {
+        let Some(layout) = &self.layout else {
+            return Ok(None);
+        };
+        let wanted: Option<Vec<Digest>> = std::iter::once(&image.config)
+            .chain(&image.layers)
+            .map(|name| digest_of_blob_name(name))
+            .collect();
+        let Some(wanted) = wanted else {
+            return Ok(None);
+        };
+        let mut queue = layout.entries().await?.unwrap_or_default();
+        let mut seen = HashSet::new();
+        while let Some(descriptor) = queue.pop() {
+            if seen.len() >= MAX_STORED_MANIFESTS || !seen.insert(descriptor.digest().clone()) {
+                continue;
+            }
+            let manifest = match layout.manifest(descriptor.digest()).await {
+                Ok(manifest) => manifest,
+                Err(e) => {
+                    tracing::debug!("{}: passing over {}: {e}", self.label, descriptor.digest());
+                    continue;
+                }
+            };
+            if manifest.is_index() {
+                queue.extend(manifest.children().iter().cloned());
+                continue;
+            }
+            let blobs = manifest.blobs();
+            if !blobs.iter().map(|d| d.digest()).eq(wanted.iter()) {
+                continue;
+            }
+            let mut spans = HashMap::new();
+            for descriptor in &blobs {
+                let rel = blob_rel(descriptor.digest(), &self.label)?;
+                match self.tar.resolve_file(&rel) {
+                    Some(span) if span.size == descriptor.size() => {
+                        spans.insert(descriptor.digest().clone(), span);
+                    }
+                    _ => return Ok(None),
+                }
+            }
+            return Ok(Some(Built {
+                manifest,
+                blobs: spans,
+            }));
+        }
+        Ok(None)
     }
 
     async fn find_blob(&self, digest: &Digest) -> Option<Span> {
@@ -252,26 +362,32 @@ fn build(tar: &TarIndex, label: &str, image: &ManifestEntry) -> Result<Built, La
     let config_span = locate(&image.config)?;
     let (config_digest, _) = hash_span(tar, config_span)?;
     blobs.insert(config_digest.clone(), config_span);
-    let mut layers = Vec::new();
+    let mut hashed = Vec::new();
     for layer in &image.layers {
         let span = locate(layer)?;
-        let (digest, gzip) = hash_span(tar, span)?;
+        let (digest, compression) = hash_span(tar, span)?;
         blobs.insert(digest.clone(), span);
-        layers.push(DescriptorJson {
-            media_type: if gzip {
-                media_types::DOCKER_LAYER_GZIP
-            } else {
-                DOCKER_LAYER_TAR
-            },
-            size: span.size,
-            digest: digest.to_string(),
-        });
+        hashed.push((digest, span.size, compression));
     }
+    let oci = hashed.iter().any(|(_, _, c)| *c == Compression::Zstd);
+    let layers = hashed
+        .iter()
+        .map(|(digest, size, compression)| DescriptorJson {
+            media_type: compression.media_type(oci),
+            size: *size,
+            digest: digest.to_string(),
+        })
+        .collect();
+    let (media_type, config_type) = if oci {
+        (media_types::OCI_MANIFEST, media_types::OCI_CONFIG)
+    } else {
+        (media_types::DOCKER_MANIFEST, media_types::DOCKER_CONFIG)
+    };
     let manifest = ManifestJson {
         schema_version: 2,
-        media_type: media_types::DOCKER_MANIFEST,
+        media_type,
         config: DescriptorJson {
-            media_type: media_types::DOCKER_CONFIG,
+            media_type: config_type,
             size: config_span.size,
             digest: config_digest.to_string(),
         },
@@ -281,24 +397,23 @@ fn build(tar: &TarIndex, label: &str, image: &ManifestEntry) -> Result<Built, La
         path: tar.path.clone(),
         reason: e.to_string(),
     })?;
-    let manifest =
-        RawManifest::parse(bytes.into(), Some(media_types::DOCKER_MANIFEST)).map_err(|source| {
-            LayoutError::Manifest {
-                location: label.to_owned(),
-                digest: "(computed)".to_owned(),
-                source: Box::new(source),
-            }
-        })?;
+    let manifest = RawManifest::parse(bytes.into(), Some(media_type)).map_err(|source| {
+        LayoutError::Manifest {
+            location: label.to_owned(),
+            digest: "(computed)".to_owned(),
+            source: Box::new(source),
+        }
+    })?;
     Ok(Built { manifest, blobs })
 }
 
-/// The sha256 of a span and whether it starts with the gzip magic.
-fn hash_span(tar: &TarIndex, span: Span) -> Result<(Digest, bool), LayoutError> {
+/// The sha256 of a span and its compression (from its first bytes).
+fn hash_span(tar: &TarIndex, span: Span) -> Result<(Digest, Compression), LayoutError> {
     let mut reader = tar.blocking_reader(span);
     let mut hasher = Hasher::Sha256(Default::default());
     let mut buffer = vec![0; 1 << 20];
     let mut first = true;
-    let mut gzip = false;
+    let mut compression = Compression::None;
     loop {
         let n = reader
             .read(&mut buffer)
@@ -307,12 +422,12 @@ fn hash_span(tar: &TarIndex, span: Span) -> Result<(Digest, bool), LayoutError> 
             break;
         }
         if first {
-            gzip = n >= 2 && buffer[0] == 0x1f && buffer[1] == 0x8b;
+            compression = Compression::sniff(&buffer[..n]);
             first = false;
         }
         hasher.update(&buffer[..n]);
     }
-    Ok((hasher.finish(), gzip))
+    Ok((hasher.finish(), compression))
 }
 
 #[async_trait]
@@ -334,7 +449,7 @@ impl Source for DockerArchive {
     async fn manifest(&self, digest: &Digest) -> Result<RawManifest, EndpointError> {
         self.find_manifest(digest).await.ok_or_else(|| {
             EndpointError::Other(format!(
-                "{}: no computed manifest {digest} (resolve the image first)",
+                "{}: no manifest {digest} (resolve the image first)",
                 self.label
             ))
         })
@@ -363,6 +478,9 @@ impl Source for DockerArchive {
 }
 
 // ------------------------------------------------------------------ writing
+
+/// Manifests of the archive's OCI layout looked at for one image, at most.
+const MAX_STORED_MANIFESTS: usize = 4096;
 
 /// `manifest.json` is read whole; larger is refused.
 pub(crate) const MAX_MANIFEST_JSON_BYTES: u64 = 16 * 1024 * 1024;

@@ -1385,13 +1385,13 @@ async fn docker_archives_are_written_one_platform_per_image() {
         amd64_config
     );
     assert_eq!(saved.repo_tags, ["app:1"]);
-    // Docker's reader computes another manifest of the same config and layers.
+    // mirror's docker-archive reader finds the stored manifest of that entry.
     let docker = DockerArchive::open(&file).await.unwrap();
     let resolved = docker.resolve("app:1").await.unwrap().unwrap();
-    assert_ne!(&resolved.digest, amd64.digest());
-    let computed = docker.manifest(&resolved.digest).await.unwrap();
+    assert_eq!(&resolved.digest, amd64.digest());
+    let stored = docker.manifest(&resolved.digest).await.unwrap();
     assert_eq!(
-        computed.blobs()[0].digest(),
+        stored.blobs()[0].digest(),
         &saved.image_id,
         "docker-archive readers see the same image ID"
     );
@@ -1442,4 +1442,151 @@ async fn docker_archives_are_written_one_platform_per_image() {
     let at = Location::parse(&format!("docker-archive:{}:@0", file.display())).unwrap();
     let err = mirror_layout::open_destination(&at).await.err().unwrap();
     assert!(err.to_string().contains("NAME:TAG"), "{err}");
+}
+
+/// A tar of `files` (name, bytes), in order.
+fn write_tar(path: &Path, files: &[(&str, &[u8])]) {
+    let mut builder = tar::Builder::new(std::fs::File::create(path).expect("writing a tar"));
+    for (name, bytes) in files {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, name, *bytes)
+            .expect("writing a tar");
+    }
+    builder.finish().expect("writing a tar");
+}
+
+fn blob_name(bytes: &[u8]) -> String {
+    let digest = mirror_oci::digest_of(bytes).to_string();
+    format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
+}
+
+/// A docker-archive that is also an OCI layout (mirror's writer, `docker
+/// save` since Docker 25) reads back with the registry's manifest, byte for
+/// byte, so its digest survives the round trip.
+#[tokio::test]
+async fn docker_archives_with_an_oci_layout_keep_the_manifest() {
+    let multi = image(ImageSpec::small("docker-keep", 312));
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("saved.tar");
+    let written = copy_platform(
+        layout(&multi.layout).await,
+        Arc::new(OciArchiveWriter::create_docker(&file).await.unwrap()),
+        "app:1",
+        Some("linux/arm64/v8"),
+    )
+    .await
+    .unwrap();
+
+    let archive = DockerArchive::open(&file).await.unwrap();
+    let resolved = archive.resolve("app:1").await.unwrap().unwrap();
+    assert_eq!(resolved.digest, written.digest);
+    let out = tmp.path().join("out");
+    let report = copy(
+        Arc::new(archive),
+        "app:1",
+        Arc::new(OciLayout::create(&out).await.unwrap()),
+        "back",
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.digest, written.digest);
+    let back = layout(&out).await;
+    let manifest = Source::manifest(&*back, &report.digest).await.unwrap();
+    assert_eq!(
+        manifest.bytes().as_ref(),
+        multi.read_blob(&written.digest).unwrap().as_slice(),
+        "the manifest, byte for byte"
+    );
+}
+
+/// Without a matching stored manifest the manifest is computed: a layout
+/// manifest naming other layers than the `manifest.json` entry is passed
+/// over, and a zstd layer (which Docker's schema 2 cannot name) makes the
+/// computed manifest an OCI one with a `tar+zstd` layer.
+#[tokio::test]
+async fn docker_archives_compute_what_they_do_not_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("saved.tar");
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let mut zstd = vec![0x28, 0xb5, 0x2f, 0xfd];
+    zstd.extend_from_slice(b"not really zstd, but nothing here decompresses it");
+    let gzip = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+    let other = b"another layer".to_vec();
+    let stored = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "size": config.len(), "digest": mirror_oci::digest_of(config).to_string()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "size": other.len(), "digest": mirror_oci::digest_of(&other).to_string()}],
+    }))
+    .unwrap();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "size": stored.len(), "digest": mirror_oci::digest_of(&stored).to_string()}],
+    }))
+    .unwrap();
+    let manifest_json = serde_json::to_vec(&serde_json::json!([{
+        "Config": blob_name(config),
+        "RepoTags": ["app:1"],
+        "Layers": [blob_name(&gzip), blob_name(&zstd)],
+    }]))
+    .unwrap();
+    write_tar(
+        &file,
+        &[
+            ("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
+            ("index.json", &index),
+            (&blob_name(&stored), &stored),
+            (&blob_name(config), config),
+            (&blob_name(&other), &other),
+            (&blob_name(&gzip), &gzip),
+            (&blob_name(&zstd), &zstd),
+            ("manifest.json", &manifest_json),
+        ],
+    );
+
+    let archive = DockerArchive::open(&file).await.unwrap();
+    let resolved = archive.resolve("app:1").await.unwrap().unwrap();
+    assert_ne!(resolved.digest, mirror_oci::digest_of(&stored));
+    let manifest = Source::manifest(&archive, &resolved.digest).await.unwrap();
+    let parsed: serde_json::Value = serde_json::from_slice(manifest.bytes()).unwrap();
+    assert_eq!(
+        parsed["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(
+        parsed["config"]["mediaType"],
+        "application/vnd.oci.image.config.v1+json"
+    );
+    let layers: Vec<(String, String)> = parsed["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["mediaType"].as_str().unwrap().to_owned(),
+                l["digest"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        layers,
+        [
+            (
+                "application/vnd.oci.image.layer.v1.tar+gzip".to_owned(),
+                mirror_oci::digest_of(&gzip).to_string()
+            ),
+            (
+                "application/vnd.oci.image.layer.v1.tar+zstd".to_owned(),
+                mirror_oci::digest_of(&zstd).to_string()
+            ),
+        ]
+    );
 }
