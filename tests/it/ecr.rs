@@ -353,20 +353,31 @@ async fn immutable_tags_skip_or_conflict() {
     );
 }
 
+/// Stand-ins whose gate answers 429 above `limit` manifest PUTs a second,
+/// with a python-like image (seed `seed`) on the hub as `python:TAG`.
+async fn throttled_python(
+    limit: u32,
+    seed: u64,
+    tag: &str,
+) -> (Aws, mirror_testkit::GeneratedImage) {
+    let aws = aws(EcrOptions {
+        manifest_puts_per_second: Some(limit),
+        ..EcrOptions::default()
+    })
+    .await;
+    let img = image(ImageSpec::python_like_variant(seed)).await;
+    aws.hub
+        .seed(&img, "library/python", tag)
+        .await
+        .expect("seed");
+    (aws, img)
+}
+
 /// A short token lifetime makes mirror fetch new ECR credentials mid-run;
 /// throttled manifest PUTs (429) are backed off and retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_refresh_and_manifest_throttling() {
-    let aws = aws(EcrOptions {
-        manifest_puts_per_second: Some(2),
-        ..EcrOptions::default()
-    })
-    .await;
-    let img = image(ImageSpec::python_like_variant(21)).await;
-    aws.hub
-        .seed(&img, "library/python", "3.11")
-        .await
-        .expect("seed");
+    let (aws, img) = throttled_python(2, 21, "3.11").await;
 
     let out = aws
         .mirror([
@@ -405,16 +416,7 @@ async fn token_refresh_and_manifest_throttling() {
 /// unit-tested in mirror-ecr.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manifest_puts_paced_to_the_quota_are_never_throttled() {
-    let aws = aws(EcrOptions {
-        manifest_puts_per_second: Some(3),
-        ..EcrOptions::default()
-    })
-    .await;
-    let img = image(ImageSpec::python_like_variant(22)).await;
-    aws.hub
-        .seed(&img, "library/python", "3.12")
-        .await
-        .expect("seed");
+    let (aws, img) = throttled_python(3, 22, "3.12").await;
 
     let out = aws
         .mirror(["python:3.12", "--manifest-puts-per-second", "3", "--json"])

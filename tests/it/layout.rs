@@ -408,26 +408,16 @@ async fn mirror_reads_an_archive_skopeo_wrote() {
     let scratch = Scratch::new("skopeo-archive");
     let archive = scratch.path().join("skopeo.tar");
 
-    let program = mirror_testkit::require_tool("skopeo", "skopeo").expect("skopeo");
-    let output = tokio::process::Command::new(program)
-        .args([
-            "copy",
-            "--all",
-            "--preserve-digests",
-            "--src-tls-verify=false",
-            "--src-no-creds",
-        ])
-        .arg(format!("docker://{}/app:v3", src.host()))
-        .arg(loc("oci-archive", &archive, Some("v3")))
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run skopeo copy");
-    assert!(
-        output.status.success(),
-        "skopeo copy failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    skopeo(&[
+        "copy",
+        "--all",
+        "--preserve-digests",
+        "--src-tls-verify=false",
+        "--src-no-creds",
+        &format!("docker://{}/app:v3", src.host()),
+        &loc("oci-archive", &archive, Some("v3")),
+    ])
+    .await;
 
     assert_eq!(
         inspect_local(&loc("oci-archive", &archive, None)).await,
@@ -459,20 +449,14 @@ async fn mirror_reads_a_docker_archive_skopeo_wrote() {
     let scratch = Scratch::new("docker-archive");
     let archive = scratch.path().join("saved.tar");
 
-    let program = mirror_testkit::require_tool("skopeo", "skopeo").expect("skopeo");
-    let output = tokio::process::Command::new(program)
-        .args(["copy", "--src-tls-verify=false", "--src-no-creds"])
-        .arg(format!("docker://{}/app:v1", src.host()))
-        .arg(format!("docker-archive:{}:app:v1", archive.display()))
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run skopeo copy");
-    assert!(
-        output.status.success(),
-        "skopeo copy failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--src-no-creds",
+        &format!("docker://{}/app:v1", src.host()),
+        &format!("docker-archive:{}:app:v1", archive.display()),
+    ])
+    .await;
 
     let out = Mirror::copy(
         &format!("docker-archive:{}", archive.display()),

@@ -42,7 +42,7 @@ use crate::transport::validate_tag;
 /// blobs are written side by side (content-addressed, temp file and rename),
 /// while creating the layout and each `index.json` update (read, merge,
 /// replace) hold the layout's lock, in this process and across processes
-/// (an advisory `flock` on [`LOCK_FILE`] inside the layout).
+/// (an advisory `flock` on `.mirror.lock` inside the layout).
 #[derive(Debug, Clone)]
 pub struct OciLayout {
     root: PathBuf,
@@ -142,7 +142,7 @@ impl OciLayout {
     }
 
     /// The layout's write lock, in this process and across processes (see
-    /// [`LOCK_FILE`]); creates the directory.
+    /// `.mirror.lock`); creates the directory.
     async fn lock(&self) -> Result<Held, LayoutError> {
         hold(
             &self.root,
