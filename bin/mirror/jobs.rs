@@ -92,6 +92,28 @@ struct EcrRegion {
 /// `expiresAt` GetAuthorizationToken returns (refresh happens at half of it).
 const TOKEN_LIFETIME_ENV: &str = "MIRROR_ECR_TOKEN_LIFETIME_SECS";
 
+/// What a user without AWS can run instead of `mirror IMAGE...`: the first
+/// image into a local archive named after it (it needs no credentials).
+fn without_aws(images: &[String]) -> String {
+    let image = images.first().map_or("IMAGE", String::as_str);
+    if ["oci:", "oci-archive:", "docker-archive:"]
+        .iter()
+        .any(|t| image.starts_with(t))
+    {
+        return format!(
+            "without AWS, `mirror copy {image} HOST/REPO:TAG` copies it to any other registry"
+        );
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    let stem = last
+        .split([':', '@'])
+        .find(|part| !part.is_empty() && !part.starts_with('.'))
+        .unwrap_or("image");
+    format!(
+        "without AWS, `mirror copy {image} oci-archive:{stem}.tar` copies it into a local archive (or give any registry as DST)"
+    )
+}
+
 async fn ecr_region(region: Option<&str>, puts_per_second: f64) -> Result<EcrRegion, Failure> {
     let config = mirror_ecr::aws_config(region).await;
     if config.region().is_none() {
@@ -238,16 +260,21 @@ pub(crate) async fn mirror_to_ecr(args: MirrorArgs, quiet: bool) -> Result<(), F
         )));
     }
     let settings = settings(&args.ecr)?;
+    let without_aws = without_aws(&args.images);
     let region = ecr_region(
         args.ecr.region.as_deref(),
         args.ecr.manifest_puts_per_second,
     )
-    .await?;
+    .await
+    .map_err(|f| Failure {
+        message: format!("{}; {without_aws}", f.message),
+        ..f
+    })?;
     let registry = region.auth.registry().await.map_err(|e| match e {
-        mirror_ecr::EcrError::NoCredentials { .. } => Failure::transfer(e.to_string()),
-        _ => Failure::transfer(format!(
-            "{e}\n  hint: without AWS, copy to any registry with `mirror copy SRC DST`"
-        )),
+        mirror_ecr::EcrError::NoCredentials { .. } => {
+            Failure::transfer(format!("{e}; {without_aws}"))
+        }
+        _ => Failure::transfer(format!("{e}\n  hint: {without_aws}")),
     })?;
     let mut jobs = Vec::new();
     for image in &args.images {

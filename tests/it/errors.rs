@@ -250,3 +250,53 @@ async fn platform_not_in_the_index_is_an_error() {
     );
     assert_no_manifest(&dst.host(), "app", "v1", &ANON).await;
 }
+
+/// A newcomer without AWS runs the headline command: one `error:` line that
+/// says what is missing and names the command that works without it (the
+/// same image into a local archive), exit 2 without a region and 1 without
+/// credentials; a local build gets a registry as the alternative.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_headline_command_without_aws_names_what_works_without_it() {
+    let without_aws = |args: &[&str]| {
+        Mirror::new(args.iter().copied())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .run()
+    };
+    let no_region = without_aws(&["python:3.10-slim-buster"]).await;
+    let no_credentials = without_aws(&["python:3.10-slim-buster", "--region", "us-east-1"]).await;
+    let local = without_aws(&["oci:./out:latest", "--to", "backend-flask"]).await;
+    for (out, code, missing, instead) in [
+        (
+            &no_region,
+            2,
+            "no AWS region configured",
+            "`mirror copy python:3.10-slim-buster oci-archive:python.tar`",
+        ),
+        (
+            &no_credentials,
+            1,
+            "no AWS credentials found",
+            "`mirror copy python:3.10-slim-buster oci-archive:python.tar`",
+        ),
+        (
+            &local,
+            2,
+            "no AWS region configured",
+            "`mirror copy oci:./out:latest HOST/REPO:TAG`",
+        ),
+    ] {
+        out.expect_code(code);
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line\n{}", out.describe());
+        assert!(
+            lines[0].starts_with("error: ") && lines[0].contains(missing),
+            "{}",
+            out.describe()
+        );
+        assert!(
+            lines[0].contains(&format!("without AWS, {instead}")),
+            "{}",
+            out.describe()
+        );
+    }
+}

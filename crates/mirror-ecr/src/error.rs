@@ -10,9 +10,10 @@ pub enum EcrError {
         action: &'static str,
         message: String,
     },
-    /// One line on purpose: it is what a newcomer without AWS sees first.
+    /// One line on purpose: it is what a newcomer without AWS sees first (the
+    /// CLI adds what to run instead).
     #[error(
-        "no AWS credentials found (tried environment, profiles, SSO, web identity, ECS, IMDS): set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; without AWS, `mirror copy SRC DST` copies to any registry"
+        "no AWS credentials found (tried environment, profiles, SSO, web identity, ECS, IMDS): set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
     )]
     NoCredentials { message: String },
     #[error("repository {name} does not exist and --no-create forbids creating it")]
