@@ -149,6 +149,8 @@ pub struct DockerArchive {
     images: Vec<ManifestEntry>,
     /// The OCI layout in the archive (Docker 25+), if it has one.
     layout: Option<LayoutReader>,
+    /// Its image manifests, read on first use.
+    stored: tokio::sync::OnceCell<Vec<RawManifest>>,
     built: tokio::sync::Mutex<HashMap<usize, Arc<Built>>>,
 }
 
@@ -185,6 +187,7 @@ impl DockerArchive {
             tar,
             images,
             layout,
+            stored: tokio::sync::OnceCell::new(),
             built: tokio::sync::Mutex::new(HashMap::new()),
         })
     }
@@ -277,13 +280,8 @@ impl DockerArchive {
     }
 
     /// The image manifest of the archive's OCI layout whose config and layers
-    /// are exactly `image`'s, if there is one (searched from `index.json`
-    /// through nested indexes; manifests that do not read or verify are
-    /// passed over).
+    /// are exactly `image`'s, if there is one.
     async fn stored(&self, image: &ManifestEntry) -> Result<Option<Built>, LayoutError> {
-        let Some(layout) = &self.layout else {
-            return Ok(None);
-        };
         let wanted: Option<Vec<Digest>> = std::iter::once(&image.config)
             .chain(&image.layers)
             .map(|name| digest_of_blob_name(name))
@@ -291,43 +289,57 @@ impl DockerArchive {
         let Some(wanted) = wanted else {
             return Ok(None);
         };
+        let stored = self
+            .stored
+            .get_or_try_init(|| self.stored_manifests())
+            .await?;
+        let Some(manifest) = stored
+            .iter()
+            .find(|m| m.blobs().iter().map(|d| d.digest()).eq(wanted.iter()))
+        else {
+            return Ok(None);
+        };
+        let mut spans = HashMap::new();
+        for descriptor in manifest.blobs() {
+            let rel = blob_rel(descriptor.digest(), &self.label)?;
+            match self.tar.resolve_file(&rel) {
+                Some(span) if span.size == descriptor.size() => {
+                    spans.insert(descriptor.digest().clone(), span);
+                }
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(Built {
+            manifest: manifest.clone(),
+            blobs: spans,
+        }))
+    }
+
+    /// Every image manifest of the archive's OCI layout (none without one),
+    /// read once: from `index.json` through nested indexes; manifests that do
+    /// not read or verify are passed over.
+    async fn stored_manifests(&self) -> Result<Vec<RawManifest>, LayoutError> {
+        let Some(layout) = &self.layout else {
+            return Ok(Vec::new());
+        };
+        let mut images = Vec::new();
         let mut queue = layout.entries().await?.unwrap_or_default();
         let mut seen = HashSet::new();
         while let Some(descriptor) = queue.pop() {
             if seen.len() >= MAX_STORED_MANIFESTS || !seen.insert(descriptor.digest().clone()) {
                 continue;
             }
-            let manifest = match layout.manifest(descriptor.digest()).await {
-                Ok(manifest) => manifest,
+            match layout.manifest(descriptor.digest()).await {
+                Ok(manifest) if manifest.is_index() => {
+                    queue.extend(manifest.children().iter().cloned());
+                }
+                Ok(manifest) => images.push(manifest),
                 Err(e) => {
                     tracing::debug!("{}: passing over {}: {e}", self.label, descriptor.digest());
-                    continue;
-                }
-            };
-            if manifest.is_index() {
-                queue.extend(manifest.children().iter().cloned());
-                continue;
-            }
-            let blobs = manifest.blobs();
-            if !blobs.iter().map(|d| d.digest()).eq(wanted.iter()) {
-                continue;
-            }
-            let mut spans = HashMap::new();
-            for descriptor in &blobs {
-                let rel = blob_rel(descriptor.digest(), &self.label)?;
-                match self.tar.resolve_file(&rel) {
-                    Some(span) if span.size == descriptor.size() => {
-                        spans.insert(descriptor.digest().clone(), span);
-                    }
-                    _ => return Ok(None),
                 }
             }
-            return Ok(Some(Built {
-                manifest,
-                blobs: spans,
-            }));
         }
-        Ok(None)
+        Ok(images)
     }
 
     async fn find_blob(&self, digest: &Digest) -> Option<Span> {
@@ -479,7 +491,7 @@ impl Source for DockerArchive {
 
 // ------------------------------------------------------------------ writing
 
-/// Manifests of the archive's OCI layout looked at for one image, at most.
+/// Manifests of the archive's OCI layout read, at most.
 const MAX_STORED_MANIFESTS: usize = 4096;
 
 /// `manifest.json` is read whole; larger is refused.
