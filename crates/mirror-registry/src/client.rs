@@ -1,7 +1,12 @@
 //! The request loop every registry call goes through: per-host state, auth
 //! (challenge, token cache with single flight, Basic), retries with backoff and
-//! `Retry-After`, a bound on requests per host, redirects that never carry the
-//! registry's credentials to another host, and plain HTTP only where allowed.
+//! `Retry-After`, a bound on requests per host, plain HTTP only where allowed,
+//! and credentials only for URLs on the registry itself: redirects, upload
+//! `Location`s and tag-list pages on another host never carry them.
+//!
+//! [`RegistryClient::execute`] reads as its steps: wait for the first request
+//! to learn the auth scheme, take a permit, authorize, build, send, then judge
+//! the answer (auth challenge, redirect, final, or transient) and back off.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,15 +20,16 @@ use reqwest::header::{
     AUTHORIZATION, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use reqwest::{Method, StatusCode};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, warn};
 use url::Url;
 
-use crate::auth::{Scheme, Scopes, Token, TokenResponse, parse_challenge};
+use crate::auth::{Scheme, Scopes, parse_challenge};
 use crate::credentials::{CredentialProvider, CredentialStore, Credentials};
 use crate::error::{Operation, RegistryError, decode_error_body};
+use crate::host::{Host, Identity, Salt, lock};
 use crate::ratelimit::RateLimit;
-use crate::redact::redact_url;
+use crate::redact::{redact_text, redact_url};
 use crate::repository::Repository;
 use crate::stats::RequestStats;
 
@@ -50,13 +56,35 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    fn delays(&self) -> impl Iterator<Item = Duration> + use<> {
+    pub(crate) fn delays(&self) -> impl Iterator<Item = Duration> + Send + use<> {
         ExponentialBuilder::default()
             .with_jitter()
             .with_min_delay(self.min_delay)
             .with_max_delay(self.max_delay)
             .with_max_times(self.max_attempts.saturating_sub(1) as usize)
             .build()
+    }
+}
+
+/// Bounds on listing a repository's tags, so that a hostile or broken
+/// registry cannot page forever or fill memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TagListLimits {
+    /// Pages followed through `Link` headers, the first included.
+    pub max_pages: usize,
+    /// Tags in all pages together.
+    pub max_tags: usize,
+    /// Bytes of one page's body.
+    pub max_page_bytes: usize,
+}
+
+impl Default for TagListLimits {
+    fn default() -> Self {
+        Self {
+            max_pages: 10_000,
+            max_tags: 1_000_000,
+            max_page_bytes: 32 * 1024 * 1024,
+        }
     }
 }
 
@@ -72,12 +100,14 @@ pub struct ClientOptions {
     /// endpoints, proxies, test stand-ins). Credentials stay keyed by `host`.
     pub endpoints: HashMap<String, Url>,
     pub retry: RetryPolicy,
-    /// Requests in flight per registry host.
+    /// Requests in flight per registry host and direction (reads and writes
+    /// have a budget each; see the `host` module for why).
     pub max_requests_per_host: usize,
     pub user_agent: String,
     pub connect_timeout: Duration,
     /// Longest silence while reading a response before giving up on it.
     pub read_timeout: Duration,
+    pub tag_list: TagListLimits,
 }
 
 impl Default for ClientOptions {
@@ -91,6 +121,7 @@ impl Default for ClientOptions {
             user_agent: format!("mirror/{}", env!("CARGO_PKG_VERSION")),
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(120),
+            tag_list: TagListLimits::default(),
         }
     }
 }
@@ -116,58 +147,46 @@ pub(crate) struct Call {
     pub body: CallBody,
     pub scopes: Scopes,
     pub follow_redirects: bool,
+    /// Give up after the first transient failure (best-effort clean-ups).
+    pub once: bool,
 }
 
 /// A response and the per-host request permit it holds until dropped.
 pub(crate) struct Answer {
     pub response: reqwest::Response,
     pub permit: OwnedSemaphorePermit,
+    /// The call it answers, to name it in an error.
+    operation: Operation,
+    target: String,
+    method: Method,
 }
 
-/// Everything known about one registry host for one set of credentials.
-pub(crate) struct Host {
-    /// The host as named in references (`docker.io` maps to `registry-1.docker.io`).
-    pub name: String,
-    base: Mutex<Url>,
-    insecure: bool,
-    scheme: Mutex<Scheme>,
-    probe: tokio::sync::Mutex<()>,
-    explicit: Option<Credentials>,
-    provider: Option<Arc<dyn CredentialProvider>>,
-    credentials: tokio::sync::OnceCell<Option<Credentials>>,
-    tokens: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Token>>>>>,
-    permits: Arc<Semaphore>,
-    rate_limit: Mutex<Option<RateLimit>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl Host {
-    pub fn base(&self) -> Url {
-        lock(&self.base).clone()
+impl Answer {
+    fn new(call: &Call, response: reqwest::Response, permit: OwnedSemaphorePermit) -> Self {
+        Self {
+            response,
+            permit,
+            operation: call.operation,
+            target: call.target.clone(),
+            method: call.method.clone(),
+        }
     }
 
-    fn scheme(&self) -> Scheme {
-        lock(&self.scheme).clone()
-    }
-
-    pub fn rate_limit(&self) -> Option<RateLimit> {
-        *lock(&self.rate_limit)
-    }
-
-    /// Whether a URL is served by this registry (credentials may go there).
-    fn owns(&self, url: &Url) -> bool {
-        let base = self.base();
-        url.scheme() == base.scheme()
-            && url.host_str() == base.host_str()
-            && url.port_or_known_default() == base.port_or_known_default()
+    /// An answer the caller did not expect, as an error naming the call.
+    pub async fn into_error(self, host: &Host) -> RegistryError {
+        error_answer(
+            host,
+            self.operation,
+            &self.target,
+            &self.method,
+            self.response,
+        )
+        .await
     }
 }
 
-/// A host's state is keyed by its name and the credentials used there.
-type HostKey = (String, Option<String>);
+/// A host's state is keyed by its name and who it is used as.
+type HostKey = (String, Identity);
 
 /// A reqwest client built on first use; `roots: None` accepts any certificate
 /// (only for hosts named by `--insecure-registry`).
@@ -209,19 +228,58 @@ impl LazyClient {
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     secure: LazyClient,
     insecure: LazyClient,
-    options: ClientOptions,
+    pub options: ClientOptions,
     hosts: Mutex<HashMap<HostKey, Arc<Host>>>,
-    store: CredentialStore,
-    stats: Arc<RequestStats>,
+    salt: Salt,
+    pub store: CredentialStore,
+    pub stats: Arc<RequestStats>,
 }
 
 /// A client for any number of registries; cheap to clone.
 #[derive(Clone)]
 pub struct RegistryClient {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// How one call stands between its attempts.
+struct Attempts {
+    started: Instant,
+    delays: Box<dyn Iterator<Item = Duration> + Send>,
+    count: u32,
+    /// A stream body is sent once: such a call is never tried again.
+    replayable: bool,
+    reauthenticated: bool,
+    stale_token: Option<String>,
+}
+
+/// What one attempt came to.
+enum Outcome {
+    /// An answer for the caller: a success, or an error status that is not transient.
+    Answer(Answer),
+    /// Send again at once, not counted as an attempt: the auth scheme or the
+    /// transport was learnt.
+    Again,
+    /// A failure that waiting may cure; `retry_after` is the server's wish.
+    Transient {
+        error: RegistryError,
+        retry_after: Option<Duration>,
+    },
+    /// Final.
+    Failed(RegistryError),
+}
+
+/// What an attempt holds while its answer is judged.
+struct Sent<'host> {
+    permit: OwnedSemaphorePermit,
+    /// Held by the request that learns the host's auth scheme.
+    probe: Option<tokio::sync::MutexGuard<'host, ()>>,
+    authorization: Option<String>,
+    /// The URL is on the registry (credentials went with it).
+    on_registry: bool,
+    at: Instant,
 }
 
 impl RegistryClient {
@@ -252,6 +310,7 @@ impl RegistryClient {
                 insecure,
                 options,
                 hosts: Mutex::new(HashMap::new()),
+                salt: Salt::new(),
                 store,
                 stats: Arc::new(RequestStats::default()),
             }),
@@ -301,23 +360,14 @@ impl RegistryClient {
         credentials: Option<Credentials>,
         provider: Option<Arc<dyn CredentialProvider>>,
     ) -> Result<Arc<Host>, RegistryError> {
-        let key = (
-            name.to_owned(),
-            match &provider {
-                Some(p) => Some(format!("provider:{:p}", Arc::as_ptr(p).cast::<()>())),
-                None => credentials.as_ref().map(|c| format!("{c:?}")),
-            },
-        );
+        let identity = Identity::of(credentials.as_ref(), provider.as_ref(), self.inner.salt);
+        let key = (name.to_owned(), identity);
         let mut hosts = lock(&self.inner.hosts);
         if let Some(host) = hosts.get(&key) {
             return Ok(host.clone());
         }
-        let insecure = self
-            .inner
-            .options
-            .insecure_registries
-            .iter()
-            .any(|h| h == name);
+        let options = &self.inner.options;
+        let insecure = options.insecure_registries.iter().any(|h| h == name);
         // Docker Hub's API host answers to the names users write, too.
         let aliases: &[&str] = if name == "registry-1.docker.io" {
             &["docker.io", "index.docker.io"]
@@ -326,37 +376,27 @@ impl RegistryClient {
         };
         let mapped = std::iter::once(name)
             .chain(aliases.iter().copied())
-            .find_map(|n| self.inner.options.endpoints.get(n));
+            .find_map(|n| options.endpoints.get(n));
         let base = match mapped {
             Some(url) => url.clone(),
             None => Url::parse(&format!("https://{name}/")).map_err(|e| {
                 RegistryError::Setup(format!("`{name}` is not a usable registry host: {e}"))
             })?,
         };
-        let host = Arc::new(Host {
-            name: name.to_owned(),
-            base: Mutex::new(base),
+        let host = Arc::new(Host::new(
+            name,
+            base,
             insecure,
-            scheme: Mutex::new(if provider.as_ref().is_some_and(|p| p.preemptive_basic()) {
-                Scheme::Basic
-            } else {
-                Scheme::Unknown
-            }),
-            probe: tokio::sync::Mutex::new(()),
-            explicit: credentials,
+            credentials,
             provider,
-            credentials: tokio::sync::OnceCell::new(),
-            tokens: Mutex::new(HashMap::new()),
-            permits: Arc::new(Semaphore::new(
-                self.inner.options.max_requests_per_host.max(1),
-            )),
-            rate_limit: Mutex::new(None),
-        });
+            options.max_requests_per_host,
+        ));
         hosts.insert(key, host.clone());
         Ok(host)
     }
 
-    fn http_for(&self, host: &Host) -> Result<&reqwest::Client, RegistryError> {
+    /// The HTTP client for the registry itself.
+    pub(crate) fn http_for(&self, host: &Host) -> Result<&reqwest::Client, RegistryError> {
         if host.insecure {
             self.inner.insecure.get()
         } else {
@@ -364,220 +404,19 @@ impl RegistryClient {
         }
     }
 
-    async fn credentials(&self, host: &Host) -> Result<Option<Credentials>, RegistryError> {
-        if let Some(c) = &host.explicit {
-            return Ok(Some(c.clone()));
-        }
-        if let Some(provider) = &host.provider {
-            return provider.credentials().await.map(Some);
-        }
-        let found = host
-            .credentials
-            .get_or_try_init(|| async {
-                let registry = if host.name == "registry-1.docker.io" {
-                    "docker.io"
-                } else {
-                    host.name.as_str()
-                };
-                self.inner.store.lookup(registry).await
-            })
-            .await?;
-        Ok(found.clone())
-    }
-
-    /// The Authorization header for a request, fetching a token if needed.
-    async fn authorization(
-        &self,
-        host: &Host,
-        scopes: &Scopes,
-        stale: Option<&str>,
-    ) -> Result<Option<String>, RegistryError> {
-        let credentials = match host.scheme() {
-            Scheme::Unknown | Scheme::Anonymous => return Ok(None),
-            Scheme::Basic => self.credentials(host).await?,
-            Scheme::Bearer { realm, service } => {
-                let token = self
-                    .token(host, &realm, service.as_deref(), scopes, stale)
-                    .await?;
-                return Ok(Some(format!("Bearer {token}")));
-            }
+    /// The HTTP client for a URL on another host (a storage host, an upload
+    /// location elsewhere): unverified TLS only if that host itself is
+    /// named by `--insecure-registry`.
+    fn http_for_other(&self, url: &Url) -> Result<&reqwest::Client, RegistryError> {
+        let address = match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => String::new(),
         };
-        match credentials {
-            Some(Credentials::Bearer(token)) => Ok(Some(format!("Bearer {token}"))),
-            Some(c) => Ok(c.basic_header()),
-            None => Err(RegistryError::Auth {
-                host: host.name.clone(),
-                detail: "the registry requires a username and password and none were found".to_owned(),
-                hint: "pass --src-creds/--dest-creds USER:PASSWORD, or run `docker login` for this registry".to_owned(),
-            }),
-        }
-    }
-
-    /// A bearer token for these scopes: cached, refreshed before expiry, and
-    /// single-flight (concurrent callers wait for one token request).
-    async fn token(
-        &self,
-        host: &Host,
-        realm: &str,
-        service: Option<&str>,
-        scopes: &Scopes,
-        stale: Option<&str>,
-    ) -> Result<String, RegistryError> {
-        let slot = lock(&host.tokens).entry(scopes.key()).or_default().clone();
-        let mut current = slot.lock().await;
-        if let Some(token) = current.as_ref()
-            && token.is_fresh()
-            && stale != Some(token.value.as_str())
-        {
-            return Ok(token.value.clone());
-        }
-        let credentials = self.credentials(host).await?;
-        if let Some(Credentials::Bearer(token)) = &credentials {
-            return Ok(token.clone());
-        }
-        let token = self
-            .fetch_token(host, realm, service, scopes, credentials.as_ref())
-            .await?;
-        let value = token.value.clone();
-        *current = Some(token);
-        Ok(value)
-    }
-
-    async fn fetch_token(
-        &self,
-        host: &Host,
-        realm: &str,
-        service: Option<&str>,
-        scopes: &Scopes,
-        credentials: Option<&Credentials>,
-    ) -> Result<Token, RegistryError> {
-        let auth_error = |detail: String, hint: &str| RegistryError::Auth {
-            host: host.name.clone(),
-            detail,
-            hint: hint.to_owned(),
-        };
-        let mut url = Url::parse(realm).map_err(|_| {
-            auth_error(
-                format!("the registry named `{realm}` as its token server, which is not a URL"),
-                "check the registry's auth configuration",
-            )
-        })?;
-        if url.scheme() == "http" && credentials.is_some() && !host.insecure {
-            return Err(auth_error(
-                format!(
-                    "the token server {} is plain HTTP; credentials are not sent over it",
-                    redact_url(&url)
-                ),
-                "use an HTTPS token server, or name the registry with --insecure-registry if this is a test setup",
-            ));
-        }
-        let http = self.http_for(host)?;
-        let mut delays = self.inner.options.retry.delays();
-        loop {
-            let request = match credentials {
-                Some(Credentials::IdentityToken { token, .. }) => {
-                    let mut form = vec![
-                        ("grant_type", "refresh_token".to_owned()),
-                        ("refresh_token", token.clone()),
-                        ("client_id", "mirror".to_owned()),
-                        ("scope", scopes.0.join(" ")),
-                    ];
-                    if let Some(s) = service {
-                        form.push(("service", s.to_owned()));
-                    }
-                    let body = url::form_urlencoded::Serializer::new(String::new())
-                        .extend_pairs(form)
-                        .finish();
-                    http.post(url.clone())
-                        .header("content-type", "application/x-www-form-urlencoded")
-                        .body(body)
-                }
-                _ => {
-                    {
-                        let mut pairs = url.query_pairs_mut();
-                        pairs.clear();
-                        if let Some(s) = service {
-                            pairs.append_pair("service", s);
-                        }
-                        for scope in &scopes.0 {
-                            pairs.append_pair("scope", scope);
-                        }
-                    }
-                    let mut request = http.get(url.clone());
-                    if let Some(header) = credentials.and_then(Credentials::basic_header) {
-                        request = request.header(AUTHORIZATION, header);
-                    }
-                    request
-                }
-            };
-            self.inner
-                .stats
-                .token
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let started = Instant::now();
-            let result = request.send().await;
-            let transient = match result {
-                Ok(response) if response.status().is_success() => {
-                    debug!(url = %redact_url(&url), elapsed = ?started.elapsed(), "token");
-                    let body = response.bytes().await.map_err(|e| {
-                        auth_error(format!("reading the token answer failed: {e}"), "retry")
-                    })?;
-                    let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
-                        auth_error(
-                            "the token server answered something that is not a token".to_owned(),
-                            "check the registry's auth configuration",
-                        )
-                    })?;
-                    return parsed.into_token().ok_or_else(|| {
-                        auth_error(
-                            "the token server answered without a token".to_owned(),
-                            "check the registry's auth configuration",
-                        )
-                    });
-                }
-                Ok(response) if is_transient_status(response.status()) => {
-                    format!("token server answered {}", response.status())
-                }
-                Ok(response) => {
-                    let status = response.status();
-                    let body = response.bytes().await.unwrap_or_default();
-                    let (_, message) = decode_error_body(&body);
-                    let hint = if credentials.is_some() {
-                        "the credentials were refused: check the username and password or token (--src-creds/--dest-creds, docker login)"
-                    } else {
-                        "the registry wants credentials for this repository: pass --src-creds/--dest-creds or run `docker login`"
-                    };
-                    return Err(auth_error(
-                        format!(
-                            "token server answered {status} for {}{}",
-                            scopes.key(),
-                            if message.is_empty() {
-                                String::new()
-                            } else {
-                                format!(": {message}")
-                            }
-                        ),
-                        hint,
-                    ));
-                }
-                Err(e) => format!("token request failed: {e}"),
-            };
-            match delays.next() {
-                Some(delay) => {
-                    self.inner
-                        .stats
-                        .retries
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    warn!(host = %host.name, "{transient}; retrying in {delay:?}");
-                    tokio::time::sleep(delay).await;
-                }
-                None => {
-                    return Err(auth_error(
-                        transient,
-                        "the token server keeps failing; retry later",
-                    ));
-                }
-            }
+        if self.inner.options.insecure_registries.contains(&address) {
+            self.inner.insecure.get()
+        } else {
+            self.inner.secure.get()
         }
     }
 
@@ -588,221 +427,383 @@ impl RegistryClient {
         host: &Host,
         mut call: Call,
     ) -> Result<Answer, RegistryError> {
-        let started = Instant::now();
         let policy = &self.inner.options.retry;
-        let mut delays = policy.delays();
-        let mut attempts = 0u32;
-        let mut reauthenticated = false;
-        let mut stale_token: Option<String> = None;
-        let mut last_error: Option<RegistryError> = None;
+        let mut attempts = Attempts {
+            started: Instant::now(),
+            delays: Box::new(policy.delays()),
+            count: 0,
+            replayable: true,
+            reauthenticated: false,
+            stale_token: None,
+        };
         loop {
-            attempts += 1;
-            // The first request to a host learns its auth scheme; make concurrent
-            // first requests wait for it instead of all collecting a 401.
-            let probe_guard = if host.scheme() == Scheme::Unknown {
-                let guard = host.probe.lock().await;
-                (host.scheme() == Scheme::Unknown).then_some(guard)
-            } else {
-                None
-            };
-            let permit = host
-                .permits
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| RegistryError::Setup("request limiter closed".to_owned()))?;
-            let authorization = self
-                .authorization(host, &call.scopes, stale_token.as_deref())
-                .await?;
-            let body = match std::mem::replace(&mut call.body, CallBody::Empty) {
-                CallBody::Empty => None,
-                CallBody::Bytes(bytes) => {
-                    call.body = CallBody::Bytes(bytes.clone());
-                    Some((reqwest::Body::from(bytes.clone()), bytes.len() as u64))
-                }
-                CallBody::Stream(stream, length) => stream
-                    .into_inner()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .map(|stream| (reqwest::Body::wrap_stream(stream), length)),
-            };
-            let replayable = !matches!(call.body, CallBody::Empty) || body.is_none();
-            let mut request = self
-                .http_for(host)?
-                .request(call.method.clone(), call.url.clone())
-                .headers(call.headers.clone());
-            if let Some(value) = &authorization {
-                request = request.header(AUTHORIZATION, value);
-            }
-            if let Some((body, length)) = body {
-                request = request
-                    .header(reqwest::header::CONTENT_LENGTH, length)
-                    .body(body);
-            } else if matches!(call.method, Method::PUT | Method::POST | Method::PATCH) {
-                request = request.header(reqwest::header::CONTENT_LENGTH, 0);
-            }
-            let sent = Instant::now();
-            let result = request.send().await;
-            let tls_fallback = matches!(&result, Err(source) if host.insecure
-                && call.url.scheme() == "https"
-                && (source.is_connect() || source.is_request()));
-            if !tls_fallback {
-                // A TLS handshake refused by a plain-HTTP host never became a request.
-                self.inner.stats.count(&call.method);
-            }
-            let error = match result {
-                Err(source) => {
-                    if tls_fallback {
-                        // A host allowed to be insecure that does not speak TLS: plain HTTP from now on.
-                        let mut base = lock(&host.base);
-                        let _ = base.set_scheme("http");
-                        drop(base);
-                        let _ = call.url.set_scheme("http");
-                        debug!(host = %host.name, "no TLS on insecure registry, using plain HTTP");
-                        attempts -= 1;
-                        continue;
-                    }
-                    debug!(method = %call.method, url = %redact_url(&call.url), error = %source, "request failed");
-                    RegistryError::Transport {
-                        host: host.name.clone(),
-                        operation: call.operation,
-                        target: call.target.clone(),
-                        detail: describe_transport(&source) + &via(&host.name, &call.url),
-                        source,
-                    }
-                }
-                Ok(response) => {
-                    let status = response.status();
-                    debug!(method = %call.method, url = %redact_url(&call.url), status = status.as_u16(), elapsed = ?sent.elapsed(), "request");
-                    if let Some(limit) = RateLimit::from_headers(response.headers()) {
-                        *lock(&host.rate_limit) = Some(limit);
-                    }
-                    if status == StatusCode::UNAUTHORIZED {
-                        let challenge = response
-                            .headers()
-                            .get(WWW_AUTHENTICATE)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(parse_challenge);
-                        let body = response.bytes().await.unwrap_or_default();
-                        if let Some(challenge) = challenge {
-                            let changed = *lock(&host.scheme) != challenge.scheme;
-                            *lock(&host.scheme) = challenge.scheme.clone();
-                            if let Some(scope) =
-                                challenge.scope.filter(|s| s.starts_with("repository:"))
-                            {
-                                call.scopes = call.scopes.clone().with(scope);
-                            }
-                            if (!reauthenticated || changed) && replayable {
-                                reauthenticated = true;
-                                // Only credentials that were sent can be stale.
-                                if let Some(provider) = &host.provider
-                                    && authorization.is_some()
-                                {
-                                    provider.invalidate();
-                                }
-                                stale_token = authorization
-                                    .as_deref()
-                                    .and_then(|a| a.strip_prefix("Bearer "))
-                                    .map(str::to_owned);
-                                attempts -= 1;
-                                drop(probe_guard);
-                                continue;
-                            }
-                        }
-                        if !replayable && let Some(provider) = &host.provider {
-                            provider.invalidate();
-                            return Err(RegistryError::CredentialsExpired {
-                                host: host.name.clone(),
-                                operation: call.operation,
-                                target: call.target.clone(),
-                            });
-                        }
-                        let (code, message) = decode_error_body(&body);
-                        return Err(self.unauthorized(
-                            host,
-                            &call,
-                            authorization.is_some(),
-                            code,
-                            message,
-                        ));
-                    }
-                    if probe_guard.is_some() {
-                        *lock(&host.scheme) = Scheme::Anonymous;
-                    }
-                    if call.follow_redirects && status.is_redirection() {
-                        return self.follow_redirect(host, &call, response, permit).await;
-                    }
-                    if !is_transient_status(status) {
-                        return Ok(Answer { response, permit });
-                    }
-                    let retry_after = response
-                        .headers()
-                        .get(RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(parse_retry_after);
-                    let error = api_error(host, &call, response).await;
-                    if let Some(wait) = retry_after {
-                        if wait > policy.max_retry_after {
-                            return Err(RegistryError::RateLimited {
-                                host: host.name.clone(),
-                                operation: call.operation,
-                                target: call.target.clone(),
-                                retry_after: wait,
-                                limit: host.rate_limit().map(|l| l.to_string()),
-                                hint: if host.name == "registry-1.docker.io" {
-                                    "Docker Hub's pull limit is reached: log in (docker login or --src-creds) for a higher limit, or wait".to_owned()
-                                } else {
-                                    "wait and retry, or raise --max-retry-after".to_owned()
-                                },
-                            });
-                        }
-                        if replayable && attempts < policy.max_attempts {
-                            self.inner
-                                .stats
-                                .retries
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            warn!(host = %host.name, "{error}; retrying in {wait:?} (Retry-After)");
-                            drop(permit);
-                            tokio::time::sleep(wait).await;
-                            let _ = delays.next();
-                            last_error = Some(error);
-                            continue;
-                        }
-                    }
-                    error
-                }
-            };
-            drop(permit);
-            drop(probe_guard);
-            if !replayable {
-                return Err(error);
-            }
-            match delays.next() {
-                Some(delay) if attempts < policy.max_attempts => {
-                    self.inner
-                        .stats
-                        .retries
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    warn!(host = %host.name, "{error}; retrying in {delay:.1?}");
-                    tokio::time::sleep(delay).await;
-                    last_error = Some(error);
-                }
-                _ => {
-                    let _ = last_error;
-                    return Err(if attempts > 1 {
-                        RegistryError::RetriesExhausted {
-                            host: host.name.clone(),
-                            operation: call.operation,
-                            target: call.target.clone(),
-                            attempts,
-                            elapsed: started.elapsed(),
-                            last: Box::new(error),
-                        }
-                    } else {
-                        error
-                    });
+            attempts.count += 1;
+            match self.attempt(host, &mut call, &mut attempts).await? {
+                Outcome::Answer(answer) => return Ok(answer),
+                Outcome::Failed(error) => return Err(error),
+                Outcome::Again => attempts.count -= 1,
+                Outcome::Transient { error, retry_after } => {
+                    self.back_off(host, &call, &mut attempts, error, retry_after)
+                        .await?;
                 }
             }
         }
+    }
+
+    /// One try: probe guard, permit, authorization, request, answer.
+    async fn attempt(
+        &self,
+        host: &Host,
+        call: &mut Call,
+        attempts: &mut Attempts,
+    ) -> Result<Outcome, RegistryError> {
+        let on_registry = match host.on_registry(&call.url) {
+            Some(url) => {
+                call.url = url;
+                true
+            }
+            None => false,
+        };
+        // The first request to a host learns its auth scheme; make concurrent
+        // first requests wait for it instead of all collecting a 401.
+        let probe = if on_registry {
+            self.first_request_guard(host).await
+        } else {
+            None
+        };
+        let permit = host.permits.acquire(&call.method).await?;
+        // Credentials go only to the registry itself.
+        let authorization = if on_registry {
+            self.authorization(host, &call.scopes, attempts.stale_token.as_deref())
+                .await?
+        } else {
+            None
+        };
+        let request =
+            self.build_request(host, call, authorization.as_deref(), on_registry, attempts)?;
+        let at = Instant::now();
+        let result = request.send().await;
+        let sent = Sent {
+            permit,
+            probe,
+            authorization,
+            on_registry,
+            at,
+        };
+        Ok(match result {
+            Err(source) => self.transport_failure(host, call, source, on_registry),
+            Ok(response) => self.judge(host, call, response, sent, attempts).await,
+        })
+    }
+
+    /// While the host's auth scheme is unknown, one request at a time learns it.
+    async fn first_request_guard<'host>(
+        &self,
+        host: &'host Host,
+    ) -> Option<tokio::sync::MutexGuard<'host, ()>> {
+        if host.scheme() != Scheme::Unknown {
+            return None;
+        }
+        let guard = host.probe.lock().await;
+        (host.scheme() == Scheme::Unknown).then_some(guard)
+    }
+
+    fn build_request(
+        &self,
+        host: &Host,
+        call: &mut Call,
+        authorization: Option<&str>,
+        on_registry: bool,
+        attempts: &mut Attempts,
+    ) -> Result<reqwest::RequestBuilder, RegistryError> {
+        let body = match std::mem::replace(&mut call.body, CallBody::Empty) {
+            CallBody::Empty => None,
+            CallBody::Bytes(bytes) => {
+                call.body = CallBody::Bytes(bytes.clone());
+                Some((reqwest::Body::from(bytes.clone()), bytes.len() as u64))
+            }
+            CallBody::Stream(stream, length) => {
+                attempts.replayable = false;
+                stream
+                    .into_inner()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .map(|stream| (reqwest::Body::wrap_stream(stream), length))
+            }
+        };
+        let http = if on_registry {
+            self.http_for(host)?
+        } else {
+            self.http_for_other(&call.url)?
+        };
+        let mut request = http
+            .request(call.method.clone(), call.url.clone())
+            .headers(call.headers.clone());
+        if let Some(value) = authorization {
+            request = request.header(AUTHORIZATION, value);
+        }
+        if let Some((body, length)) = body {
+            request = request
+                .header(reqwest::header::CONTENT_LENGTH, length)
+                .body(body);
+        } else if matches!(call.method, Method::PUT | Method::POST | Method::PATCH) {
+            request = request.header(reqwest::header::CONTENT_LENGTH, 0);
+        }
+        Ok(request)
+    }
+
+    /// No answer at all: a host allowed to be insecure that does not speak
+    /// TLS is tried again over plain HTTP; anything else is transient.
+    fn transport_failure(
+        &self,
+        host: &Host,
+        call: &mut Call,
+        source: reqwest::Error,
+        on_registry: bool,
+    ) -> Outcome {
+        let tls_refused = on_registry
+            && host.insecure
+            && call.url.scheme() == "https"
+            && (source.is_connect() || source.is_request());
+        if tls_refused {
+            // The handshake never became a request: not counted.
+            let _ = lock(&host.base).set_scheme("http");
+            let _ = call.url.set_scheme("http");
+            debug!(host = %host.name, "no TLS on insecure registry, using plain HTTP");
+            return Outcome::Again;
+        }
+        self.inner.stats.count(&call.method);
+        debug!(method = %call.method, url = %redact_url(&call.url), error = %source, "request failed");
+        let detail = if on_registry {
+            describe_transport(&source) + &via(&host.name, &call.url)
+        } else {
+            format!(
+                "{} (at {}, where {} sent it)",
+                describe_transport(&source),
+                redact_url(&call.url),
+                host.name
+            )
+        };
+        Outcome::Transient {
+            error: RegistryError::Transport {
+                host: host.name.clone(),
+                operation: call.operation,
+                target: call.target.clone(),
+                detail,
+                source,
+            },
+            retry_after: None,
+        }
+    }
+
+    /// An answer came: an auth challenge, a redirect, a final answer or a
+    /// transient failure.
+    async fn judge(
+        &self,
+        host: &Host,
+        call: &mut Call,
+        response: reqwest::Response,
+        sent: Sent<'_>,
+        attempts: &mut Attempts,
+    ) -> Outcome {
+        self.inner.stats.count(&call.method);
+        let status = response.status();
+        debug!(method = %call.method, url = %redact_url(&call.url), status = status.as_u16(), elapsed = ?sent.at.elapsed(), "request");
+        if !sent.on_registry {
+            return self
+                .judge_elsewhere(host, call, response, sent.permit)
+                .await;
+        }
+        if let Some(limit) = RateLimit::from_headers(response.headers()) {
+            *lock(&host.rate_limit) = Some(limit);
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            return self
+                .challenged(
+                    host,
+                    call,
+                    response,
+                    sent.authorization.as_deref(),
+                    attempts,
+                )
+                .await;
+        }
+        if sent.probe.is_some() {
+            *lock(&host.scheme) = Scheme::Anonymous;
+        }
+        drop(sent.probe);
+        if call.follow_redirects && status.is_redirection() {
+            return match self
+                .follow_redirect(host, call, response, sent.permit)
+                .await
+            {
+                Ok(answer) => Outcome::Answer(answer),
+                Err(error) if error.is_transient() => Outcome::Transient {
+                    error,
+                    retry_after: None,
+                },
+                Err(error) => Outcome::Failed(error),
+            };
+        }
+        if !is_transient_status(status) {
+            return Outcome::Answer(Answer::new(call, response, sent.permit));
+        }
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        Outcome::Transient {
+            error: api_error(host, call, response).await,
+            retry_after,
+        }
+    }
+
+    /// An answer from a URL on another host (an upload `Location` the
+    /// registry pointed elsewhere). It went without credentials; if it wants
+    /// some, that is an error that says so, and the registry's own auth state
+    /// is left as it was.
+    async fn judge_elsewhere(
+        &self,
+        host: &Host,
+        call: &Call,
+        response: reqwest::Response,
+        permit: OwnedSemaphorePermit,
+    ) -> Outcome {
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Outcome::Failed(RegistryError::Auth {
+                host: host.name.clone(),
+                detail: format!(
+                    "{} {}: {} sent the request on to another host, {}, which answered {status}; \
+                     {}'s credentials are sent only to {} itself",
+                    call.operation,
+                    call.target,
+                    host.name,
+                    origin_of(&call.url),
+                    host.name,
+                    host.name,
+                ),
+                hint: "the registry (or a proxy in front of it) hands out locations on a host it \
+                       does not serve from: check its external URL setting, or reach it directly"
+                    .to_owned(),
+            });
+        }
+        if is_transient_status(status) {
+            return Outcome::Transient {
+                error: api_error(host, call, response).await,
+                retry_after: None,
+            };
+        }
+        Outcome::Answer(Answer::new(call, response, permit))
+    }
+
+    /// A 401 from the registry: learn the challenge and try once more with
+    /// (fresh) credentials, or fail saying what was refused.
+    async fn challenged(
+        &self,
+        host: &Host,
+        call: &mut Call,
+        response: reqwest::Response,
+        sent_authorization: Option<&str>,
+        attempts: &mut Attempts,
+    ) -> Outcome {
+        let challenge = response
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_challenge);
+        let body = response.bytes().await.unwrap_or_default();
+        if let Some(challenge) = challenge {
+            let changed = *lock(&host.scheme) != challenge.scheme;
+            *lock(&host.scheme) = challenge.scheme.clone();
+            if let Some(scope) = challenge.scope.filter(|s| s.starts_with("repository:")) {
+                call.scopes = call.scopes.clone().with(scope);
+            }
+            if (!attempts.reauthenticated || changed) && attempts.replayable {
+                attempts.reauthenticated = true;
+                // Only credentials that were sent can be stale.
+                if let Some(provider) = &host.provider
+                    && sent_authorization.is_some()
+                {
+                    provider.invalidate();
+                }
+                attempts.stale_token = sent_authorization
+                    .and_then(|a| a.strip_prefix("Bearer "))
+                    .map(str::to_owned);
+                return Outcome::Again;
+            }
+        }
+        if !attempts.replayable
+            && let Some(provider) = &host.provider
+        {
+            provider.invalidate();
+            return Outcome::Failed(RegistryError::CredentialsExpired {
+                host: host.name.clone(),
+                operation: call.operation,
+                target: call.target.clone(),
+            });
+        }
+        let (_code, message) = decode_error_body(&body);
+        Outcome::Failed(self.unauthorized(host, call, sent_authorization.is_some(), message))
+    }
+
+    /// Waits before the next attempt, or says why there is none.
+    async fn back_off(
+        &self,
+        host: &Host,
+        call: &Call,
+        attempts: &mut Attempts,
+        error: RegistryError,
+        retry_after: Option<Duration>,
+    ) -> Result<(), RegistryError> {
+        let policy = &self.inner.options.retry;
+        if let Some(wait) = retry_after
+            && wait > policy.max_retry_after
+        {
+            return Err(RegistryError::RateLimited {
+                host: host.name.clone(),
+                operation: call.operation,
+                target: call.target.clone(),
+                retry_after: wait,
+                limit: host.rate_limit().map(|l| l.to_string()),
+                hint: if host.name == "registry-1.docker.io" {
+                    "Docker Hub's pull limit is reached: log in (docker login or --src-creds) for a higher limit, or wait".to_owned()
+                } else {
+                    "wait and retry, or raise --max-retry-after".to_owned()
+                },
+            });
+        }
+        if !attempts.replayable || call.once {
+            return Err(error);
+        }
+        let backoff = attempts.delays.next();
+        let wait = match (retry_after, backoff) {
+            _ if attempts.count >= policy.max_attempts => None,
+            (Some(wait), _) => Some((wait, " (Retry-After)")),
+            (None, Some(delay)) => Some((delay, "")),
+            (None, None) => None,
+        };
+        let Some((wait, why)) = wait else {
+            return Err(if attempts.count > 1 {
+                RegistryError::RetriesExhausted {
+                    host: host.name.clone(),
+                    operation: call.operation,
+                    target: call.target.clone(),
+                    attempts: attempts.count,
+                    elapsed: attempts.started.elapsed(),
+                    last: Box::new(error),
+                }
+            } else {
+                error
+            });
+        };
+        self.inner
+            .stats
+            .retries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        warn!(host = %host.name, "{error}; retrying in {wait:.1?}{why}");
+        tokio::time::sleep(wait).await;
+        Ok(())
     }
 
     fn unauthorized(
@@ -810,10 +811,8 @@ impl RegistryClient {
         host: &Host,
         call: &Call,
         sent_credentials: bool,
-        code: Option<crate::ErrorCode>,
         message: String,
     ) -> RegistryError {
-        let _ = code;
         let detail = format!(
             "{} {} was refused{}{}",
             call.operation,
@@ -842,7 +841,8 @@ impl RegistryClient {
     }
 
     /// Follows a blob redirect. Credentials go only to the registry itself; a
-    /// presigned URL on another host is fetched without them and never logged whole.
+    /// presigned URL on another host is fetched without them and never logged
+    /// whole, and its refusal is reported as the storage host's, redacted.
     async fn follow_redirect(
         &self,
         host: &Host,
@@ -863,11 +863,16 @@ impl RegistryClient {
                     detail: format!("redirect {} without a usable Location", response.status()),
                 })?;
             debug!(to = %redact_url(&location), "following redirect");
-            let mut request = self
-                .http_for(host)?
-                .request(call.method.clone(), location.clone())
+            let own = host.on_registry(&location);
+            let url = own.clone().unwrap_or(location);
+            let http = match own {
+                Some(_) => self.http_for(host)?,
+                None => self.http_for_other(&url)?,
+            };
+            let mut request = http
+                .request(call.method.clone(), url.clone())
                 .headers(call.headers.clone());
-            if host.owns(&location)
+            if own.is_some()
                 && let Some(value) = self.authorization(host, &call.scopes, None).await?
             {
                 request = request.header(AUTHORIZATION, value);
@@ -877,19 +882,22 @@ impl RegistryClient {
                 .send()
                 .await
                 .map_err(|source| RegistryError::Transport {
-                    host: location.host_str().unwrap_or_default().to_owned(),
+                    host: host.name.clone(),
                     operation: call.operation,
                     target: call.target.clone(),
                     detail: format!(
                         "{} (redirected to {})",
                         describe_transport(&source),
-                        redact_url(&location)
+                        redact_url(&url)
                     ),
                     source,
                 })?;
             if !response.status().is_redirection() {
                 if response.status().is_success() {
-                    return Ok(Answer { response, permit });
+                    return Ok(Answer::new(call, response, permit));
+                }
+                if own.is_none() {
+                    return Err(storage_error(host, call, &url, response).await);
                 }
                 return Err(api_error(host, call, response).await);
             }
@@ -907,14 +915,25 @@ pub(crate) fn is_transient_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
 }
 
+/// `scheme://host[:port]` of a URL, for naming another host in errors.
+pub(crate) fn origin_of(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
 /// Reads an error answer into a typed error (body capped, code decoded).
-pub(crate) async fn api_error(
+async fn api_error(host: &Host, call: &Call, response: reqwest::Response) -> RegistryError {
+    error_answer(host, call.operation, &call.target, &call.method, response).await
+}
+
+async fn error_answer(
     host: &Host,
-    call: &Call,
+    operation: Operation,
+    target: &str,
+    method: &Method,
     response: reqwest::Response,
 ) -> RegistryError {
     let status = response.status().as_u16();
-    let body = if call.method == Method::HEAD {
+    let body = if *method == Method::HEAD {
         Bytes::new()
     } else {
         read_capped(response, 64 * 1024).await
@@ -922,15 +941,49 @@ pub(crate) async fn api_error(
     let (code, message) = decode_error_body(&body);
     RegistryError::Api {
         host: host.name.clone(),
-        operation: call.operation,
-        target: call.target.clone(),
+        operation,
+        target: target.to_owned(),
         status,
         code,
         message,
     }
 }
 
-async fn read_capped(mut response: reqwest::Response, cap: usize) -> Bytes {
+/// A storage host's refusal of the URL a registry redirected to: S3 and its
+/// kind answer with XML that may echo the presigned URL, signature and all,
+/// so only its `Code` and `Message` are kept, with every URL and signed
+/// parameter in them redacted.
+async fn storage_error(
+    host: &Host,
+    call: &Call,
+    url: &Url,
+    response: reqwest::Response,
+) -> RegistryError {
+    let status = response.status().as_u16();
+    let body = read_capped(response, 64 * 1024).await;
+    let text = String::from_utf8_lossy(&body);
+    let element = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let end = text[start..].find(&format!("</{name}>"))? + start;
+        Some(text[start..end].trim().to_owned())
+    };
+    let message = match (element("Code"), element("Message")) {
+        (None, None) => text.trim().chars().take(300).collect::<String>(),
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (code, message) => code.or(message).unwrap_or_default(),
+    };
+    RegistryError::Storage {
+        host: host.name.clone(),
+        storage_host: origin_of(url),
+        operation: call.operation,
+        target: call.target.clone(),
+        status,
+        message: redact_text(&message),
+    }
+}
+
+pub(crate) async fn read_capped(mut response: reqwest::Response, cap: usize) -> Bytes {
     let mut out = Vec::new();
     while let Ok(Some(chunk)) = response.chunk().await {
         out.extend_from_slice(&chunk);
