@@ -10,9 +10,10 @@ use tracing::{debug, warn};
 use url::Url;
 
 use crate::auth::{Scheme, Scopes, Token, TokenResponse};
-use crate::client::{RegistryClient, is_transient_status};
+use crate::client::RegistryClient;
 use crate::credentials::Credentials;
 use crate::error::{RegistryError, decode_error_body};
+use crate::execute::is_transient_status;
 use crate::host::{Host, lock};
 use crate::redact::redact_url;
 

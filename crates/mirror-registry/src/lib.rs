@@ -35,6 +35,7 @@ mod authorize;
 mod client;
 mod credentials;
 mod error;
+mod execute;
 mod host;
 mod ratelimit;
 mod redact;

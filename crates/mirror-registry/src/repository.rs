@@ -17,10 +17,9 @@ use tracing::debug;
 use url::Url;
 
 use crate::auth::Scopes;
-use crate::client::{
-    Answer, Call, CallBody, RegistryClient, TagListLimits, header_value, origin_of,
-};
+use crate::client::{RegistryClient, TagListLimits};
 use crate::error::{Operation, RegistryError};
+use crate::execute::{Answer, Call, CallBody, header_value, origin_of};
 use crate::host::Host;
 use crate::ratelimit::RateLimit;
 use crate::redact::redact_url;
