@@ -54,7 +54,6 @@
 //! ```
 
 mod child;
-mod ecr;
 mod image;
 mod moto;
 mod proxy;
@@ -62,9 +61,10 @@ mod push;
 mod registry;
 mod server;
 mod skopeo;
+mod stand_in;
 mod token;
 
-pub use ecr::{DOCKER_HUB_HOST, DockerHubOptions, DockerHubStandIn, EcrOptions, EcrStandIn};
+pub use stand_in::{DOCKER_HUB_HOST, DockerHubOptions, DockerHubStandIn, EcrOptions, EcrStandIn};
 pub use image::{
     GeneratedImage, ImageSpec, PlatformSpec, cache_root, generate, generate_into, open_layout,
 };
