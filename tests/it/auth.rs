@@ -112,7 +112,12 @@ async fn basic_auth_from_docker_config() {
 /// A credential helper on PATH speaking Docker's protocol (`get`, the server
 /// URL on stdin, JSON on stdout), answering `user:password` and noting every
 /// server it was asked about in `log`.
-fn credential_helper(bin: &std::path::Path, name: &str, user: &str, password: &str) -> std::path::PathBuf {
+fn credential_helper(
+    bin: &std::path::Path,
+    name: &str,
+    user: &str,
+    password: &str,
+) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt as _;
     let log = bin.join(format!("{name}.log"));
     let program = bin.join(format!("docker-credential-{name}"));
@@ -181,7 +186,11 @@ async fn credential_helpers_come_before_creds_store_and_auths() {
     out.expect_not_leaked(PASSWORD);
     assert_landed(&dst.host(), "app", "helper", &image, &basic()).await;
     assert_eq!(asked(&right), [dst.host()]);
-    assert!(asked(&wrong).is_empty(), "credsStore was asked: {:?}", asked(&wrong));
+    assert!(
+        asked(&wrong).is_empty(),
+        "credsStore was asked: {:?}",
+        asked(&wrong)
+    );
 
     let out = run(
         serde_json::json!({

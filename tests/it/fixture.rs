@@ -48,7 +48,9 @@ async fn the_committed_busybox_layout_travels_with_its_digests() {
     assert_eq!(built.manifests.len(), 2);
     let source = format!("oci:{}:1.35", fixture().display());
     assert_eq!(
-        skopeo_digest(&source, None).await.expect("skopeo reads the fixture"),
+        skopeo_digest(&source, None)
+            .await
+            .expect("skopeo reads the fixture"),
         INDEX
     );
 
@@ -59,7 +61,14 @@ async fn the_committed_busybox_layout_travels_with_its_digests() {
         .await;
     out.expect_success();
     assert_eq!(text(&out.json(), "/digest"), INDEX);
-    assert_landed(&registry.host(), "busybox", "1.35", &built, &PushAuth::Anonymous).await;
+    assert_landed(
+        &registry.host(),
+        "busybox",
+        "1.35",
+        &built,
+        &PushAuth::Anonymous,
+    )
+    .await;
     assert_eq!(
         skopeo_digest(&format!("docker://{}/busybox:1.35", registry.host()), None)
             .await

@@ -56,7 +56,11 @@ async fn one_gib_layer_streams_in_bounded_memory() {
             out.describe()
         )
     });
-    eprintln!("1 GiB copy: {:.1?}, peak RSS {} MiB", out.elapsed, kib / 1024);
+    eprintln!(
+        "1 GiB copy: {:.1?}, peak RSS {} MiB",
+        out.elapsed,
+        kib / 1024
+    );
     assert!(
         kib < MAX_RSS_KIB,
         "peak RSS {} MiB for a 1 GiB layer (bound {} MiB)",

@@ -233,7 +233,10 @@ impl CredentialStore {
 }
 
 fn is_docker_hub(host: &str) -> bool {
-    matches!(host, "docker.io" | "index.docker.io" | "registry-1.docker.io")
+    matches!(
+        host,
+        "docker.io" | "index.docker.io" | "registry-1.docker.io"
+    )
 }
 
 /// The key Docker files a registry's credentials under: Docker Hub's
@@ -560,15 +563,21 @@ mod tests {
         );
         for _ in 0..8 {
             assert_eq!(
-                username(&CredentialStore::from_file(exact.file()), "registry.example:5000")
-                    .await
-                    .as_deref(),
+                username(
+                    &CredentialStore::from_file(exact.file()),
+                    "registry.example:5000"
+                )
+                .await
+                .as_deref(),
                 Some("exact")
             );
             assert_eq!(
-                username(&CredentialStore::from_file(urls.file()), "registry.example:5000")
-                    .await
-                    .as_deref(),
+                username(
+                    &CredentialStore::from_file(urls.file()),
+                    "registry.example:5000"
+                )
+                .await
+                .as_deref(),
                 Some("url-http")
             );
         }
@@ -588,9 +597,18 @@ mod tests {
         );
         let store = CredentialStore::from_file(config.file());
         for (registry, program) in [
-            ("example.com", "docker-credential-mirror-test-absent-host-helper"),
-            ("docker.io", "docker-credential-mirror-test-absent-hub-helper"),
-            ("plain.example", "docker-credential-mirror-test-absent-store"),
+            (
+                "example.com",
+                "docker-credential-mirror-test-absent-host-helper",
+            ),
+            (
+                "docker.io",
+                "docker-credential-mirror-test-absent-hub-helper",
+            ),
+            (
+                "plain.example",
+                "docker-credential-mirror-test-absent-store",
+            ),
         ] {
             let error = store.lookup(registry).await.unwrap_err().to_string();
             assert!(error.contains(program), "{registry}: {error}");

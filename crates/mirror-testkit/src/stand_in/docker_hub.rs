@@ -227,7 +227,6 @@ impl DockerHubStandIn {
     }
 }
 
-
 pub(super) struct HubManners {
     limit: u32,
     window_seconds: u32,
@@ -237,7 +236,11 @@ pub(super) struct HubManners {
 }
 
 impl HubManners {
-    pub(super) async fn handle(&self, shared: &GateShared, req: Request<Incoming>) -> Response<GateBody> {
+    pub(super) async fn handle(
+        &self,
+        shared: &GateShared,
+        req: Request<Incoming>,
+    ) -> Response<GateBody> {
         let path = req.uri().path().to_owned();
         let route = parse_route(&path);
         match (req.method().clone(), route) {
@@ -330,7 +333,6 @@ impl HubManners {
         response
     }
 }
-
 
 // --- the CDN -------------------------------------------------------------------
 

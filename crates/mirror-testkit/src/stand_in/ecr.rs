@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
-use hyper::header;
+use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
@@ -190,7 +190,6 @@ impl EcrStandIn {
     }
 }
 
-
 pub(super) struct EcrManners {
     moto: MotoClient,
     options: EcrOptions,
@@ -213,7 +212,11 @@ enum Mutability {
 }
 
 impl EcrManners {
-    pub(super) async fn handle(&self, shared: &GateShared, req: Request<Incoming>) -> Response<GateBody> {
+    pub(super) async fn handle(
+        &self,
+        shared: &GateShared,
+        req: Request<Incoming>,
+    ) -> Response<GateBody> {
         let path = req.uri().path().to_owned();
         let Some((name, route)) = parse_route(&path) else {
             return self.finish(forward(shared, req.map(boxed)).await, false);
@@ -532,7 +535,6 @@ fn without_mount(mut req: Request<Incoming>) -> Request<Incoming> {
     }
     req
 }
-
 
 #[cfg(test)]
 mod tests {

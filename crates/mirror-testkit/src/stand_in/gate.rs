@@ -119,7 +119,7 @@ pub(super) fn start_record(records: &Mutex<Vec<RequestRecord>>, req: &Request<In
 /// Sets the record's status and counts the body bytes as they go out.
 pub(super) fn finish_record<S>(
     owner: Arc<S>,
-    pub(super) records: fn(&S) -> &Mutex<Vec<RequestRecord>>,
+    records: fn(&S) -> &Mutex<Vec<RequestRecord>>,
     index: usize,
     response: Response<GateBody>,
 ) -> Response<GateBody>
@@ -276,7 +276,6 @@ pub(super) fn header_text(headers: &HeaderMap, name: impl header::AsHeaderName) 
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
 }
-
 
 #[cfg(test)]
 mod tests {

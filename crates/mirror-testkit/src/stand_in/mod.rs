@@ -46,7 +46,6 @@
 //! # Ok(()) }
 //! ```
 
-
 mod docker_hub;
 mod ecr;
 mod gate;
