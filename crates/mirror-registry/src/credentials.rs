@@ -492,12 +492,14 @@ mod tests {
         serde_json::json!({"auth": base64::engine::general_purpose::STANDARD.encode(user_password)})
     }
 
-    async fn username(store: &CredentialStore, registry: &str) -> Option<String> {
-        store
-            .lookup(registry)
-            .await
-            .unwrap()
-            .map(|c| c.username().unwrap_or_default().to_owned())
+    /// The user `store` finds for `registry` is `expected`.
+    async fn assert_user(store: &CredentialStore, registry: &str, expected: Option<&str>) {
+        let found = store.lookup(registry).await.unwrap();
+        assert_eq!(
+            found.as_ref().map(|c| c.username().unwrap_or_default()),
+            expected,
+            "{registry}"
+        );
     }
 
     #[tokio::test]
@@ -512,33 +514,23 @@ mod tests {
         );
         let store = CredentialStore::from_file(both.file());
         for registry in ["docker.io", "index.docker.io", "registry-1.docker.io"] {
-            assert_eq!(
-                username(&store, registry).await.as_deref(),
-                Some("index-url"),
-                "{registry}"
-            );
+            assert_user(&store, registry, Some("index-url")).await;
         }
-        assert_eq!(
-            username(&store, "localhost:5000").await.as_deref(),
-            Some("u")
-        );
-        assert_eq!(username(&store, "other:5000").await, None);
+        assert_user(&store, "localhost:5000", Some("u")).await;
+        assert_user(&store, "other:5000", None).await;
 
         // Docker never reads a `docker.io` key for Docker Hub; containers' auth.json does.
         let short = ConfigDir::new(
             "hub-short",
             &serde_json::json!({"auths": {"docker.io": auth("short-key:pw")}}),
         );
-        assert_eq!(
-            username(&CredentialStore::from_file(short.file()), "docker.io").await,
-            None
-        );
-        assert_eq!(
-            username(&CredentialStore::from_auth_file(short.file()), "docker.io")
-                .await
-                .as_deref(),
-            Some("short-key")
-        );
+        assert_user(&CredentialStore::from_file(short.file()), "docker.io", None).await;
+        assert_user(
+            &CredentialStore::from_auth_file(short.file()),
+            "docker.io",
+            Some("short-key"),
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -562,24 +554,18 @@ mod tests {
             }}),
         );
         for _ in 0..8 {
-            assert_eq!(
-                username(
-                    &CredentialStore::from_file(exact.file()),
-                    "registry.example:5000"
-                )
-                .await
-                .as_deref(),
-                Some("exact")
-            );
-            assert_eq!(
-                username(
-                    &CredentialStore::from_file(urls.file()),
-                    "registry.example:5000"
-                )
-                .await
-                .as_deref(),
-                Some("url-http")
-            );
+            assert_user(
+                &CredentialStore::from_file(exact.file()),
+                "registry.example:5000",
+                Some("exact"),
+            )
+            .await;
+            assert_user(
+                &CredentialStore::from_file(urls.file()),
+                "registry.example:5000",
+                Some("url-http"),
+            )
+            .await;
         }
     }
 
@@ -618,12 +604,12 @@ mod tests {
             "empty-store",
             &serde_json::json!({"auths": {"plain.example": auth("plain:pw")}, "credsStore": ""}),
         );
-        assert_eq!(
-            username(&CredentialStore::from_file(empty.file()), "plain.example")
-                .await
-                .as_deref(),
-            Some("plain")
-        );
+        assert_user(
+            &CredentialStore::from_file(empty.file()),
+            "plain.example",
+            Some("plain"),
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -636,10 +622,7 @@ mod tests {
             }),
         );
         let store = CredentialStore::from_auth_file(config.file());
-        assert_eq!(
-            username(&store, "quay.example").await.as_deref(),
-            Some("from-auths")
-        );
+        assert_user(&store, "quay.example", Some("from-auths")).await;
     }
 
     #[tokio::test]
@@ -656,14 +639,8 @@ mod tests {
             environment: Some(environment.to_string()),
             ..CredentialStore::from_file(config.file())
         };
-        assert_eq!(
-            username(&store, "example.com").await.as_deref(),
-            Some("from-environment")
-        );
-        assert_eq!(
-            username(&store, "docker.io").await.as_deref(),
-            Some("hub-environment")
-        );
+        assert_user(&store, "example.com", Some("from-environment")).await;
+        assert_user(&store, "docker.io", Some("hub-environment")).await;
         let invalid = CredentialStore {
             environment: Some(r#"{"auths":{"example.com":{"username":"u"}}}"#.to_owned()),
             ..CredentialStore::from_file(config.file())
