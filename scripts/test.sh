@@ -80,6 +80,6 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace "$@" 2>&1 | tee "$log" || status=$?
 ignored=$(grep -E '^test .* \.\.\. ignored' "$log" | sed -E 's/^test (.*) \.\.\. ignored,? ?/  \1: /' || true)
-section "ignored: $(grep -cE '^test .* \.\.\. ignored' "$log" || true) tests did not run"
+section "ignored tests (not run): $(grep -cE '^test .* \.\.\. ignored' "$log" || true)"
 [[ -z "$ignored" ]] || printf '%s\n' "$ignored"
 exit "$status"
