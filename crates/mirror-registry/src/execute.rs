@@ -474,7 +474,16 @@ impl RegistryClient {
                 },
             });
         }
-        if !attempts.replayable || call.once {
+        if !attempts.replayable {
+            return Err(error);
+        }
+        if call.once {
+            // A best-effort clean-up gets one more try, at once, only when it
+            // never reached the registry: a pooled connection the server had
+            // closed (it just refused a streaming PUT without reading it).
+            if attempts.count == 1 && matches!(error, RegistryError::Transport { .. }) {
+                return Ok(());
+            }
             return Err(error);
         }
         let backoff = attempts.delays.next();
