@@ -137,7 +137,9 @@ impl EcrAuth {
                     warn!(%error, "refreshing the ECR token failed; using the current one");
                     Ok(c.credentials.clone())
                 }
-                _ => Err(RegistryError::Setup(error.to_string())),
+                _ => Err(RegistryError::CredentialProvider {
+                    source: Box::new(error),
+                }),
             },
         }
     }

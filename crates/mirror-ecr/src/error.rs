@@ -1,11 +1,10 @@
-//! ECR errors, with the IAM action to grant when one is missing.
+//! ECR errors, naming the IAM action that was denied (the binary says what
+//! to grant and how).
 
-/// Why an ECR control-plane call failed.
+/// Why an ECR call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EcrError {
-    #[error(
-        "AWS denied {action}: {message}\n  hint: grant `{action}` to the caller (`mirror iam-policy --push REPO` prints a least-privilege policy)"
-    )]
+    #[error("AWS denied {action}: {message}")]
     AccessDenied {
         action: &'static str,
         message: String,
@@ -16,8 +15,20 @@ pub enum EcrError {
         "no AWS credentials found (tried environment, profiles, SSO, web identity, ECS, IMDS): set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
     )]
     NoCredentials { message: String },
-    #[error("repository {name} does not exist and --no-create forbids creating it")]
+    #[error("repository {name} does not exist, and creating repositories is turned off")]
     NotCreating { name: String },
+    /// An immutable repository's tag already holds another image.
+    #[error(
+        "tag `{tag}` of immutable repository {repository} already holds {}; not overwriting it with {new}",
+        .existing.as_deref().unwrap_or("another image")
+    )]
+    ImmutableTag {
+        repository: String,
+        tag: String,
+        /// The digest the tag holds, when the registry said.
+        existing: Option<String>,
+        new: String,
+    },
     #[error("{action} failed: {message}")]
     Api {
         action: &'static str,

@@ -111,7 +111,9 @@ pub enum LayoutError {
         size: u64,
         limit: usize,
     },
-    #[error("{location}: manifest {digest}: {source}")]
+    #[error("{location} has no manifest {digest}")]
+    UnknownManifest { location: String, digest: String },
+    #[error("{location}: manifest {digest}")]
     Manifest {
         location: String,
         digest: String,
@@ -129,7 +131,7 @@ pub enum LayoutError {
     /// A failure of the engine's side of a write (the blob stream).
     #[error(transparent)]
     Endpoint(EndpointError),
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]
@@ -220,7 +222,7 @@ impl From<LayoutError> for EndpointError {
             LayoutError::Manifest { source, .. } => EndpointError::Manifest(*source),
             LayoutError::Io { context, source } => EndpointError::Io { context, source },
             LayoutError::Endpoint(error) => error,
-            other => EndpointError::Other(other.to_string()),
+            other => EndpointError::backend(other),
         }
     }
 }

@@ -21,7 +21,7 @@ use url::Url;
 
 use crate::auth::{Scheme, Scopes, Token, TokenResponse, parse_challenge};
 use crate::credentials::{CredentialProvider, CredentialStore, Credentials};
-use crate::error::{Operation, RegistryError, decode_error_body};
+use crate::error::{AuthFailure, Operation, RegistryError, TransportKind, decode_error_body};
 use crate::ratelimit::RateLimit;
 use crate::redact::redact_url;
 use crate::repository::Repository;
@@ -407,8 +407,9 @@ impl RegistryClient {
             Some(c) => Ok(c.basic_header()),
             None => Err(RegistryError::Auth {
                 host: host.name.clone(),
-                detail: "the registry requires a username and password and none were found".to_owned(),
-                hint: "pass --src-creds/--dest-creds USER:PASSWORD, or run `docker login` for this registry".to_owned(),
+                detail: "the registry requires a username and password and none were found"
+                    .to_owned(),
+                failure: AuthFailure::NoCredentials,
             }),
         }
     }
@@ -451,15 +452,15 @@ impl RegistryClient {
         scopes: &Scopes,
         credentials: Option<&Credentials>,
     ) -> Result<Token, RegistryError> {
-        let auth_error = |detail: String, hint: &str| RegistryError::Auth {
+        let auth_error = |detail: String, failure: AuthFailure| RegistryError::Auth {
             host: host.name.clone(),
             detail,
-            hint: hint.to_owned(),
+            failure,
         };
         let mut url = Url::parse(realm).map_err(|_| {
             auth_error(
                 format!("the registry named `{realm}` as its token server, which is not a URL"),
-                "check the registry's auth configuration",
+                AuthFailure::TokenServer,
             )
         })?;
         if url.scheme() == "http" && credentials.is_some() && !host.insecure {
@@ -468,7 +469,7 @@ impl RegistryClient {
                     "the token server {} is plain HTTP; credentials are not sent over it",
                     redact_url(&url)
                 ),
-                "use an HTTPS token server, or name the registry with --insecure-registry if this is a test setup",
+                AuthFailure::PlainHttpTokenServer,
             ));
         }
         let http = self.http_for(host)?;
@@ -520,18 +521,21 @@ impl RegistryClient {
                 Ok(response) if response.status().is_success() => {
                     debug!(url = %redact_url(&url), elapsed = ?started.elapsed(), "token");
                     let body = response.bytes().await.map_err(|e| {
-                        auth_error(format!("reading the token answer failed: {e}"), "retry")
+                        auth_error(
+                            format!("reading the token answer failed: {e}"),
+                            AuthFailure::TokenServer,
+                        )
                     })?;
                     let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
                         auth_error(
                             "the token server answered something that is not a token".to_owned(),
-                            "check the registry's auth configuration",
+                            AuthFailure::TokenServer,
                         )
                     })?;
                     return parsed.into_token().ok_or_else(|| {
                         auth_error(
                             "the token server answered without a token".to_owned(),
-                            "check the registry's auth configuration",
+                            AuthFailure::TokenServer,
                         )
                     });
                 }
@@ -542,10 +546,10 @@ impl RegistryClient {
                     let status = response.status();
                     let body = response.bytes().await.unwrap_or_default();
                     let (_, message) = decode_error_body(&body);
-                    let hint = if credentials.is_some() {
-                        "the credentials were refused: check the username and password or token (--src-creds/--dest-creds, docker login)"
+                    let failure = if credentials.is_some() {
+                        AuthFailure::Refused
                     } else {
-                        "the registry wants credentials for this repository: pass --src-creds/--dest-creds or run `docker login`"
+                        AuthFailure::NoCredentials
                     };
                     return Err(auth_error(
                         format!(
@@ -557,7 +561,7 @@ impl RegistryClient {
                                 format!(": {message}")
                             }
                         ),
-                        hint,
+                        failure,
                     ));
                 }
                 Err(e) => format!("token request failed: {e}"),
@@ -572,10 +576,7 @@ impl RegistryClient {
                     tokio::time::sleep(delay).await;
                 }
                 None => {
-                    return Err(auth_error(
-                        transient,
-                        "the token server keeps failing; retry later",
-                    ));
+                    return Err(auth_error(transient, AuthFailure::TokenServer));
                 }
             }
         }
@@ -666,8 +667,9 @@ impl RegistryClient {
                         host: host.name.clone(),
                         operation: call.operation,
                         target: call.target.clone(),
-                        detail: describe_transport(&source) + &via(&host.name, &call.url),
-                        source,
+                        kind: transport_kind(&source),
+                        detail: via(&host.name, &call.url),
+                        source: source.without_url(),
                     }
                 }
                 Ok(response) => {
@@ -747,12 +749,8 @@ impl RegistryClient {
                                 operation: call.operation,
                                 target: call.target.clone(),
                                 retry_after: wait,
+                                budget: policy.max_retry_after,
                                 limit: host.rate_limit().map(|l| l.to_string()),
-                                hint: if host.name == "registry-1.docker.io" {
-                                    "Docker Hub's pull limit is reached: log in (docker login or --src-creds) for a higher limit, or wait".to_owned()
-                                } else {
-                                    "wait and retry, or raise --max-retry-after".to_owned()
-                                },
                             });
                         }
                         if replayable && attempts < policy.max_attempts {
@@ -773,7 +771,8 @@ impl RegistryClient {
             };
             drop(permit);
             drop(probe_guard);
-            if !replayable {
+            // A failed TLS handshake fails the same way every time.
+            if !replayable || !error.is_transient() {
                 return Err(error);
             }
             match delays.next() {
@@ -829,15 +828,14 @@ impl RegistryClient {
                 format!(": {message}")
             }
         );
-        let hint = if sent_credentials {
-            "the credentials lack permission for this repository and action, or have expired"
-        } else {
-            "pass --src-creds/--dest-creds USER:PASSWORD, or run `docker login` for this registry"
-        };
         RegistryError::Auth {
             host: host.name.clone(),
             detail,
-            hint: hint.to_owned(),
+            failure: if sent_credentials {
+                AuthFailure::Refused
+            } else {
+                AuthFailure::NoCredentials
+            },
         }
     }
 
@@ -880,12 +878,9 @@ impl RegistryClient {
                     host: location.host_str().unwrap_or_default().to_owned(),
                     operation: call.operation,
                     target: call.target.clone(),
-                    detail: format!(
-                        "{} (redirected to {})",
-                        describe_transport(&source),
-                        redact_url(&location)
-                    ),
-                    source,
+                    kind: transport_kind(&source),
+                    detail: format!(" (redirected to {})", redact_url(&location)),
+                    source: source.without_url(),
                 })?;
             if !response.status().is_redirection() {
                 if response.status().is_success() {
@@ -914,6 +909,11 @@ pub(crate) async fn api_error(
     response: reqwest::Response,
 ) -> RegistryError {
     let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
     let body = if call.method == Method::HEAD {
         Bytes::new()
     } else {
@@ -927,6 +927,7 @@ pub(crate) async fn api_error(
         status,
         code,
         message,
+        retry_after,
     }
 }
 
@@ -970,21 +971,38 @@ fn via(name: &str, url: &Url) -> String {
     }
 }
 
-fn describe_transport(error: &reqwest::Error) -> String {
-    let mut text = if error.is_timeout() {
-        "timed out".to_owned()
-    } else if error.is_connect() {
-        "could not connect".to_owned()
-    } else {
-        "connection failed".to_owned()
-    };
-    let mut source = std::error::Error::source(error);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+/// What kind of failure kept a request from an answer. A TLS error sits deep
+/// in the chain, inside `io::Error`s (nested) whose `source()` skips it.
+pub(crate) fn transport_kind(error: &reqwest::Error) -> TransportKind {
+    fn is_tls(error: &(dyn std::error::Error + 'static)) -> bool {
+        if error.is::<rustls::Error>() {
+            return true;
+        }
+        let mut io = error.downcast_ref::<std::io::Error>();
+        while let Some(inner) = io.and_then(std::io::Error::get_ref) {
+            if inner.is::<rustls::Error>() {
+                return true;
+            }
+            io = inner.downcast_ref::<std::io::Error>();
+        }
+        false
     }
-    text
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if is_tls(e) {
+            return TransportKind::Tls;
+        }
+        current = e.source();
+    }
+    if error.is_timeout() {
+        TransportKind::Timeout
+    } else if error.is_connect() {
+        TransportKind::Connect
+    } else if error.is_body() || error.is_decode() {
+        TransportKind::Read
+    } else {
+        TransportKind::Other
+    }
 }
 
 pub(crate) fn header_value(text: &str) -> HeaderValue {

@@ -16,7 +16,7 @@ use url::Url;
 
 use crate::auth::Scopes;
 use crate::client::{Answer, Call, CallBody, Host, RegistryClient, api_error, header_value};
-use crate::error::{Operation, RegistryError};
+use crate::error::{Operation, RegistryError, TransportKind};
 use crate::ratelimit::RateLimit;
 
 /// What a manifest HEAD tells without spending a pull.
@@ -256,8 +256,9 @@ impl Repository {
                     host: self.host.name.clone(),
                     operation: Operation::GetManifest,
                     target: target.clone(),
-                    detail: format!("reading the manifest failed: {source}"),
-                    source,
+                    kind: TransportKind::Read,
+                    detail: String::new(),
+                    source: source.without_url(),
                 })?
         {
             body.extend_from_slice(&chunk);
@@ -573,8 +574,9 @@ impl Repository {
                         host: self.host.name.clone(),
                         operation: Operation::ListTags,
                         target: target.clone(),
-                        detail: "reading the tag list failed".to_owned(),
-                        source,
+                        kind: TransportKind::Read,
+                        detail: String::new(),
+                        source: source.without_url(),
                     })?;
             let page: TagList =
                 serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
