@@ -12,7 +12,9 @@ use mirror_layout::LayoutError;
 use mirror_registry::{AuthFailure, ErrorCode, Operation, RegistryError, TransportKind};
 use serde_json::json;
 
-/// What kind of failure ended the run; its exit code.
+/// What kind of failure ended the run; its exit code. (3 is kept for
+/// images deferred, not failed, by a pull budget: nothing half-written, run
+/// again later.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Exit {
     /// Something was copied wrong or not at all: 1.
