@@ -6,7 +6,7 @@
 use std::error::Error;
 use std::fmt;
 
-use mirror_ecr::EcrError;
+use mirror_ecr::{EcrError, SettingsError};
 use mirror_engine::{CopyError, EndpointError, GaveUp, Limit, Side};
 use mirror_layout::LayoutError;
 use mirror_registry::{AuthFailure, ErrorCode, Operation, RegistryError, TransportKind};
@@ -50,7 +50,7 @@ impl Exit {
                                 | LayoutError::NotLocal(_)
                         )
                     )
-                    || matches!(e.downcast_ref::<EcrError>(), Some(EcrError::Invalid(_)))
+                    || matches!(e.downcast_ref::<EcrError>(), Some(EcrError::Settings(_)))
                     || matches!(
                         e.downcast_ref::<RegistryError>(),
                         Some(RegistryError::Setup(_))
@@ -428,8 +428,22 @@ fn ecr_hint(error: &EcrError) -> Option<String> {
             "create the repository first, or run without --no-create".to_owned()
         }
         EcrError::ImmutableTag { .. } => {
-            "push under a new tag (--to NAME:TAG), or make the repository mutable".to_owned()
+            "push under a new tag (a new destination tag, or --to NAME:TAG), or make the repository mutable"
+                .to_owned()
         }
+        EcrError::Settings(settings) => match settings {
+            SettingsError::UnknownTagMutability(_)
+            | SettingsError::NoExclusions(_)
+            | SettingsError::UnusedExclusions => {
+                "--tag-mutability MODE sets the mode; --tag-mutability-exclusion FILTER (repeatable) the tags excluded from a *_WITH_EXCLUSION mode"
+                    .to_owned()
+            }
+            SettingsError::UnknownEncryption(_) | SettingsError::KmsKeyWithoutKms => {
+                "--encryption AES256|KMS|KMS_DSSE; --kms-key ARN only with KMS or KMS_DSSE"
+                    .to_owned()
+            }
+            SettingsError::Refused { .. } => return None,
+        },
         _ => return None,
     })
 }

@@ -34,8 +34,37 @@ pub enum EcrError {
         action: &'static str,
         message: String,
     },
-    #[error("{0}")]
-    Invalid(String),
+    /// Repository settings that cannot be carried out as given; nothing was called.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// An AWS answer mirror cannot use.
+    #[error("{action} returned {what}")]
+    Unusable { action: &'static str, what: String },
+}
+
+/// Why repository settings were refused before any AWS call. Named by
+/// setting, not by flag: a sync file sets them too.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error(
+        "tag mutability `{0}` is not one of MUTABLE, IMMUTABLE, MUTABLE_WITH_EXCLUSION, IMMUTABLE_WITH_EXCLUSION"
+    )]
+    UnknownTagMutability(String),
+    #[error(
+        "tag mutability {0} needs at least one tag filter excluded from it (for example 'latest' or 'dev-*')"
+    )]
+    NoExclusions(String),
+    #[error(
+        "tag filters excluded from tag mutability apply only with MUTABLE_WITH_EXCLUSION or IMMUTABLE_WITH_EXCLUSION"
+    )]
+    UnusedExclusions,
+    #[error("encryption `{0}` is not one of AES256, KMS, KMS_DSSE")]
+    UnknownEncryption(String),
+    #[error("a KMS key needs encryption KMS or KMS_DSSE")]
+    KmsKeyWithoutKms,
+    /// The AWS SDK refused to build a setting (a value it cannot send).
+    #[error("{setting} was refused: {reason}")]
+    Refused { setting: String, reason: String },
 }
 
 /// The raw HTTP response type of every AWS SDK crate (ECR, CloudWatch Logs).
