@@ -393,7 +393,8 @@ impl Repository {
         let Answer { response, permit } = answer;
         let stream = response
             .bytes_stream()
-            .map_err(|e| StreamError::Source(Box::new(e)))
+            // Without the URL: a presigned one carries its signature.
+            .map_err(|e| StreamError::Source(Box::new(e.without_url())))
             .map(move |chunk| {
                 let _held = &permit;
                 chunk
