@@ -566,6 +566,13 @@ impl RegistryClient {
                     target: call.target.clone(),
                     detail: format!("redirect {} without a usable Location", response.status()),
                 })?;
+            refuse_downgrade(
+                host,
+                response.url(),
+                &location,
+                call.operation,
+                &call.target,
+            )?;
             debug!(to = %redact_url(&location), "following redirect");
             let own = host.on_registry(&location);
             let url = own.clone().unwrap_or(location);
@@ -614,6 +621,30 @@ impl RegistryClient {
 
 pub(crate) fn is_transient_status(status: StatusCode) -> bool {
     matches!(status.as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+/// Refuses a Location (redirect, upload session) that leaves HTTPS for plain
+/// HTTP: whatever follows it (a blob body, an upload) would cross the network
+/// unencrypted. Allowed only for a registry named by `--insecure-registry`.
+pub(crate) fn refuse_downgrade(
+    host: &Host,
+    from: &Url,
+    to: &Url,
+    operation: Operation,
+    target: &str,
+) -> Result<(), RegistryError> {
+    if from.scheme() == "https" && to.scheme() == "http" && !host.insecure {
+        return Err(RegistryError::Protocol {
+            host: host.name.clone(),
+            operation,
+            target: target.to_owned(),
+            detail: format!(
+                "refused a Location that leaves HTTPS for plain HTTP ({})",
+                origin_of(to)
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// `scheme://host[:port]` of a URL, for naming another host in errors.
@@ -780,5 +811,30 @@ mod tests {
         let parsed = parse_retry_after(&httpdate::fmt_http_date(future)).unwrap();
         assert!(parsed <= Duration::from_secs(30) && parsed >= Duration::from_secs(28));
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn locations_that_leave_https_for_http_are_refused_unless_insecure() {
+        let url = |s: &str| Url::parse(s).unwrap();
+        let from = url("https://r.example/v2/app/blobs/uploads/");
+        let plain = url("http://r.example/v2/app/blobs/uploads/abc");
+        let tls = url("https://storage.example/abc");
+        for insecure in [false, true] {
+            let host = Host::new(
+                "r.example",
+                url("https://r.example"),
+                insecure,
+                None,
+                None,
+                4,
+            );
+            let refused = refuse_downgrade(&host, &from, &plain, Operation::StartUpload, "app");
+            assert_eq!(refused.is_err(), !insecure, "insecure: {insecure}");
+            if let Err(error) = refused {
+                assert!(error.to_string().contains("plain HTTP"), "{error}");
+            }
+            refuse_downgrade(&host, &from, &tls, Operation::StartUpload, "app").unwrap();
+            refuse_downgrade(&host, &plain, &plain, Operation::StartUpload, "app").unwrap();
+        }
     }
 }

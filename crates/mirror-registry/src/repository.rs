@@ -19,7 +19,7 @@ use url::Url;
 use crate::auth::Scopes;
 use crate::client::{RegistryClient, TagListLimits};
 use crate::error::{Operation, RegistryError, TransportKind};
-use crate::execute::{Answer, Call, CallBody, header_value, origin_of};
+use crate::execute::{Answer, Call, CallBody, header_value, origin_of, refuse_downgrade};
 use crate::host::Host;
 use crate::ratelimit::RateLimit;
 use crate::redact::redact_url;
@@ -464,6 +464,7 @@ impl Repository {
                 target: target.to_owned(),
                 detail: "upload session answer without a usable Location header".to_owned(),
             })?;
+        refuse_downgrade(&self.host, response.url(), &url, operation, target)?;
         Ok(UploadSession {
             url,
             owner: Some(self.clone()),
