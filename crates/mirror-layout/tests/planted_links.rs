@@ -309,14 +309,5 @@ async fn layout_files_linking_outside_the_layout_are_refused() {
 }
 
 fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("copying a layout");
-    for entry in std::fs::read_dir(from).expect("copying a layout") {
-        let entry = entry.expect("copying a layout");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("copying a layout").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copying a layout");
-        }
-    }
+    mirror_testkit::copy_dir(from, to).expect("copying a layout");
 }
