@@ -78,6 +78,10 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Longest silence while reading a response before giving up on it.
     pub read_timeout: Duration,
+    /// A blob body must bring 16 KiB per this much time spent waiting on
+    /// it, or it fails (and is fetched again): a server trickling bytes is
+    /// never silent for `read_timeout`.
+    pub stall_timeout: Duration,
 }
 
 impl Default for ClientOptions {
@@ -91,6 +95,7 @@ impl Default for ClientOptions {
             user_agent: format!("mirror/{}", env!("CARGO_PKG_VERSION")),
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(120),
+            stall_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -261,6 +266,11 @@ impl RegistryClient {
     /// Request and retry counters for the whole run.
     pub fn stats(&self) -> &Arc<RequestStats> {
         &self.inner.stats
+    }
+
+    /// See [`ClientOptions::stall_timeout`].
+    pub(crate) fn stall_timeout(&self) -> Duration {
+        self.inner.options.stall_timeout
     }
 
     /// A handle on one repository. `credentials` overrides the credential store
@@ -519,7 +529,7 @@ impl RegistryClient {
             let transient = match result {
                 Ok(response) if response.status().is_success() => {
                     debug!(url = %redact_url(&url), elapsed = ?started.elapsed(), "token");
-                    let body = response.bytes().await.map_err(|e| {
+                    let body = read_limited(response, MAX_TOKEN_BYTES).await.map_err(|e| {
                         auth_error(format!("reading the token answer failed: {e}"), "retry")
                     })?;
                     let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
@@ -540,7 +550,7 @@ impl RegistryClient {
                 }
                 Ok(response) => {
                     let status = response.status();
-                    let body = response.bytes().await.unwrap_or_default();
+                    let body = read_capped(response, 64 * 1024).await;
                     let (_, message) = decode_error_body(&body);
                     let hint = if credentials.is_some() {
                         "the credentials were refused: check the username and password or token (--src-creds/--dest-creds, docker login)"
@@ -682,7 +692,7 @@ impl RegistryClient {
                             .get(WWW_AUTHENTICATE)
                             .and_then(|v| v.to_str().ok())
                             .and_then(parse_challenge);
-                        let body = response.bytes().await.unwrap_or_default();
+                        let body = read_capped(response, 64 * 1024).await;
                         if let Some(challenge) = challenge {
                             let changed = *lock(&host.scheme) != challenge.scheme;
                             *lock(&host.scheme) = challenge.scheme.clone();
@@ -928,6 +938,27 @@ pub(crate) async fn api_error(
         code,
         message,
     }
+}
+
+/// The most of a token answer read: a token is a few KiB; an endless
+/// answer must not take the memory.
+const MAX_TOKEN_BYTES: usize = 1024 * 1024;
+
+/// A body, at most its first `cap` bytes: a longer one (endless, from a
+/// hostile server) is cut there and then fails to parse where it is used.
+pub(crate) async fn read_limited(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Bytes, reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        out.extend_from_slice(&chunk);
+        if out.len() >= cap {
+            out.truncate(cap);
+            break;
+        }
+    }
+    Ok(Bytes::from(out))
 }
 
 async fn read_capped(mut response: reqwest::Response, cap: usize) -> Bytes {

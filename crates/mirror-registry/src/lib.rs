@@ -37,6 +37,7 @@ mod error;
 mod ratelimit;
 mod redact;
 mod repository;
+mod stall;
 mod stats;
 
 pub use client::{ClientOptions, RegistryClient, RetryPolicy};

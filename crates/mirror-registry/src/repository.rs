@@ -15,9 +15,15 @@ use reqwest::{Method, StatusCode};
 use url::Url;
 
 use crate::auth::Scopes;
-use crate::client::{Answer, Call, CallBody, Host, RegistryClient, api_error, header_value};
+use crate::client::{
+    Answer, Call, CallBody, Host, RegistryClient, api_error, header_value, read_limited,
+};
 use crate::error::{Operation, RegistryError};
 use crate::ratelimit::RateLimit;
+
+/// The most of one tag-list page read (100,000 tags of 100 bytes each fit);
+/// an endless page must not take the memory.
+const MAX_TAG_LIST_BYTES: usize = 16 * 1024 * 1024;
 
 /// What a manifest HEAD tells without spending a pull.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -390,9 +396,9 @@ impl Repository {
             return Err(api_error(&self.host, &call, answer.response).await);
         }
         let Answer { response, permit } = answer;
-        let stream = response
-            .bytes_stream()
-            .map_err(|e| StreamError::Source(Box::new(e)))
+        let body = response.bytes_stream().map_err(|e| e.into()).boxed();
+        let stream = crate::stall::guard(body, self.client.stall_timeout())
+            .map_err(StreamError::Source)
             .map(move |chunk| {
                 let _held = &permit;
                 chunk
@@ -564,18 +570,15 @@ impl Repository {
                         .trim_end_matches('>');
                     answer.response.url().join(inner).ok()
                 });
-            let body =
-                answer
-                    .response
-                    .bytes()
-                    .await
-                    .map_err(|source| RegistryError::Transport {
-                        host: self.host.name.clone(),
-                        operation: Operation::ListTags,
-                        target: target.clone(),
-                        detail: "reading the tag list failed".to_owned(),
-                        source,
-                    })?;
+            let body = read_limited(answer.response, MAX_TAG_LIST_BYTES)
+                .await
+                .map_err(|source| RegistryError::Transport {
+                    host: self.host.name.clone(),
+                    operation: Operation::ListTags,
+                    target: target.clone(),
+                    detail: "reading the tag list failed".to_owned(),
+                    source,
+                })?;
             let page: TagList =
                 serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
                     host: self.host.name.clone(),
