@@ -14,6 +14,7 @@ mod auth;
 mod copy;
 mod ecr;
 mod errors;
+mod fault_matrix;
 mod faults;
 mod inspect;
 mod large;
