@@ -537,8 +537,10 @@ fn rows() -> Vec<Row> {
                 |c| {
                     vec![(
                         Side::Destination,
-                        post(Fault::RewriteLocation {
-                            host: c.hosts.elsewhere.host(),
+                        post(Fault::RewriteHeader {
+                            name: "location".to_owned(),
+                            find: c.hosts.destination.host(),
+                            replace: c.hosts.elsewhere.host(),
                         }),
                     )]
                 },

@@ -16,6 +16,8 @@ mod ecr;
 mod errors;
 mod fault_matrix;
 mod faults;
+mod fixture;
+mod hostile;
 mod inspect;
 mod large;
 mod layout;

@@ -58,7 +58,6 @@
 //! ```
 
 mod child;
-mod ecr;
 mod files;
 mod image;
 mod moto;
@@ -67,9 +66,9 @@ mod push;
 mod registry;
 mod server;
 mod skopeo;
+mod stand_in;
 mod token;
 
-pub use ecr::{DOCKER_HUB_HOST, DockerHubOptions, DockerHubStandIn, EcrOptions, EcrStandIn};
 pub use files::{
     RawEntry, TarEntry, archive_blobs, blob_entry_name, copy_dir, layout_entries, tar_entries,
     tar_file, write_raw_tar, write_tar,
@@ -82,6 +81,7 @@ pub use proxy::{Fault, Proxy, RequestRecord, Rule};
 pub use push::{PushAuth, PushTarget, blob_exists, fetch_blob_digest, fetch_manifest, push_layout};
 pub use registry::Registry;
 pub use skopeo::{skopeo, skopeo_copy, skopeo_digest, skopeo_inspect_raw};
+pub use stand_in::{DOCKER_HUB_HOST, DockerHubOptions, DockerHubStandIn, EcrOptions, EcrStandIn};
 pub use token::{TokenOptions, TokenRequest, TokenServer};
 
 use std::path::PathBuf;

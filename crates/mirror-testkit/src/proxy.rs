@@ -5,9 +5,9 @@
 //! blob was uploaded twice) and how it copes with a misbehaving network or
 //! server (corrupt bytes, early EOF, bodies longer than announced or without
 //! end, reset connections, 429/503 with `Retry-After`, slow links and
-//! trickles, uploads acknowledged but never stored, `Location`s on another
-//! host, Docker Hub's rate-limit headers, a schema1 manifest). [`Proxy`] sits
-//! between the two and does both.
+//! trickles, uploads acknowledged but never stored, headers rewritten (a
+//! `Location` on another host), Docker Hub's rate-limit headers, a schema1
+//! manifest). [`Proxy`] sits between the two and does both.
 //!
 //! Requests are forwarded unchanged, including the `Host` header as the client
 //! sent it, so the registry builds `Location` URLs that point back at the
@@ -74,9 +74,6 @@ pub enum Fault {
     /// `?digest=` of a blob upload, else the sha256 of the body), without
     /// contacting upstream: an upload acknowledged, then lost.
     AcceptAndLose,
-    /// Points the response's `Location` header (forwarded or answered) at
-    /// another `host:port`, keeping its path and query.
-    RewriteLocation { host: String },
     /// Adds headers to the response (e.g. `ratelimit-remaining: 76;w=21600`).
     AddHeaders(Vec<(String, String)>),
     /// Answers with this response without contacting upstream.
@@ -85,6 +82,13 @@ pub enum Fault {
         content_type: String,
         body: Vec<u8>,
         headers: Vec<(String, String)>,
+    },
+    /// Replaces `find` with `replace` in every value of the upstream
+    /// response's header `name` (e.g. a `Location` pointed at another host).
+    RewriteHeader {
+        name: String,
+        find: String,
+        replace: String,
     },
 }
 
@@ -341,10 +345,10 @@ struct Plan {
     flip: Option<u64>,
     cut: Option<Cut>,
     throttle: Option<u64>,
+    rewrites: Vec<(String, String, String)>,
     tail: Option<Tail>,
     reset: bool,
     lose: bool,
-    location_host: Option<String>,
 }
 
 fn plan_for(shared: &Shared, method: &str, path_and_query: &str) -> Plan {
@@ -369,7 +373,6 @@ fn plan_for(shared: &Shared, method: &str, path_and_query: &str) -> Plan {
             Fault::Endless => plan.tail = Some(Tail::Endless),
             Fault::Reset => plan.reset = true,
             Fault::AcceptAndLose => plan.lose = true,
-            Fault::RewriteLocation { host } => plan.location_host = Some(host.clone()),
             Fault::AddHeaders(headers) => plan.headers.extend(headers.iter().cloned()),
             Fault::Status {
                 code,
@@ -401,6 +404,13 @@ fn plan_for(shared: &Shared, method: &str, path_and_query: &str) -> Plan {
                     plan.answer = Some((*status, all, Bytes::from(body.clone())));
                 }
             }
+            Fault::RewriteHeader {
+                name,
+                find,
+                replace,
+            } => plan
+                .rewrites
+                .push((name.clone(), find.clone(), replace.clone())),
         }
     }
     plan
@@ -417,26 +427,29 @@ fn add_headers(headers: &mut hyper::HeaderMap, extra: &[(String, String)]) {
     }
 }
 
-fn full(bytes: Bytes) -> ProxyBody {
-    Full::new(bytes).map_err(|never| match never {}).boxed()
+fn rewrite_headers(headers: &mut hyper::HeaderMap, rewrites: &[(String, String, String)]) {
+    for (name, find, replace) in rewrites {
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        let values: Vec<HeaderValue> = headers
+            .get_all(&name)
+            .iter()
+            .map(|v| match v.to_str() {
+                Ok(text) => HeaderValue::from_str(&text.replace(find.as_str(), replace))
+                    .unwrap_or_else(|_| v.clone()),
+                Err(_) => v.clone(),
+            })
+            .collect();
+        headers.remove(&name);
+        for value in values {
+            headers.append(name.clone(), value);
+        }
+    }
 }
 
-/// Points a `Location` header at `host`, keeping the path and query (a
-/// relative one becomes absolute).
-fn rewrite_location(headers: &mut hyper::HeaderMap, host: &str) {
-    let Some(location) = headers
-        .get(hyper::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return;
-    };
-    let path = match location.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
-        None => location,
-    };
-    if let Ok(value) = HeaderValue::from_str(&format!("http://{host}{path}")) {
-        headers.insert(hyper::header::LOCATION, value);
-    }
+fn full(bytes: Bytes) -> ProxyBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
 /// The answer of a registry that stored an upload: 201, `Location` and
@@ -548,10 +561,8 @@ async fn handle(
     let status = upstream_response.status().as_u16();
     shared.update(index, |r| r.status = status);
     let (mut parts, body) = upstream_response.into_parts();
+    rewrite_headers(&mut parts.headers, &plan.rewrites);
     add_headers(&mut parts.headers, &plan.headers);
-    if let Some(host) = &plan.location_host {
-        rewrite_location(&mut parts.headers, host);
-    }
     if plan.tail.is_some() {
         parts.headers.remove(hyper::header::CONTENT_LENGTH);
     }
@@ -586,10 +597,8 @@ fn answered(
     let mut parts = Response::new(()).into_parts().0;
     parts.status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     add_headers(&mut parts.headers, &headers);
+    rewrite_headers(&mut parts.headers, &plan.rewrites);
     add_headers(&mut parts.headers, &plan.headers);
-    if let Some(host) = &plan.location_host {
-        rewrite_location(&mut parts.headers, host);
-    }
     if plan.tail.is_some() {
         parts.headers.remove(hyper::header::CONTENT_LENGTH);
     } else if !parts.headers.contains_key(hyper::header::CONTENT_LENGTH)

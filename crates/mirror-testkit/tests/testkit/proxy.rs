@@ -253,9 +253,10 @@ async fn delay_and_throttle_slow_a_request_down() {
     let elapsed = started.elapsed();
     assert_eq!((status, error), (200, None));
     assert_eq!(bytes, bed.original());
-    // ~300 KB at 600 KB/s: about half a second.
+    // ~300 KB at 600 KB/s cannot arrive in less than about half a second.
+    // (No upper bound: a loaded machine may take any time, and bytes and
+    // status above already show the body came through whole.)
     assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
-    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
 }
 
 #[tokio::test]
@@ -403,32 +404,6 @@ async fn accept_and_lose_acknowledges_an_upload_that_never_lands() {
             .await
             .expect("HEAD");
     assert!(!exists, "the lost blob reached the registry");
-}
-
-#[tokio::test]
-async fn rewrite_location_points_an_upload_at_another_host() {
-    let bed = Bed::new().await;
-    bed.proxy.add_rule(
-        Rule::new(Fault::RewriteLocation {
-            host: "127.0.0.9:4321".to_owned(),
-        })
-        .method("POST"),
-    );
-    let started = bed
-        .client
-        .post(format!(
-            "http://{}/v2/{REPO}/blobs/uploads/",
-            bed.proxy.host()
-        ))
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(started.status(), 202);
-    let location = started.headers()["location"].to_str().expect("a Location");
-    assert!(
-        location.starts_with(&format!("http://127.0.0.9:4321/v2/{REPO}/blobs/uploads/")),
-        "{location}"
-    );
 }
 
 /// Peak resident memory of this process, from /proc.
