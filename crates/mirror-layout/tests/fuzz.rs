@@ -179,7 +179,8 @@ fn damage() -> impl Strategy<Value = Damage> {
         any::<u8>().prop_map(Field::Type),
         name().prop_map(Field::Name),
         name().prop_map(Field::Link),
-        (0u8..148, proptest::collection::vec(any::<u8>(), 1..12)).prop_map(|(at, b)| Field::Raw(at, b)),
+        (0u8..148, proptest::collection::vec(any::<u8>(), 1..12))
+            .prop_map(|(at, b)| Field::Raw(at, b)),
     ];
     prop_oneof![
         2 => proptest::collection::vec((any::<u32>(), any::<u8>()), 1..8).prop_map(Damage::Bytes),
@@ -290,7 +291,10 @@ async fn open_and_read(path: &Path) {
         let roots = listed.into_iter().map(|(_, d)| d).collect();
         let most = read_all(Arc::new(archive), roots).await;
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        assert!(most <= size, "a blob of {most} bytes from a {size}-byte file");
+        assert!(
+            most <= size,
+            "a blob of {most} bytes from a {size}-byte file"
+        );
     }
     if let Ok(archive) = DockerArchive::open(path).await
         && let Ok(listed) = archive.list().await
@@ -299,7 +303,10 @@ async fn open_and_read(path: &Path) {
         let most = read_all(Arc::new(archive), roots).await;
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         // A computed manifest's layer is the stored one; nothing more.
-        assert!(most <= size, "a blob of {most} bytes from a {size}-byte file");
+        assert!(
+            most <= size,
+            "a blob of {most} bytes from a {size}-byte file"
+        );
     }
 }
 
@@ -334,12 +341,18 @@ fn the_undamaged_archives_read_whole() {
                 match OciArchive::open(&path).await {
                     Ok(archive) => {
                         let roots = archive.list().await.expect("listing");
-                        (Arc::new(archive), roots.into_iter().map(|(_, d)| d).collect())
+                        (
+                            Arc::new(archive),
+                            roots.into_iter().map(|(_, d)| d).collect(),
+                        )
                     }
                     Err(_) => {
                         let archive = DockerArchive::open(&path).await.expect("opening");
                         let roots = archive.list().await.expect("listing");
-                        (Arc::new(archive), roots.into_iter().map(|(_, d)| d).collect())
+                        (
+                            Arc::new(archive),
+                            roots.into_iter().map(|(_, d)| d).collect(),
+                        )
                     }
                 };
             assert!(!roots.is_empty());

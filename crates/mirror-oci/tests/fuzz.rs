@@ -168,7 +168,11 @@ fn descriptor_value() -> impl Strategy<Value = Value> {
 /// little of each.
 fn manifest_value() -> impl Strategy<Value = Value> {
     (
-        proptest::option::of(prop_oneof![Just(json!(2)), Just(json!(1)), Just(json!("2"))]),
+        proptest::option::of(prop_oneof![
+            Just(json!(2)),
+            Just(json!(1)),
+            Just(json!("2"))
+        ]),
         media_type(),
         proptest::option::of(proptest::collection::vec(descriptor_value(), 0..4)),
         proptest::option::of(descriptor_value()),
@@ -201,8 +205,14 @@ fn manifest_value() -> impl Strategy<Value = Value> {
 
 /// Bytes of manifest-shaped JSON, sometimes cut or with a byte changed.
 fn manifest_bytes() -> impl Strategy<Value = Vec<u8>> {
-    (manifest_value(), any::<u16>(), any::<u16>(), any::<u8>(), 0u8..4).prop_map(
-        |(value, at, cut, byte, damage)| {
+    (
+        manifest_value(),
+        any::<u16>(),
+        any::<u16>(),
+        any::<u8>(),
+        0u8..4,
+    )
+        .prop_map(|(value, at, cut, byte, damage)| {
             let mut bytes = serde_json::to_vec(&value).unwrap_or_default();
             if bytes.is_empty() {
                 return bytes;
@@ -216,8 +226,7 @@ fn manifest_bytes() -> impl Strategy<Value = Vec<u8>> {
                 _ => {}
             }
             bytes
-        },
-    )
+        })
 }
 
 /// Everything that must hold of a manifest that parsed.
