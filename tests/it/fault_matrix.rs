@@ -19,9 +19,7 @@
 //! - the exact same command, faults cleared, completes and lands the
 //!   source's digest.
 //!
-//! Rows whose fix has not landed carry `needs`; [`fault_matrix`] skips them
-//! (and says so) and [`fault_matrix_pending_rows`], ignored, runs them.
-//! The suite prints one line: faults tried, held, skipped.
+//! The suite prints one line: faults tried, held.
 //! `FAULT_MATRIX_ROWS=TEXT` runs only the rows whose name contains TEXT;
 //! `FAULT_MATRIX_VERBOSE=1` prints every row's run and request logs.
 
@@ -213,8 +211,6 @@ struct Row {
     exit: Exit,
     /// Kill the binary (-9) at this moment.
     kill_at: Option<Moment>,
-    /// A fix this row waits for; the matrix skips it until then.
-    needs: Option<&'static str>,
     /// `--retries` (attempts per request and per blob).
     retries: u32,
     /// Copy with `--all-tags` (the source's tag list is read).
@@ -256,7 +252,6 @@ fn rows() -> Vec<Row> {
         faults,
         exit,
         kill_at: None,
-        needs: None,
         retries: 3,
         all_tags: false,
     };
@@ -421,7 +416,6 @@ fn rows() -> Vec<Row> {
             Exit::Succeeds,
         ),
         Row {
-            needs: Some("harden-registry: credentials only to their own host (tag-list Link)"),
             all_tags: true,
             ..row(
                 "source: tag list paged to another host",
@@ -530,23 +524,20 @@ fn rows() -> Vec<Row> {
             },
             Exit::Fails,
         ),
-        Row {
-            needs: Some("harden-registry: credentials only to their own host (upload Location)"),
-            ..row(
-                "destination: upload Location on another host",
-                |c| {
-                    vec![(
-                        Side::Destination,
-                        post(Fault::RewriteHeader {
-                            name: "location".to_owned(),
-                            find: c.hosts.destination.host(),
-                            replace: c.hosts.elsewhere.host(),
-                        }),
-                    )]
-                },
-                Exit::Any,
-            )
-        },
+        row(
+            "destination: upload Location on another host",
+            |c| {
+                vec![(
+                    Side::Destination,
+                    post(Fault::RewriteHeader {
+                        name: "location".to_owned(),
+                        find: c.hosts.destination.host(),
+                        replace: c.hosts.elsewhere.host(),
+                    }),
+                )]
+            },
+            Exit::Any,
+        ),
         // ---- kill -9
         Row {
             kill_at: Some(|c| {
@@ -940,29 +931,22 @@ fn shorten(secret: &str) -> String {
     format!("{shown}...")
 }
 
-/// The matrix: every row without a pending fix, `ROWS_AT_ONCE` at a time.
+/// The matrix: every row, `ROWS_AT_ONCE` at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_matrix() {
-    run_matrix(false).await;
+    run_matrix().await;
 }
 
-/// The rows waiting for a fix on another branch.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the harden-registry fix: credentials only to their own host (upload Location, tag-list Link)"]
-async fn fault_matrix_pending_rows() {
-    run_matrix(true).await;
-}
-
-async fn run_matrix(pending: bool) {
+async fn run_matrix() {
     let bed = Arc::new(Bed::start().await);
     let rows = rows();
     // FAULT_MATRIX_ROWS=TEXT runs only the rows whose name contains TEXT.
     let only = std::env::var("FAULT_MATRIX_ROWS").ok();
-    let (chosen, skipped): (Vec<_>, Vec<_>) = rows
+    let chosen: Vec<_> = rows
         .iter()
         .enumerate()
         .filter(|(_, row)| only.as_deref().is_none_or(|text| row.name.contains(text)))
-        .partition(|(_, row)| row.needs.is_some() == pending);
+        .collect();
     let results: Vec<(&Row, Outcome)> = futures::stream::iter(chosen)
         .map(|(index, row)| {
             let bed = bed.clone();
@@ -980,18 +964,7 @@ async fn run_matrix(pending: bool) {
         .iter()
         .filter(|(_, outcome)| outcome.findings.is_empty())
         .count();
-    let mut summary = format!("fault matrix: {} faults tried, {held} held", results.len());
-    if !pending && !skipped.is_empty() {
-        summary.push_str(&format!(
-            ", {} skipped until a fix lands ({})",
-            skipped.len(),
-            skipped
-                .iter()
-                .map(|(_, r)| r.name)
-                .collect::<Vec<_>>()
-                .join("; ")
-        ));
-    }
+    let summary = format!("fault matrix: {} faults tried, {held} held", results.len());
     // Straight to the process's stderr, past the test harness's capture.
     let _ = writeln!(std::io::stderr(), "{summary}");
     let failures: Vec<String> = results
