@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mirror_testkit::{
-    Fault, GeneratedImage, ImageSpec, PushAuth, Rule, blob_exists, open_layout, skopeo_digest,
-    skopeo_inspect_raw,
+    Fault, GeneratedImage, ImageSpec, PushAuth, RawEntry, Rule, TarEntry, blob_exists,
+    layout_entries, open_layout, skopeo_digest, skopeo_inspect_raw, write_raw_tar,
 };
 use serde_json::Value;
 
@@ -77,58 +77,18 @@ fn layout_blobs(dir: &Path) -> Vec<String> {
     names
 }
 
-/// One entry of a tar: its name, type and where its data starts.
-#[derive(Debug)]
-struct TarEntry {
-    name: String,
-    kind: tar::EntryType,
-    offset: u64,
-    size: u64,
-}
-
 fn tar_entries(file: &Path) -> Vec<TarEntry> {
-    let reader =
-        std::fs::File::open(file).unwrap_or_else(|e| panic!("opening {}: {e}", file.display()));
-    let mut archive = tar::Archive::new(reader);
-    archive
-        .entries()
-        .expect("tar entries")
-        .map(|entry| {
-            let entry = entry.expect("a tar entry");
-            TarEntry {
-                name: String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
-                kind: entry.header().entry_type(),
-                offset: entry.raw_file_position(),
-                size: entry.size(),
-            }
-        })
-        .collect()
+    mirror_testkit::tar_entries(file).expect("reading a tar")
 }
 
 /// The blobs of an oci-archive (`blobs/sha256/HEX` entries), as `sha256:HEX`.
 fn archive_blobs(file: &Path) -> Vec<String> {
-    let mut names: Vec<String> = tar_entries(file)
-        .into_iter()
-        .filter(|e| e.kind.is_file())
-        .filter_map(|e| {
-            e.name
-                .trim_start_matches("./")
-                .strip_prefix("blobs/sha256/")
-                .map(|hex| format!("sha256:{hex}"))
-        })
-        .collect();
-    names.sort();
-    names
+    mirror_testkit::archive_blobs(file).expect("reading an archive's blobs")
 }
 
 /// The bytes of one file entry of a tar.
 fn archive_file(file: &Path, name: &str) -> Vec<u8> {
-    let entry = tar_entries(file)
-        .into_iter()
-        .find(|e| e.name.trim_start_matches("./") == name)
-        .unwrap_or_else(|| panic!("{} has no entry {name}", file.display()));
-    let bytes = std::fs::read(file).expect("read the archive");
-    bytes[entry.offset as usize..(entry.offset + entry.size) as usize].to_vec()
+    mirror_testkit::tar_file(file, name).expect("reading a tar entry")
 }
 
 /// Files a write left behind in `dir`: `*.partial`, `*.tmp`, `.tmp*`.
@@ -149,18 +109,8 @@ fn leftovers(dir: &Path) -> Vec<String> {
     found
 }
 
-/// Copies a layout directory (regular files only).
 fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("create the copy");
-    for entry in std::fs::read_dir(from).expect("read the layout") {
-        let entry = entry.expect("a directory entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy a layout file");
-        }
-    }
+    mirror_testkit::copy_dir(from, to).expect("copying a layout");
 }
 
 /// `mirror inspect LOCATION --json`: `(name, digest)` of every image.
@@ -230,7 +180,7 @@ async fn air_gap_round_trip_through_an_oci_archive() {
     // The archive, read as a tar: the layout files and every blob once.
     let names: BTreeSet<String> = tar_entries(&archive)
         .into_iter()
-        .map(|e| e.name.trim_start_matches("./").to_owned())
+        .map(|e| e.plain_name().to_owned())
         .collect();
     assert!(
         names.contains("oci-layout") && names.contains("index.json"),
@@ -574,19 +524,7 @@ fn file_digest(file: &Path, name: &Value) -> String {
 
 /// Runs skopeo; its stdout, or a panic with its stderr.
 async fn skopeo(args: &[&str]) -> Vec<u8> {
-    let program = mirror_testkit::require_tool("skopeo", "skopeo").expect("skopeo");
-    let output = tokio::process::Command::new(program)
-        .args(args)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("run skopeo");
-    assert!(
-        output.status.success(),
-        "skopeo {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
+    mirror_testkit::skopeo(args).await.expect("skopeo")
 }
 
 /// registry -> `docker-archive:FILE:app:1 --platform linux/amd64`: Docker's
@@ -909,74 +847,11 @@ async fn generated_layouts_are_sources() {
 
 // ---- hostile and damaged input -------------------------------------------------
 
-/// How a hand-made hostile entry looks.
-enum Hostile {
-    /// A regular file with this raw name (`..`, absolute).
-    File(&'static str),
-    /// A symlink at `name` pointing at `target`.
-    Symlink(&'static str, &'static str),
-    /// A hard link at `name` pointing at `target`.
-    HardLink(&'static str, &'static str),
-}
-
-/// A tar holding a complete, valid layout of `image` plus one hostile entry,
-/// written with raw header fields (the tar crate refuses to write `..`).
-fn hostile_archive(image: &GeneratedImage, file: &Path, hostile: &Hostile) {
-    let out = std::fs::File::create(file).expect("create the archive");
-    let mut builder = tar::Builder::new(out);
-    let append = |builder: &mut tar::Builder<std::fs::File>, name: &str, data: &[u8]| {
-        let mut header = tar::Header::new_ustar();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_entry_type(tar::EntryType::Regular);
-        builder
-            .append_data(&mut header, name, data)
-            .expect("append an entry");
-    };
-    let raw = |builder: &mut tar::Builder<std::fs::File>,
-               kind: tar::EntryType,
-               name: &str,
-               link: &str,
-               data: &[u8]| {
-        let mut header = tar::Header::new_old();
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_entry_type(kind);
-        let old = header.as_old_mut();
-        old.name[..name.len()].copy_from_slice(name.as_bytes());
-        old.linkname[..link.len()].copy_from_slice(link.as_bytes());
-        header.set_cksum();
-        builder.append(&header, data).expect("append a raw entry");
-    };
-    append(
-        &mut builder,
-        "oci-layout",
-        &std::fs::read(image.layout.join("oci-layout")).expect("oci-layout"),
-    );
-    append(
-        &mut builder,
-        "index.json",
-        &std::fs::read(image.layout.join("index.json")).expect("index.json"),
-    );
-    for digest in all_digests(image) {
-        let digest = mirror_oci::parse_digest(&digest).expect("a digest");
-        let bytes = image.read_blob(&digest).expect("a blob");
-        append(
-            &mut builder,
-            &format!("blobs/sha256/{}", digest.digest()),
-            &bytes,
-        );
-    }
-    match hostile {
-        Hostile::File(name) => raw(&mut builder, tar::EntryType::Regular, name, "", b"pwned\n"),
-        Hostile::Symlink(name, target) => {
-            raw(&mut builder, tar::EntryType::Symlink, name, target, b"")
-        }
-        Hostile::HardLink(name, target) => {
-            raw(&mut builder, tar::EntryType::Link, name, target, b"")
-        }
-    }
-    builder.finish().expect("finish the archive");
+/// A tar holding a complete, valid layout of `image` plus one hostile entry.
+fn hostile_archive(image: &GeneratedImage, file: &Path, hostile: &RawEntry) {
+    let mut entries = layout_entries(&image.layout).expect("reading the layout");
+    entries.push(hostile.clone());
+    write_raw_tar(file, &entries).expect("writing the archive");
 }
 
 /// An archive with an entry that escapes (`..`, an absolute name) or a link
@@ -989,12 +864,12 @@ async fn hostile_archive_entries_are_refused() {
     let dst = open_registry().await;
     let proxy = proxy_to(&dst).await;
     let cases = [
-        Hostile::File("../evil"),
-        Hostile::File("blobs/sha256/../../../evil"),
-        Hostile::File("/tmp/mirror-it-evil"),
-        Hostile::Symlink("blobs/sha256/evil-link", "../../../../etc/passwd"),
-        Hostile::Symlink("index.json", "/etc/passwd"),
-        Hostile::HardLink("blobs/evil-hard", "/etc/passwd"),
+        RawEntry::file("../evil", &b"pwned\n"[..]),
+        RawEntry::file("blobs/sha256/../../../evil", &b"pwned\n"[..]),
+        RawEntry::file("/tmp/mirror-it-evil", &b"pwned\n"[..]),
+        RawEntry::symlink("blobs/sha256/evil-link", "../../../../etc/passwd"),
+        RawEntry::symlink("index.json", "/etc/passwd"),
+        RawEntry::hard_link("blobs/evil-hard", "/etc/passwd"),
     ];
     for (i, hostile) in cases.iter().enumerate() {
         let scratch = Scratch::new("hostile");
@@ -1002,9 +877,7 @@ async fn hostile_archive_entries_are_refused() {
         std::fs::create_dir_all(&inner).expect("create the nest");
         let archive = inner.join("hostile.tar");
         hostile_archive(&image, &archive, hostile);
-        let entry = match hostile {
-            Hostile::File(name) | Hostile::Symlink(name, _) | Hostile::HardLink(name, _) => *name,
-        };
+        let entry = hostile.name.as_str();
         let before: BTreeSet<PathBuf> = walk(scratch.path());
         let tag = format!("t{i}");
 
@@ -1046,7 +919,7 @@ async fn hostile_archive_entries_are_refused() {
     hostile_archive(
         &image,
         &archive,
-        &Hostile::Symlink("legacy-link", "/etc/passwd"),
+        &RawEntry::symlink("legacy-link", "/etc/passwd"),
     );
     let before = walk(scratch.path());
     Mirror::copy(

@@ -15,6 +15,7 @@ mod copy;
 mod ecr;
 mod engine;
 mod errors;
+mod fault_matrix;
 mod faults;
 mod fixture;
 mod hostile;

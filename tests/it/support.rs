@@ -240,10 +240,9 @@ impl Mirror {
         self
     }
 
-    pub async fn run(self) -> Output {
-        let rss_dir = self.measure_rss.then(|| Scratch::new("rss"));
-        let rss_file = rss_dir.as_ref().map(|d| d.path().join("rss"));
-        let mut command = match &rss_file {
+    /// The command line, with the sandboxed environment every run gets.
+    fn command(&self, rss_file: Option<&Path>) -> (tokio::process::Command, String) {
+        let mut command = match rss_file {
             Some(file) => {
                 let mut command = tokio::process::Command::new("/usr/bin/time");
                 command.args(["-f", "%M", "-o"]).arg(file).arg(MIRROR);
@@ -273,7 +272,13 @@ impl Mirror {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let shown = format!("mirror {}", self.args.join(" "));
+        (command, format!("mirror {}", self.args.join(" ")))
+    }
+
+    pub async fn run(self) -> Output {
+        let rss_dir = self.measure_rss.then(|| Scratch::new("rss"));
+        let rss_file = rss_dir.as_ref().map(|d| d.path().join("rss"));
+        let (mut command, shown) = self.command(rss_file.as_deref());
         let started = Instant::now();
         let output = match tokio::time::timeout(self.timeout, command.output()).await {
             Ok(Ok(output)) => output,
@@ -295,6 +300,77 @@ impl Mirror {
             elapsed,
             peak_rss_kib,
         }
+    }
+
+    /// Starts the binary without waiting for it (to kill it midway, or to
+    /// bound a run that may hang without failing the test).
+    pub fn spawn(self) -> Running {
+        let (mut command, shown) = self.command(None);
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not run {MIRROR}: {e}"));
+        let drain = |pipe: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>| {
+            tokio::spawn(async move {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = tokio::io::AsyncReadExt::read_to_end(&mut pipe, &mut bytes).await;
+                }
+                bytes
+            })
+        };
+        let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+        let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+        Running {
+            child,
+            command: shown,
+            started: Instant::now(),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+/// A run of the binary in progress ([`Mirror::spawn`]).
+#[derive(Debug)]
+pub struct Running {
+    child: tokio::process::Child,
+    command: String,
+    started: Instant,
+    stdout: tokio::task::JoinHandle<Vec<u8>>,
+    stderr: tokio::task::JoinHandle<Vec<u8>>,
+}
+
+impl Running {
+    /// Whether the binary has ended.
+    pub fn has_ended(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        let _ = self.child.start_kill();
+    }
+
+    /// Waits for the run to end, at most `limit`: a run still going then is
+    /// killed, and `finished` is false. A killed run's code is -1.
+    pub async fn finish(mut self, limit: Duration) -> (Output, bool) {
+        let finished = tokio::time::timeout(limit, self.child.wait()).await.is_ok();
+        if !finished {
+            self.kill();
+        }
+        let status = self.child.wait().await.ok();
+        let elapsed = self.started.elapsed();
+        let stdout = self.stdout.await.unwrap_or_default();
+        let stderr = self.stderr.await.unwrap_or_default();
+        let output = Output {
+            command: self.command,
+            code: status.and_then(|s| s.code()).unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            elapsed,
+            peak_rss_kib: None,
+        };
+        (output, finished)
     }
 }
 

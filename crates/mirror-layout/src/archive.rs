@@ -21,7 +21,7 @@ use crate::docker_archive::{
 };
 use crate::error::LayoutError;
 use crate::fsutil::{
-    TempGuard, blob_rel, digest_of_blob_name, path_lock, reference_digest, sync_dir,
+    TempGuard, blob_rel, digest_of_blob_name, no_follow, path_lock, reference_digest, sync_dir,
 };
 use crate::index::{MAX_INDEX_BYTES, OCI_LAYOUT_FILE, empty_index, ref_name, upsert_value};
 use crate::layout::{OciLayout, Target, hashes_to, target};
@@ -127,6 +127,11 @@ impl Source for OciArchive {
 /// whose image another writer committed finds nothing new and leaves the
 /// archive as it is.
 ///
+/// Nothing is written through a symbolic link: `FILE.tmp` is created anew
+/// (a leftover or planted one removed first), `FILE.lock` is never opened
+/// through a link, and a `FILE.partial/` that is a link, or holds one where
+/// its directories or blobs belong, is refused.
+///
 /// Written with [`Self::create_docker`], the archive is a docker-archive (see
 /// the `docker_archive` module docs): the same layout plus Docker's
 /// `manifest.json`, and only images, one platform each
@@ -201,10 +206,10 @@ impl OciArchiveWriter {
             // Another writer may be creating the partial layout, or removing
             // it in a commit.
             let _held = lock(&target, Mode::Shared).await?;
-            OciLayout::create(partial_dir).await?
+            OciLayout::create_work_dir(&partial_dir).await?
         } else {
             // Creating the directory is left to the copy.
-            OciLayout::create(partial_dir).await?
+            OciLayout::create_work_dir(&partial_dir).await?
         };
         Ok(Self {
             label: format!("{}:{}", format.transport(), target.display()),
@@ -660,9 +665,25 @@ async fn partial_blobs(root: &Path) -> Result<Vec<(String, PathBuf)>, LayoutErro
             .map_err(|e| LayoutError::read(&dir, e))?
         {
             let name = format!("blobs/{algorithm}/{}", entry.file_name().to_string_lossy());
-            if digest_of_blob_name(&name).is_some() {
-                found.push((name, entry.path()));
+            if digest_of_blob_name(&name).is_none() {
+                continue;
             }
+            // Only what this crate wrote: a verified file renamed into place,
+            // never a link (it would put a file from elsewhere in the archive).
+            let kind = entry
+                .file_type()
+                .await
+                .map_err(|e| LayoutError::read(&entry.path(), e))?;
+            if !kind.is_file() {
+                return Err(LayoutError::Refused {
+                    path: entry.path(),
+                    reason: "is not a regular file; an archive's work directory holds only the \
+                             verified blobs mirror wrote"
+                        .to_owned(),
+                    hint: "remove it (check who put it there), then run the copy again".to_owned(),
+                });
+            }
+            found.push((name, entry.path()));
         }
     }
     Ok(found)
@@ -675,16 +696,27 @@ struct Metadata<'a> {
     manifest_json: Option<&'a [u8]>,
 }
 
-/// Writes the archive to `tmp` (removed on failure) and fsyncs it.
+/// Writes the archive to `tmp` (removed on failure) and fsyncs it. The
+/// caller holds the archive's lock, so a `tmp` already there is a leftover
+/// (of a writer killed mid-commit) or was planted: it is removed (a link, not
+/// what it points at) and the file created anew, never opened through a link.
 fn write_tar(
     tmp: &Path,
     metadata: &Metadata<'_>,
     blobs: &BTreeMap<String, BlobSource>,
     existing: Option<&TarIndex>,
 ) -> Result<(), LayoutError> {
-    let mut guard = TempGuard::new(tmp.to_owned());
     let io = |e| LayoutError::write(tmp, e);
-    let file = std::fs::File::create(tmp).map_err(io)?;
+    match std::fs::remove_file(tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        _ => {}
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)
+        .map_err(io)?;
+    let mut guard = TempGuard::new(tmp.to_owned());
     let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(
         crate::fsutil::WRITE_BUFFER,
         file,
@@ -704,11 +736,17 @@ fn write_tar(
         }
         match source {
             BlobSource::File(path) => {
-                let file = std::fs::File::open(path).map_err(|e| LayoutError::read(path, e))?;
-                let size = file
-                    .metadata()
-                    .map_err(|e| LayoutError::read(path, e))?
-                    .len();
+                let file = no_follow(std::fs::OpenOptions::new().read(true))
+                    .open(path)
+                    .map_err(|e| LayoutError::read(path, e))?;
+                let file_metadata = file.metadata().map_err(|e| LayoutError::read(path, e))?;
+                if !file_metadata.is_file() {
+                    return Err(LayoutError::read(
+                        path,
+                        std::io::Error::other("not a regular file"),
+                    ));
+                }
+                let size = file_metadata.len();
                 let reader = std::io::BufReader::with_capacity(crate::fsutil::WRITE_BUFFER, file);
                 builder
                     .append_data(&mut file_header(size), name, reader)

@@ -1,5 +1,7 @@
 //! File-system helpers: digest paths that cannot escape `blobs/`, temporary
-//! names, atomic writes, stale temp cleanup and process-wide locks per path.
+//! names, atomic writes, stale temp cleanup, process-wide locks per path, and
+//! the rules for symbolic links: mirror never writes through a link it did
+//! not make, and never reads a layout's file through a link that leaves it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -112,6 +114,88 @@ pub(crate) fn create_temp(path: &Path) -> Result<std::fs::File, LayoutError> {
         .create_new(true)
         .open(path)
         .map_err(|e| LayoutError::write(path, e))
+}
+
+/// Makes an open fail (`ELOOP`) when the last component of the path is a
+/// symbolic link, instead of following it.
+pub(crate) fn no_follow(options: &mut std::fs::OpenOptions) -> &mut std::fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    options.custom_flags(libc::O_NOFOLLOW)
+}
+
+/// Whether an open with [`no_follow`] failed because the path is a link.
+pub(crate) fn is_link(error: &std::io::Error) -> bool {
+    error.raw_os_error() == Some(libc::ELOOP)
+}
+
+/// A symbolic link found where mirror writes a file of its own (`what`): in
+/// a shared directory anyone may have planted it to redirect the write.
+pub(crate) fn planted_link(path: &Path, what: &str) -> LayoutError {
+    LayoutError::Refused {
+        path: path.to_owned(),
+        reason: format!("is a symbolic link, where mirror keeps {what}; it writes through no link"),
+        hint: "remove the link (check who planted it), then run the copy again".to_owned(),
+    }
+}
+
+/// Refuses a symbolic link at `path` (a missing path is fine).
+pub(crate) async fn refuse_link(path: &Path, what: &str) -> Result<(), LayoutError> {
+    match tokio::fs::symlink_metadata(path).await {
+        Ok(metadata) if metadata.file_type().is_symlink() => Err(planted_link(path, what)),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(LayoutError::read(path, e)),
+    }
+}
+
+/// `root/rel` when what it names lies inside `root`; `None` when it is
+/// absent. A path that leaves the layout through a symbolic link (the file
+/// itself, or a directory on the way) is refused, as an archive entry linking
+/// out of its archive is; a link that stays inside is followed (and the
+/// resolved path returned).
+pub(crate) async fn contained(root: &Path, rel: &str) -> Result<Option<PathBuf>, LayoutError> {
+    let path = root.join(rel);
+    // The usual case costs one lstat per component below the root.
+    let mut current = root.to_owned();
+    let mut linked = false;
+    for part in rel.split('/') {
+        current.push(part);
+        match tokio::fs::symlink_metadata(&current).await {
+            Ok(metadata) if metadata.file_type().is_symlink() => {
+                linked = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(LayoutError::read(&current, e)),
+        }
+    }
+    if !linked {
+        return Ok(Some(path));
+    }
+    let resolved = match tokio::fs::canonicalize(&path).await {
+        Ok(resolved) => resolved,
+        // A dangling link: nothing there.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(LayoutError::read(&path, e)),
+    };
+    let resolved_root = tokio::fs::canonicalize(root)
+        .await
+        .map_err(|e| LayoutError::read(root, e))?;
+    if resolved.starts_with(&resolved_root) {
+        return Ok(Some(resolved));
+    }
+    Err(LayoutError::Refused {
+        path,
+        reason: format!(
+            "is reached through a symbolic link and resolves to {}, outside the layout {}",
+            resolved.display(),
+            root.display()
+        ),
+        hint: "a layout's files must lie inside its directory (as an archive's entries must): \
+               copy the file in rather than linking to it"
+            .to_owned(),
+    })
 }
 
 /// Writes `chunks` to `file` on the blocking pool and hands the file back.

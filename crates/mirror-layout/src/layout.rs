@@ -9,8 +9,8 @@ use mirror_oci::{BlobStream, Descriptor, Digest, Hasher, MAX_MANIFEST_BYTES, Raw
 
 use crate::error::LayoutError;
 use crate::fsutil::{
-    TempGuard, blob_rel, create_temp, reference_digest, remove_stale_temps, sync_dir, temp_name,
-    write_atomic, write_chunks,
+    TempGuard, blob_rel, create_temp, reference_digest, refuse_link, remove_stale_temps, sync_dir,
+    temp_name, write_atomic, write_chunks,
 };
 use crate::index::{MAX_INDEX_BYTES, OCI_LAYOUT_FILE, empty_index, ref_name, upsert};
 use crate::lock::{Held, Mode, hold};
@@ -47,6 +47,10 @@ use crate::transport::validate_tag;
 pub struct OciLayout {
     root: PathBuf,
     reader: LayoutReader,
+    /// A directory of mirror's own (an archive's `FILE.partial/`), where a
+    /// symbolic link can only have been planted: the directory and its
+    /// `blobs/` directories must not be links.
+    work: bool,
 }
 
 /// The lock file of a layout writer, inside the layout directory.
@@ -153,11 +157,49 @@ impl OciLayout {
         .await
     }
 
+    /// Opens an archive's work directory (`FILE.partial/`) as
+    /// [`Self::create`] does, refusing one that is, or holds, a symbolic link
+    /// to a directory (written through, it would put blobs elsewhere).
+    pub(crate) async fn create_work_dir(path: &Path) -> Result<Self, LayoutError> {
+        let mut layout = Self::at(path);
+        layout.work = true;
+        layout.refuse_links(None).await?;
+        let created = Self::create(path).await?;
+        Ok(Self {
+            work: true,
+            ..created
+        })
+    }
+
+    /// In a work directory, refuses a symbolic link as the directory itself,
+    /// `blobs/`, `blobs/sha256`, `blobs/sha512` or `dir` (a no-op elsewhere).
+    async fn refuse_links(&self, dir: Option<&Path>) -> Result<(), LayoutError> {
+        if !self.work {
+            return Ok(());
+        }
+        let blobs = self.root.join("blobs");
+        let what = "an archive's work directory";
+        for path in [
+            self.root.clone(),
+            blobs.join("sha256"),
+            blobs.join("sha512"),
+            blobs,
+        ]
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(dir)
+        {
+            refuse_link(path, what).await?;
+        }
+        Ok(())
+    }
+
     fn at(path: &Path) -> Self {
         let root = path.to_owned();
         Self {
             reader: LayoutReader::new(Store::Dir(root.clone()), "oci"),
             root,
+            work: false,
         }
     }
 
@@ -199,6 +241,7 @@ impl OciLayout {
 
     /// [`Self::ensure_layout`] for a caller holding the lock.
     async fn create_files(&self) -> Result<(), LayoutError> {
+        self.refuse_links(None).await?;
         let blobs = self.root.join("blobs").join("sha256");
         tokio::fs::create_dir_all(&blobs)
             .await
@@ -254,6 +297,7 @@ impl OciLayout {
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| LayoutError::io("creating", &dir, e))?;
+        self.refuse_links(Some(&dir)).await?;
         let tmp = dir.join(temp_name(digest.digest()));
         let mut guard = TempGuard::new(tmp.clone());
         let mut file = create_temp(&tmp)?;
@@ -308,6 +352,7 @@ impl OciLayout {
             tokio::fs::create_dir_all(dir)
                 .await
                 .map_err(|e| LayoutError::io("creating", dir, e))?;
+            self.refuse_links(Some(dir)).await?;
         }
         write_atomic(&target, manifest.bytes()).await
     }

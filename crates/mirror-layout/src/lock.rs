@@ -2,8 +2,9 @@
 //! ([`path_lock`]) and across processes (an advisory `flock(2)` on a lock
 //! file, through std's `File::try_lock` family).
 //!
-//! Lock files are created on demand and removed by the last holder on release,
-//! so nothing stays behind once writers are done. Removal is safe because a
+//! Lock files are created on demand (never through a symbolic link planted
+//! at their path) and removed by the last holder on release, so nothing
+//! stays behind once writers are done. Removal is safe because a
 //! process that obtains a lock checks that its file is still the one linked at
 //! the path, and otherwise tries again on the new file.
 //!
@@ -21,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedRwLockReadGuard, OwnedRwLockWriteGuard};
 
 use crate::error::LayoutError;
-use crate::fsutil::path_lock;
+use crate::fsutil::{is_link, no_follow, path_lock, planted_link};
 
 /// The first wait between two attempts; it doubles up to [`MAX_POLL`].
 const FIRST_POLL: Duration = Duration::from_millis(5);
@@ -82,13 +83,23 @@ impl FileLock {
         let mut delay = FIRST_POLL;
         loop {
             // Opened afresh on every attempt: the holder may remove the file.
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)
-                .map_err(|e| LayoutError::io("opening the lock file", path, e))?;
+            // Never through a link: a dangling one planted at the path would
+            // have the open create its target.
+            let file = no_follow(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false),
+            )
+            .open(path)
+            .map_err(|e| {
+                if is_link(&e) {
+                    planted_link(path, "a lock file")
+                } else {
+                    LayoutError::io("opening the lock file", path, e)
+                }
+            })?;
             let attempt = match mode {
                 Mode::Shared => file.try_lock_shared(),
                 Mode::Exclusive => file.try_lock(),

@@ -1,4 +1,6 @@
 //! Where a layout's files are: a directory, or entries of a tar read in place.
+//! Either way, nothing outside the layout is read: a directory's file reached
+//! through a symbolic link out of it is refused like a tar's link entry.
 //!
 //! A tar is indexed once (entry name -> offset and size of its data) and never
 //! extracted: blobs are streamed from their offset through a duplicate of the
@@ -15,7 +17,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use mirror_oci::{BlobStream, Digest, StreamError};
 
 use crate::error::LayoutError;
-use crate::fsutil::{blob_rel, digest_of_blob_name};
+use crate::fsutil::{blob_rel, contained, digest_of_blob_name};
 
 /// Blob reads are 256 KiB at a time.
 pub(crate) const READ_CHUNK: usize = 256 * 1024;
@@ -361,7 +363,9 @@ impl Store {
         };
         match self {
             Self::Dir(root) => {
-                let path = root.join(name);
+                let Some(path) = contained(root, name).await? else {
+                    return Ok(None);
+                };
                 let metadata = match tokio::fs::metadata(&path).await {
                     Ok(m) => m,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -388,7 +392,9 @@ impl Store {
         let rel = blob_rel(digest, "blob")?;
         match self {
             Self::Dir(root) => {
-                let path = root.join(&rel);
+                let Some(path) = contained(root, &rel).await? else {
+                    return Ok(None);
+                };
                 match tokio::fs::metadata(&path).await {
                     Ok(m) if m.is_file() => Ok(Some(m.len())),
                     Ok(_) => Ok(None),
@@ -405,7 +411,9 @@ impl Store {
         let rel = blob_rel(digest, "blob")?;
         match self {
             Self::Dir(root) => {
-                let path = root.join(&rel);
+                let Some(path) = contained(root, &rel).await? else {
+                    return Ok(None);
+                };
                 match tokio::fs::read(&path).await {
                     Ok(bytes) => Ok(Some(Bytes::from(bytes))),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -424,7 +432,9 @@ impl Store {
         let rel = blob_rel(digest, "blob")?;
         match self {
             Self::Dir(root) => {
-                let path = root.join(&rel);
+                let path = contained(root, &rel)
+                    .await?
+                    .unwrap_or_else(|| root.join(&rel));
                 let file = tokio::fs::File::open(&path)
                     .await
                     .map_err(|e| LayoutError::read(&path, e))?;

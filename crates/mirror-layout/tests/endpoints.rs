@@ -17,7 +17,9 @@ use mirror_layout::{
     DockerArchive, LayoutError, Location, OciArchive, OciArchiveWriter, OciLayout, list,
 };
 use mirror_oci::{BlobStream, Descriptor, Digest, RawManifest, StreamError};
-use mirror_testkit::{GeneratedImage, ImageSpec, generate};
+use mirror_testkit::{
+    GeneratedImage, ImageSpec, RawEntry, TarEntry, blob_entry_name, generate, write_raw_tar,
+};
 
 // ---------------------------------------------------------------- helpers
 
@@ -148,53 +150,21 @@ fn index_of(root: &Path) -> Vec<(Option<String>, String)> {
         .collect()
 }
 
-/// (name, size, type byte, mode, mtime) of every entry of a tar.
-fn tar_entries(path: &Path) -> Vec<(String, u64, u8, u32, u64)> {
-    let mut archive = tar::Archive::new(std::fs::File::open(path).expect("reading a tar"));
-    archive
-        .entries()
-        .expect("reading a tar")
-        .map(|e| {
-            let e = e.expect("reading a tar");
-            let h = e.header();
-            (
-                e.path()
-                    .expect("reading a tar")
-                    .to_string_lossy()
-                    .into_owned(),
-                e.size(),
-                h.entry_type().as_byte(),
-                h.mode().expect("reading a tar"),
-                h.mtime().expect("reading a tar"),
-            )
-        })
+/// The blob names of an archive (hex), checking none appears twice.
+fn archive_blobs(path: &Path) -> BTreeSet<String> {
+    mirror_testkit::archive_blobs(path)
+        .expect("reading an archive's blobs")
+        .iter()
+        .map(|digest| digest.trim_start_matches("sha256:").to_owned())
         .collect()
 }
 
-/// The blob names of an archive, checking none appears twice.
-fn archive_blobs(path: &Path) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    for (name, ..) in tar_entries(path) {
-        if let Some(hex) = name.strip_prefix("blobs/sha256/")
-            && !hex.is_empty()
-        {
-            assert!(names.insert(hex.to_owned()), "blob {hex} stored twice");
-        }
-    }
-    names
+fn copy_dir(from: &Path, to: &Path) {
+    mirror_testkit::copy_dir(from, to).expect("copying a layout");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("copying a layout");
-    for entry in std::fs::read_dir(from).expect("copying a layout") {
-        let entry = entry.expect("copying a layout");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("copying a layout").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copying a layout");
-        }
-    }
+fn tar_entries(path: &Path) -> Vec<TarEntry> {
+    mirror_testkit::tar_entries(path).expect("reading a tar")
 }
 
 fn largest_layer(image: &GeneratedImage) -> Descriptor {
@@ -215,35 +185,16 @@ fn smallest_layer(image: &GeneratedImage) -> Descriptor {
         .expect("an image has layers")
 }
 
-async fn run(program: &str, args: &[&str]) -> String {
-    let path = mirror_testkit::require_tool(program, program).expect("running a tool");
-    let output = tokio::process::Command::new(path)
-        .args(args)
-        .output()
-        .await
-        .expect("running a tool");
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+/// Runs skopeo; its stdout.
+async fn skopeo(args: &[&str]) -> Vec<u8> {
+    mirror_testkit::skopeo(args).await.expect("skopeo")
 }
 
-/// `skopeo copy --all --preserve-digests SRC DST`.
-async fn skopeo_copy(src: impl AsRef<str>, dst: impl AsRef<str>) {
-    run(
-        "skopeo",
-        &[
-            "copy",
-            "--insecure-policy",
-            "--all",
-            "--preserve-digests",
-            src.as_ref(),
-            dst.as_ref(),
-        ],
-    )
-    .await;
+/// `skopeo copy --all --preserve-digests FROM TO`.
+async fn skopeo_copy(from: impl AsRef<str>, to: impl AsRef<str>) {
+    mirror_testkit::skopeo_copy(from.as_ref(), to.as_ref())
+        .await
+        .expect("skopeo copy");
 }
 
 // ------------------------------------------------------------ oci: layouts
@@ -409,11 +360,14 @@ async fn layout_archive_layout_round_trip() {
     assert!(!writer.partial_path().exists(), "partial dir removed");
 
     let entries = tar_entries(&file);
-    assert_eq!(entries[0].0, "oci-layout");
-    assert_eq!(entries[1].0, "index.json");
-    let files: Vec<_> = entries.iter().filter(|e| e.2 == b'0').collect();
-    assert!(files.iter().all(|e| e.3 == 0o644 && e.4 == 0), "{files:?}");
-    let blob_names: Vec<_> = files.iter().skip(2).map(|e| e.0.clone()).collect();
+    assert_eq!(entries[0].name, "oci-layout");
+    assert_eq!(entries[1].name, "index.json");
+    let files: Vec<_> = entries.iter().filter(|e| e.kind.is_file()).collect();
+    assert!(
+        files.iter().all(|e| e.mode == 0o644 && e.mtime == 0),
+        "{files:?}"
+    );
+    let blob_names: Vec<_> = files.iter().skip(2).map(|e| e.name.clone()).collect();
     let mut sorted = blob_names.clone();
     sorted.sort();
     assert_eq!(blob_names, sorted, "blobs in name order");
@@ -639,9 +593,9 @@ async fn skopeo_reads_what_we_write() {
     .await
     .unwrap();
     let archive_ref = format!("oci-archive:{}:v1", file.display());
-    let raw = run("skopeo", &["inspect", "--raw", &archive_ref]).await;
+    let raw = skopeo(&["inspect", "--raw", &archive_ref]).await;
     assert_eq!(
-        mirror_oci::digest_of(raw.as_bytes()),
+        mirror_oci::digest_of(&raw),
         src.root_digest(),
         "skopeo sees our root"
     );
@@ -660,12 +614,8 @@ async fn skopeo_reads_what_we_write() {
     )
     .await
     .unwrap();
-    let raw = run(
-        "skopeo",
-        &["inspect", "--raw", &format!("oci:{}:v2", dir.display())],
-    )
-    .await;
-    assert_eq!(mirror_oci::digest_of(raw.as_bytes()), src.root_digest());
+    let raw = skopeo(&["inspect", "--raw", &format!("oci:{}:v2", dir.display())]).await;
+    assert_eq!(mirror_oci::digest_of(&raw), src.root_digest());
 }
 
 #[tokio::test]
@@ -710,51 +660,24 @@ async fn we_read_what_skopeo_writes() {
 
 // ------------------------------------------------------- hostile archives
 
-/// A tar entry written with raw header bytes, so that names the `tar`
-/// crate's builder refuses (`../x`, `/abs`) can be made.
-fn raw_entry(out: &mut Vec<u8>, name: &str, kind: u8, link: &str, data: &[u8]) {
-    let mut header = tar::Header::new_old();
-    {
-        let old = header.as_old_mut();
-        old.name[..name.len()].copy_from_slice(name.as_bytes());
-        old.linkname[..link.len()].copy_from_slice(link.as_bytes());
-    }
-    header.set_size(data.len() as u64);
-    header.set_mode(0o644);
-    header.set_mtime(0);
-    header.set_entry_type(tar::EntryType::new(kind));
-    header.set_cksum();
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    let pad = (512 - data.len() % 512) % 512;
-    out.extend(std::iter::repeat_n(0, pad));
-}
-
+/// A minimal layout (no images) plus one entry of type `kind`.
 fn hostile_archive(path: &Path, name: &str, kind: u8, link: &str) {
-    let mut out = Vec::new();
-    raw_entry(
-        &mut out,
-        "oci-layout",
-        b'0',
-        "",
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    );
-    raw_entry(
-        &mut out,
-        "index.json",
-        b'0',
-        "",
-        br#"{"schemaVersion":2,"manifests":[]}"#,
-    );
-    raw_entry(
-        &mut out,
-        name,
-        kind,
-        link,
-        if kind == b'0' { b"x" } else { b"" },
-    );
-    out.extend(std::iter::repeat_n(0, 1024));
-    std::fs::write(path, out).expect("writing a test archive");
+    let hostile = match kind {
+        b'0' => RawEntry::file(name, &b"x"[..]),
+        kind => RawEntry {
+            link: link.to_owned(),
+            ..RawEntry::of_kind(name, tar::EntryType::new(kind))
+        },
+    };
+    write_raw_tar(
+        path,
+        &[
+            RawEntry::file("oci-layout", &br#"{"imageLayoutVersion":"1.0.0"}"#[..]),
+            RawEntry::file("index.json", &br#"{"schemaVersion":2,"manifests":[]}"#[..]),
+            hostile,
+        ],
+    )
+    .expect("writing a test archive");
 }
 
 #[tokio::test]
@@ -1172,16 +1095,13 @@ async fn docker_archives_are_read_with_a_computed_manifest() {
 
     // skopeo computes its own manifest for the archive (other JSON, so
     // another digest) but the same config and layer digests.
-    let raw = run(
-        "skopeo",
-        &[
-            "inspect",
-            "--raw",
-            &format!("docker-archive:{}:app:latest", file.display()),
-        ],
-    )
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        &format!("docker-archive:{}:app:latest", file.display()),
+    ])
     .await;
-    let theirs: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let theirs: serde_json::Value = serde_json::from_slice(&raw).unwrap();
     assert_eq!(theirs["config"]["digest"], parsed["config"]["digest"]);
     let digests = |v: &serde_json::Value| -> Vec<String> {
         v["layers"]
@@ -1201,19 +1121,8 @@ async fn docker_archives_are_read_with_a_computed_manifest() {
 
 // ------------------------------------------------ docker-archive: writing
 
-/// The bytes of one file entry of a tar.
 fn tar_file(path: &Path, name: &str) -> Vec<u8> {
-    use std::io::Read as _;
-    let mut archive = tar::Archive::new(std::fs::File::open(path).expect("reading a tar"));
-    for entry in archive.entries().expect("reading a tar") {
-        let mut entry = entry.expect("reading a tar");
-        if entry.path().expect("reading a tar").to_string_lossy() == name {
-            let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes).expect("reading a tar");
-            return bytes;
-        }
-    }
-    panic!("{} has no {name}", path.display());
+    mirror_testkit::tar_file(path, name).expect("reading a tar entry")
 }
 
 /// `manifest.json` of a docker-archive as (Config, RepoTags, Layers).
@@ -1359,7 +1268,7 @@ async fn docker_archives_are_written_one_platform_per_image() {
         ]
     );
     // Every name in manifest.json is a file of the archive.
-    let names: BTreeSet<String> = tar_entries(&file).into_iter().map(|e| e.0).collect();
+    let names: BTreeSet<String> = tar_entries(&file).into_iter().map(|e| e.name).collect();
     for (config, _, layers) in manifest_json(&file) {
         for name in std::iter::once(&config).chain(&layers) {
             assert!(names.contains(name), "{name} is not in the archive");
@@ -1443,26 +1352,6 @@ async fn docker_archives_are_written_one_platform_per_image() {
     assert!(err.to_string().contains("NAME:TAG"), "{err}");
 }
 
-/// A tar of `files` (name, bytes), in order.
-fn write_tar(path: &Path, files: &[(&str, &[u8])]) {
-    let mut builder = tar::Builder::new(std::fs::File::create(path).expect("writing a tar"));
-    for (name, bytes) in files {
-        let mut header = tar::Header::new_ustar();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        builder
-            .append_data(&mut header, name, *bytes)
-            .expect("writing a tar");
-    }
-    builder.finish().expect("writing a tar");
-}
-
-fn blob_name(bytes: &[u8]) -> String {
-    let digest = mirror_oci::digest_of(bytes).to_string();
-    format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"))
-}
-
 /// A docker-archive that is also an OCI layout (mirror's writer, `docker
 /// save` since Docker 25) reads back with the registry's manifest, byte for
 /// byte, so its digest survives the round trip.
@@ -1532,24 +1421,25 @@ async fn docker_archives_compute_what_they_do_not_store() {
     }))
     .unwrap();
     let manifest_json = serde_json::to_vec(&serde_json::json!([{
-        "Config": blob_name(config),
+        "Config": blob_entry_name(config),
         "RepoTags": ["app:1"],
-        "Layers": [blob_name(&gzip), blob_name(&zstd)],
+        "Layers": [blob_entry_name(&gzip), blob_entry_name(&zstd)],
     }]))
     .unwrap();
-    write_tar(
+    mirror_testkit::write_tar(
         &file,
         &[
             ("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#),
             ("index.json", &index),
-            (&blob_name(&stored), &stored),
-            (&blob_name(config), config),
-            (&blob_name(&other), &other),
-            (&blob_name(&gzip), &gzip),
-            (&blob_name(&zstd), &zstd),
+            (&blob_entry_name(&stored), &stored),
+            (&blob_entry_name(config), config),
+            (&blob_entry_name(&other), &other),
+            (&blob_entry_name(&gzip), &gzip),
+            (&blob_entry_name(&zstd), &zstd),
             ("manifest.json", &manifest_json),
         ],
-    );
+    )
+    .expect("writing a tar");
 
     let archive = DockerArchive::open(&file).await.unwrap();
     let resolved = archive.resolve("app:1").await.unwrap().unwrap();

@@ -13,9 +13,13 @@ use crate::auth::{Scheme, Scopes, Token, TokenResponse};
 use crate::client::RegistryClient;
 use crate::credentials::Credentials;
 use crate::error::{AuthFailure, RegistryError, decode_error_body};
-use crate::execute::is_transient_status;
+use crate::execute::{is_transient_status, read_capped, read_limited};
 use crate::host::{Host, lock};
 use crate::redact::redact_url;
+
+/// The most of a token answer read: a token is a few KiB; an endless
+/// answer must not take the memory.
+const MAX_TOKEN_BYTES: usize = 1024 * 1024;
 
 impl RegistryClient {
     pub(crate) async fn credentials(
@@ -177,7 +181,7 @@ impl RegistryClient {
             let transient = match result {
                 Ok(response) if response.status().is_success() => {
                     debug!(url = %redact_url(&url), elapsed = ?started.elapsed(), "token");
-                    let body = response.bytes().await.map_err(|e| {
+                    let body = read_limited(response, MAX_TOKEN_BYTES).await.map_err(|e| {
                         auth_error(
                             format!("reading the token answer failed: {e}"),
                             AuthFailure::TokenServer,
@@ -201,7 +205,7 @@ impl RegistryClient {
                 }
                 Ok(response) => {
                     let status = response.status();
-                    let body = response.bytes().await.unwrap_or_default();
+                    let body = read_capped(response, 64 * 1024).await;
                     let (_, message) = decode_error_body(&body);
                     let failure = if credentials.is_some() {
                         AuthFailure::Refused

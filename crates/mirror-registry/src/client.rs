@@ -92,6 +92,10 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Longest silence while reading a response before giving up on it.
     pub read_timeout: Duration,
+    /// A blob body must bring 16 KiB per this much time spent waiting on
+    /// it, or it fails (and is fetched again): a server trickling bytes is
+    /// never silent for `read_timeout`.
+    pub stall_timeout: Duration,
     pub tag_list: TagListLimits,
 }
 
@@ -106,6 +110,7 @@ impl Default for ClientOptions {
             user_agent: format!("mirror/{}", env!("CARGO_PKG_VERSION")),
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(120),
+            stall_timeout: Duration::from_secs(30),
             tag_list: TagListLimits::default(),
         }
     }
@@ -208,6 +213,11 @@ impl RegistryClient {
     /// Request and retry counters for the whole run.
     pub fn stats(&self) -> &Arc<RequestStats> {
         &self.inner.stats
+    }
+
+    /// See [`ClientOptions::stall_timeout`].
+    pub(crate) fn stall_timeout(&self) -> Duration {
+        self.inner.options.stall_timeout
     }
 
     /// A handle on one repository. `credentials` overrides the credential store

@@ -411,7 +411,7 @@ impl RegistryClient {
             .get(WWW_AUTHENTICATE)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_challenge);
-        let body = response.bytes().await.unwrap_or_default();
+        let body = read_capped(response, 64 * 1024).await;
         if let Some(challenge) = challenge {
             let changed = *lock(&host.scheme) != challenge.scheme;
             *lock(&host.scheme) = challenge.scheme.clone();
@@ -719,6 +719,23 @@ async fn storage_error(
         status,
         message: redact_text(&message),
     }
+}
+
+/// A body, at most its first `cap` bytes: a longer one (endless, from a
+/// hostile server) is cut there and then fails to parse where it is used.
+pub(crate) async fn read_limited(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Bytes, reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        out.extend_from_slice(&chunk);
+        if out.len() >= cap {
+            out.truncate(cap);
+            break;
+        }
+    }
+    Ok(Bytes::from(out))
 }
 
 pub(crate) async fn read_capped(mut response: reqwest::Response, cap: usize) -> Bytes {

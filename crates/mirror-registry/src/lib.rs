@@ -40,6 +40,7 @@ mod host;
 mod ratelimit;
 mod redact;
 mod repository;
+mod stall;
 mod stats;
 
 pub use client::{ClientOptions, RegistryClient, RetryPolicy, TagListLimits};

@@ -382,10 +382,13 @@ impl Repository {
         let Answer {
             response, permit, ..
         } = answer;
-        let stream = response
+        // Without the URL: a presigned one carries its signature.
+        let body = response
             .bytes_stream()
-            // Without the URL: a presigned one carries its signature.
-            .map_err(|e| StreamError::Source(Box::new(e.without_url())))
+            .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { Box::new(e.without_url()) })
+            .boxed();
+        let stream = crate::stall::guard(body, self.client.stall_timeout())
+            .map_err(StreamError::Source)
             .map(move |chunk| {
                 let _held = &permit;
                 chunk

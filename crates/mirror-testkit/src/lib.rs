@@ -21,7 +21,11 @@
 //! - [`push_layout`], [`PushTarget`], [`PushAuth`], [`fetch_manifest`],
 //!   [`fetch_blob_digest`], [`blob_exists`]: a minimal pusher and fetcher to
 //!   seed registries and to check what landed.
-//! - [`skopeo_inspect_raw`] and [`skopeo_digest`]: a second, unrelated witness.
+//! - [`skopeo_inspect_raw`] and [`skopeo_digest`]: a second, unrelated witness;
+//!   [`skopeo`] and [`skopeo_copy`] run it for anything else.
+//! - [`tar_entries`], [`write_raw_tar`], [`RawEntry`], [`copy_dir`] and the
+//!   rest of `files`: archives read and hand-made (hostile ones too), layouts
+//!   copied.
 //! - [`require_tool`]: fails with the apt command that installs a missing tool.
 //!
 //! Every server binds 127.0.0.1 on a free port (unless placed in a network
@@ -54,6 +58,7 @@
 //! ```
 
 mod child;
+mod files;
 mod image;
 mod moto;
 mod proxy;
@@ -64,6 +69,10 @@ mod skopeo;
 mod stand_in;
 mod token;
 
+pub use files::{
+    RawEntry, TarEntry, archive_blobs, blob_entry_name, copy_dir, layout_entries, tar_entries,
+    tar_file, write_raw_tar, write_tar,
+};
 pub use image::{
     GeneratedImage, ImageSpec, PlatformSpec, cache_root, generate, generate_into, open_layout,
 };
@@ -71,7 +80,7 @@ pub use moto::{MOTO_ACCOUNT, MOTO_REGION, Moto, MotoCall, MotoClient, find_moto_
 pub use proxy::{Fault, Proxy, RequestRecord, Rule};
 pub use push::{PushAuth, PushTarget, blob_exists, fetch_blob_digest, fetch_manifest, push_layout};
 pub use registry::Registry;
-pub use skopeo::{skopeo_digest, skopeo_inspect_raw};
+pub use skopeo::{skopeo, skopeo_copy, skopeo_digest, skopeo_inspect_raw};
 pub use stand_in::{DOCKER_HUB_HOST, DockerHubOptions, DockerHubStandIn, EcrOptions, EcrStandIn};
 pub use token::{TokenOptions, TokenRequest, TokenServer};
 

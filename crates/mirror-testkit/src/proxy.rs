@@ -3,8 +3,10 @@
 //! Two things are hard to test against a well-behaved registry: what the client
 //! actually sent (how many manifest GETs, which Authorization header, whether a
 //! blob was uploaded twice) and how it copes with a misbehaving network or
-//! server (corrupt bytes, early EOF, reset connections, 429/503 with
-//! `Retry-After`, slow links, Docker Hub's rate-limit headers, a schema1
+//! server (corrupt bytes, early EOF, bodies longer than announced or without
+//! end, reset connections, 429/503 with `Retry-After`, slow links and
+//! trickles, uploads acknowledged but never stored, headers rewritten (a
+//! `Location` on another host), Docker Hub's rate-limit headers, a schema1
 //! manifest). [`Proxy`] sits between the two and does both.
 //!
 //! Requests are forwarded unchanged, including the `Host` header as the client
@@ -12,7 +14,6 @@
 //! proxy. Bodies stream in both directions chunk by chunk (1 GiB blobs go
 //! through in constant memory).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd as _, OwnedFd};
 use std::sync::{Arc, Mutex};
@@ -56,8 +57,23 @@ pub enum Fault {
     },
     /// Waits this long before forwarding (or answering).
     Delay(Duration),
-    /// Limits the response body to this rate.
+    /// Limits the response body to this rate (at a few bytes per second, a
+    /// trickle: never silent long enough for a read timeout).
     Throttle { bytes_per_sec: u64 },
+    /// Sends `extra` bytes of junk after the body (forwarded or answered),
+    /// with no `Content-Length`: a body longer than the client expects.
+    Extend { extra: u64 },
+    /// Sends junk after the body for as long as the client reads, with no
+    /// `Content-Length`: a body without end.
+    Endless,
+    /// Aborts the connection (TCP RST) as soon as the request head is in,
+    /// without answering or reading the body.
+    Reset,
+    /// Reads the whole request body and answers as a registry that stored
+    /// it would (201 with `Location` and `Docker-Content-Digest`: the
+    /// `?digest=` of a blob upload, else the sha256 of the body), without
+    /// contacting upstream: an upload acknowledged, then lost.
+    AcceptAndLose,
     /// Adds headers to the response (e.g. `ratelimit-remaining: 76;w=21600`).
     AddHeaders(Vec<(String, String)>),
     /// Answers with this response without contacting upstream.
@@ -235,7 +251,7 @@ impl Proxy {
                 let service = hyper::service::service_fn(move |req| {
                     let shared = shared.clone();
                     let conn = conn.clone();
-                    async move { Ok::<_, Infallible>(handle(shared, conn, req).await) }
+                    handle(shared, conn, req)
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -325,6 +341,13 @@ impl Cut {
 /// A response made up by the proxy: status, headers, body.
 type Answer = (u16, Vec<(String, String)>, Bytes);
 
+/// What follows the real body.
+#[derive(Clone, Copy)]
+enum Tail {
+    Junk(u64),
+    Endless,
+}
+
 #[derive(Default)]
 struct Plan {
     delay: Duration,
@@ -334,6 +357,9 @@ struct Plan {
     cut: Option<Cut>,
     throttle: Option<u64>,
     rewrites: Vec<(String, String, String)>,
+    tail: Option<Tail>,
+    reset: bool,
+    lose: bool,
 }
 
 fn plan_for(shared: &Shared, method: &str, path_and_query: &str) -> Plan {
@@ -354,6 +380,10 @@ fn plan_for(shared: &Shared, method: &str, path_and_query: &str) -> Plan {
             Fault::ResetAfter { bytes } => plan.cut = Some(Cut::Reset(*bytes)),
             Fault::Delay(d) => plan.delay += *d,
             Fault::Throttle { bytes_per_sec } => plan.throttle = Some((*bytes_per_sec).max(1)),
+            Fault::Extend { extra } => plan.tail = Some(Tail::Junk(*extra)),
+            Fault::Endless => plan.tail = Some(Tail::Endless),
+            Fault::Reset => plan.reset = true,
+            Fault::AcceptAndLose => plan.lose = true,
             Fault::AddHeaders(headers) => plan.headers.extend(headers.iter().cloned()),
             Fault::Status {
                 code,
@@ -433,11 +463,39 @@ fn full(bytes: Bytes) -> ProxyBody {
     Full::new(bytes).map_err(|never| match never {}).boxed()
 }
 
+/// The answer of a registry that stored an upload: 201, `Location` and
+/// `Docker-Content-Digest` (the blob upload's `?digest=`, else the body's).
+fn stored_answer(path: &str, query: Option<&str>, body: &[u8]) -> Answer {
+    let digest = query
+        .and_then(|q| {
+            q.split('&')
+                .find_map(|pair| pair.strip_prefix("digest="))
+                .map(|d| d.replace("%3A", ":").replace("%3a", ":"))
+        })
+        .unwrap_or_else(|| mirror_oci::digest_of(body).to_string());
+    // /v2/NAME/blobs/uploads/UUID -> /v2/NAME/blobs/DIGEST; a manifest PUT
+    // keeps its path with the digest in place of the tag.
+    let location = match path.split_once("/blobs/uploads/") {
+        Some((name, _)) => format!("{name}/blobs/{digest}"),
+        None => match path.rsplit_once("/manifests/") {
+            Some((name, _)) => format!("{name}/manifests/{digest}"),
+            None => path.to_owned(),
+        },
+    };
+    let headers = vec![
+        ("location".to_owned(), location),
+        ("docker-content-digest".to_owned(), digest),
+        ("content-length".to_owned(), "0".to_owned()),
+    ];
+    (201, headers, Bytes::new())
+}
+
+/// Forwards (or answers) one request; `Err` drops the connection unanswered.
 async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnCtl>,
     req: Request<Incoming>,
-) -> Response<ProxyBody> {
+) -> Result<Response<ProxyBody>, BoxError> {
     let method = req.method().to_string();
     let path_and_query = req
         .uri()
@@ -467,30 +525,36 @@ async fn handle(
         }
         Err(_) => usize::MAX,
     };
-    let plan = plan_for(&shared, &method, &path_and_query);
+    let mut plan = plan_for(&shared, &method, &path_and_query);
     if !plan.delay.is_zero() {
         tokio::time::sleep(plan.delay).await;
     }
-
-    if let Some((status, headers, body)) = plan.answer {
-        let length = body.len() as u64;
-        let mut response = Response::new(full(body));
-        *response.status_mut() =
-            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        add_headers(response.headers_mut(), &headers);
-        add_headers(response.headers_mut(), &plan.headers);
-        shared.update(index, |r| {
-            r.status = status;
-            r.response_bytes = length;
-        });
-        return response;
+    if plan.reset {
+        conn.reset_on_close();
+        return Err("proxy fault: connection reset".into());
+    }
+    if plan.lose && plan.answer.is_none() {
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().map(str::to_owned);
+        let body = req.into_body().collect().await?.to_bytes();
+        plan.answer = Some(stored_answer(&path, query.as_deref(), &body));
+        return Ok(answered(&shared, &conn, index, plan));
+    }
+    if plan.answer.is_some() {
+        return Ok(answered(&shared, &conn, index, plan));
     }
 
     let (mut parts, body) = req.into_parts();
     let uri = format!("http://{}{}", shared.upstream, path_and_query);
     match uri.parse() {
         Ok(uri) => parts.uri = uri,
-        Err(e) => return bad_gateway(&shared, index, format!("bad upstream URI {uri}: {e}")),
+        Err(e) => {
+            return Ok(bad_gateway(
+                &shared,
+                index,
+                format!("bad upstream URI {uri}: {e}"),
+            ));
+        }
     }
     let upstream_response = match shared
         .client
@@ -498,27 +562,90 @@ async fn handle(
         .await
     {
         Ok(response) => response,
-        Err(e) => return bad_gateway(&shared, index, format!("proxy: upstream failed: {e}")),
+        Err(e) => {
+            return Ok(bad_gateway(
+                &shared,
+                index,
+                format!("proxy: upstream failed: {e}"),
+            ));
+        }
     };
     let status = upstream_response.status().as_u16();
     shared.update(index, |r| r.status = status);
     let (mut parts, body) = upstream_response.into_parts();
     rewrite_headers(&mut parts.headers, &plan.rewrites);
     add_headers(&mut parts.headers, &plan.headers);
+    if plan.tail.is_some() {
+        parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    }
     let run = BodyRun {
-        inner: body,
+        inner: Some(body),
         pending: Bytes::new(),
         sent: 0,
         flip: plan.flip,
         cut: plan.cut,
         throttle: plan.throttle,
+        tail: plan.tail,
         started: None,
         finished: false,
         shared,
         index,
         conn,
     };
+    Ok(Response::from_parts(parts, faulty_body(run)))
+}
+
+/// A response made up by the proxy, with the plan's body faults applied.
+fn answered(
+    shared: &Arc<Shared>,
+    conn: &Arc<ConnCtl>,
+    index: usize,
+    plan: Plan,
+) -> Response<ProxyBody> {
+    let Some((status, headers, body)) = plan.answer else {
+        return bad_gateway(shared, index, "proxy: no answer planned".to_owned());
+    };
+    shared.update(index, |r| r.status = status);
+    let mut parts = Response::new(()).into_parts().0;
+    parts.status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    add_headers(&mut parts.headers, &headers);
+    rewrite_headers(&mut parts.headers, &plan.rewrites);
+    add_headers(&mut parts.headers, &plan.headers);
+    if plan.tail.is_some() {
+        parts.headers.remove(hyper::header::CONTENT_LENGTH);
+    } else if !parts.headers.contains_key(hyper::header::CONTENT_LENGTH)
+        && let Ok(length) = HeaderValue::from_str(&body.len().to_string())
+    {
+        parts.headers.insert(hyper::header::CONTENT_LENGTH, length);
+    }
+    let run = BodyRun {
+        inner: None,
+        pending: flip_answer(plan.flip, body),
+        sent: 0,
+        flip: plan.flip,
+        cut: plan.cut,
+        throttle: plan.throttle,
+        tail: plan.tail,
+        started: None,
+        finished: false,
+        shared: shared.clone(),
+        index,
+        conn: conn.clone(),
+    };
     Response::from_parts(parts, faulty_body(run))
+}
+
+/// An answered body with `FlipByte` applied.
+fn flip_answer(flip: Option<u64>, body: Bytes) -> Bytes {
+    match flip {
+        Some(offset) if offset < body.len() as u64 => {
+            let mut copy = BytesMut::from(&body[..]);
+            let i = offset as usize;
+            copy[i] = !copy[i];
+            copy.freeze()
+        }
+        _ => body,
+    }
 }
 
 fn bad_gateway(shared: &Shared, index: usize, message: String) -> Response<ProxyBody> {
@@ -531,9 +658,14 @@ fn bad_gateway(shared: &Shared, index: usize, message: String) -> Response<Proxy
     response
 }
 
+/// Junk sent after a body, per frame.
+const JUNK_FRAME: usize = 16 * 1024;
+
 /// The state of one response body on its way to the client.
 struct BodyRun {
-    inner: Incoming,
+    /// Upstream's body; `None` for an answer made up by the proxy (all of it
+    /// in `pending` from the start).
+    inner: Option<Incoming>,
     /// Bytes read from upstream, not yet handed on (faults already applied).
     pending: Bytes,
     /// Bytes handed on so far.
@@ -541,6 +673,7 @@ struct BodyRun {
     flip: Option<u64>,
     cut: Option<Cut>,
     throttle: Option<u64>,
+    tail: Option<Tail>,
     started: Option<Instant>,
     finished: bool,
     shared: Arc<Shared>,
@@ -579,10 +712,28 @@ impl BodyRun {
                 };
             }
             if self.pending.is_empty() {
-                match self.inner.frame().await {
+                let frame = match &mut self.inner {
+                    Some(inner) => inner.frame().await,
+                    None => None,
+                };
+                match frame {
                     None => {
-                        self.finished = true;
-                        return None;
+                        self.inner = None;
+                        match self.tail {
+                            Some(Tail::Endless) => {
+                                self.pending = Bytes::from(vec![b'j'; JUNK_FRAME]);
+                            }
+                            Some(Tail::Junk(left)) if left > 0 => {
+                                let n = left.min(JUNK_FRAME as u64);
+                                self.tail = Some(Tail::Junk(left - n));
+                                self.pending = Bytes::from(vec![b'j'; n as usize]);
+                            }
+                            _ => {
+                                self.finished = true;
+                                return None;
+                            }
+                        }
+                        continue;
                     }
                     Some(Err(e)) => {
                         self.finished = true;

@@ -8,6 +8,47 @@
 
 use anyhow::{Context as _, bail};
 
+/// Runs `skopeo ARGS...`: its stdout, or an error with its stderr.
+pub async fn skopeo<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> anyhow::Result<Vec<u8>> {
+    let program = crate::require_tool("skopeo", "skopeo")?;
+    let shown = args
+        .iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let output = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .with_context(|| format!("running skopeo {shown}"))?;
+    if !output.status.success() {
+        bail!(
+            "skopeo {shown} failed ({}):\nstdout: {}\nstderr: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+    }
+    Ok(output.stdout)
+}
+
+/// `skopeo copy --insecure-policy --all --preserve-digests FROM TO`, between
+/// local locations (`oci:DIR:TAG`, `oci-archive:FILE:TAG`, ...).
+pub async fn skopeo_copy(from: &str, to: &str) -> anyhow::Result<()> {
+    skopeo(&[
+        "copy",
+        "--insecure-policy",
+        "--all",
+        "--preserve-digests",
+        from,
+        to,
+    ])
+    .await
+    .map(drop)
+}
+
 /// `skopeo inspect --raw --tls-verify=false REFERENCE`: the manifest's exact
 /// bytes as the registry serves them. `reference` is `docker://host/repo:tag`
 /// (or `@sha256:...`).
@@ -15,32 +56,11 @@ pub async fn skopeo_inspect_raw(
     reference: &str,
     creds: Option<(&str, &str)>,
 ) -> anyhow::Result<Vec<u8>> {
-    let program = crate::require_tool("skopeo", "skopeo")?;
-    let mut command = tokio::process::Command::new(program);
-    command.args(["inspect", "--raw", "--tls-verify=false"]);
-    match creds {
-        Some((user, password)) => {
-            command.arg("--creds").arg(format!("{user}:{password}"));
-        }
-        None => {
-            command.arg("--no-creds");
-        }
-    }
-    command.arg(reference);
-    command.kill_on_drop(true);
-    let output = command
-        .output()
-        .await
-        .with_context(|| format!("running skopeo inspect --raw {reference}"))?;
-    if !output.status.success() {
-        bail!(
-            "skopeo inspect --raw {reference} failed ({}):\nstdout: {}\nstderr: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr),
-        );
-    }
-    Ok(output.stdout)
+    let creds = creds.map(|(user, password)| format!("--creds={user}:{password}"));
+    let mut args = vec!["inspect", "--raw", "--tls-verify=false"];
+    args.push(creds.as_deref().unwrap_or("--no-creds"));
+    args.push(reference);
+    skopeo(&args).await
 }
 
 /// The digest of the manifest skopeo reads (sha256 of the raw bytes, the same

@@ -12,8 +12,8 @@ use mirror_testkit::{
 const REPO: &str = "proxied/app";
 
 struct Bed {
-    /// Kept alive behind the proxy.
-    _registry: Registry,
+    /// Behind the proxy.
+    registry: Registry,
     proxy: Proxy,
     image: GeneratedImage,
     client: reqwest::Client,
@@ -32,7 +32,7 @@ impl Bed {
             .build()
             .expect("client");
         Self {
-            _registry: registry,
+            registry,
             proxy,
             image,
             client,
@@ -310,6 +310,100 @@ async fn add_headers_and_replace_response_shape_manifest_answers() {
         (last.status, last.response_bytes),
         (200, schema1.len() as u64)
     );
+}
+
+#[tokio::test]
+async fn extend_and_endless_send_junk_after_the_body_without_a_length() {
+    let bed = Bed::new().await;
+    bed.proxy.add_rule(
+        Rule::new(Fault::Extend { extra: 40_000 })
+            .path_contains("/blobs/")
+            .times(1),
+    );
+    let response = bed.client.get(bed.blob_url()).send().await.expect("send");
+    assert!(response.headers().get("content-length").is_none());
+    let bytes = response.bytes().await.expect("the body");
+    let original = bed.original();
+    assert_eq!(bytes.len(), original.len() + 40_000);
+    assert_eq!(&bytes[..original.len()], &original[..]);
+
+    bed.proxy
+        .add_rule(Rule::new(Fault::Endless).path_contains("/blobs/").times(1));
+    let response = bed.client.get(bed.blob_url()).send().await.expect("send");
+    assert!(response.headers().get("content-length").is_none());
+    let mut body = response.bytes_stream();
+    let mut read = 0;
+    while let Some(chunk) = body.next().await {
+        read += chunk.expect("a chunk").len();
+        if read > original.len() + 4 * 1024 * 1024 {
+            break;
+        }
+    }
+    assert!(read > original.len() + 4 * 1024 * 1024, "the body ended");
+}
+
+#[tokio::test]
+async fn reset_drops_the_connection_without_an_answer() {
+    let bed = Bed::new().await;
+    bed.proxy
+        .add_rule(Rule::new(Fault::Reset).path_contains("/blobs/").times(1));
+    let error = bed
+        .client
+        .get(bed.blob_url())
+        .send()
+        .await
+        .expect_err("no answer");
+    assert!(
+        !error.is_status() && !error.is_timeout(),
+        "the connection should have been dropped: {error:?}"
+    );
+    let (status, bytes, _) = bed.get_blob().await;
+    assert_eq!((status, bytes), (200, bed.original()));
+}
+
+#[tokio::test]
+async fn accept_and_lose_acknowledges_an_upload_that_never_lands() {
+    let bed = Bed::new().await;
+    bed.proxy.add_rule(
+        Rule::new(Fault::AcceptAndLose)
+            .method("PUT")
+            .path_contains("/blobs/uploads/"),
+    );
+    let blob = b"a blob the registry never sees".to_vec();
+    let digest = mirror_oci::digest_of(&blob);
+    let started = bed
+        .client
+        .post(format!(
+            "http://{}/v2/{REPO}/blobs/uploads/",
+            bed.proxy.host()
+        ))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(started.status(), 202);
+    let location = started.headers()["location"]
+        .to_str()
+        .expect("a Location")
+        .to_owned();
+    let separator = if location.contains('?') { '&' } else { '?' };
+    let put = bed
+        .client
+        .put(format!("{location}{separator}digest={digest}"))
+        .body(blob)
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(put.status(), 201);
+    assert_eq!(put.headers()["docker-content-digest"], digest.as_ref());
+    assert_eq!(
+        put.headers()["location"],
+        format!("/v2/{REPO}/blobs/{digest}").as_str()
+    );
+    let exists =
+        mirror_testkit::blob_exists(&bed.registry.host(), REPO, &digest, &PushAuth::Anonymous)
+            .await
+            .expect("HEAD");
+    assert!(!exists, "the lost blob reached the registry");
 }
 
 /// Peak resident memory of this process, from /proc.
