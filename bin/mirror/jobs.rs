@@ -279,12 +279,16 @@ fn print_copies(report: &RunReport, platforms: &[PlatformFilter], json: bool, qu
     let single = report.tags.len() == 1;
     let requests = single.then_some(&report.requests);
     let mut values = Vec::new();
+    let mut said = std::collections::HashSet::new();
     for tag in &report.tags {
         if !quiet {
             match &tag.outcome {
                 Outcome::Copied(copy) | Outcome::UpToDate(copy) => {
                     if let Some(outcome) = &tag.repository {
-                        eprint!("{}", repository_lines(&tag.destination, outcome));
+                        let lines = repository_lines(&tag.destination, outcome);
+                        if said.insert(lines.clone()) {
+                            eprint!("{lines}");
+                        }
                     }
                     eprint!(
                         "{}",
@@ -406,11 +410,13 @@ pub(crate) async fn sync(args: SyncArgs, quiet: bool) -> Result<(), Failure> {
         println!("{}", run_json(&report));
     }
     if !quiet {
+        let mut said = std::collections::HashSet::new();
         for tag in &report.tags {
-            if let Some(outcome) = &tag.repository
-                && outcome.created
-            {
-                eprint!("{}", repository_lines(&tag.destination, outcome));
+            if let Some(outcome) = &tag.repository {
+                let lines = repository_lines(&tag.destination, outcome);
+                if said.insert(lines.clone()) {
+                    eprint!("{lines}");
+                }
             }
             match &tag.outcome {
                 Outcome::Copied(copy) if !copy.up_to_date => {

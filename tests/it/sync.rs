@@ -627,3 +627,61 @@ async fn the_plan_says_what_each_tag_needs_and_writes_nothing() {
     assert_landed(&aws.ecr.host(), "moved", "1", &newer, &aws.ecr_auth()).await;
     assert_landed(&aws.ecr.host(), "fresh", "1", &small, &aws.ecr_auth()).await;
 }
+
+/// `target: oci-archive:FILE`: every selected image in one archive, each
+/// under the ref name `NAME:TAG`, digests kept; the archive read back as a
+/// source lands the same digests in a registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_target_holds_every_image_under_its_name_and_tag() {
+    let small = small_image().await;
+    let other = image(ImageSpec::small("sync-bundle-other", 61)).await;
+    let source = open_registry().await;
+    seed(&small, &source.host(), "library/python", "3.10").await;
+    seed(&other, &source.host(), "team/app", "1.0").await;
+    let scratch = Scratch::new("sync-bundle");
+    let file = sync_file(
+        &scratch,
+        "mirror.yaml",
+        &format!(
+            "defaults:\n  target: oci-archive:bundle.tar\nimages:\n  - from: {src}/library/python:3.10\n  - from: {src}/team/app\n    tags: [\"1.0\"]\n    to: app\n",
+            src = source.host()
+        ),
+    );
+    let out = sync(&file, &[source.host()], []).run().await;
+    out.expect_success();
+    let bundle = scratch.path().join("bundle.tar");
+    let listed = Mirror::inspect(&format!("oci-archive:{}", bundle.display()))
+        .arg("--json")
+        .run()
+        .await;
+    listed.expect_success();
+    let mut names: Vec<(String, String)> = listed.json()["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| (text(i, "/name").to_owned(), text(i, "/digest").to_owned()))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            ("app:1.0".to_owned(), other.root_digest().to_string()),
+            // The source's path keeps its `library/` on another registry.
+            (
+                "library/python:3.10".to_owned(),
+                small.root_digest().to_string()
+            ),
+        ],
+        "{}",
+        listed.describe()
+    );
+    let destination = open_registry().await;
+    Mirror::copy(
+        &format!("oci-archive:{}:app:1.0", bundle.display()),
+        &format!("{}/app:1.0", destination.host()),
+    )
+    .run()
+    .await
+    .expect_success();
+    assert_landed(&destination.host(), "app", "1.0", &other, &ANON).await;
+}

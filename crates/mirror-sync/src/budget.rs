@@ -19,6 +19,10 @@ pub struct SourceBudget {
     /// Any repository on the host: its answers carry the rate-limit headers.
     probe: Option<Repository>,
     state: Mutex<State>,
+    /// Held by one image from its first GET until its index's children are
+    /// reserved: images are admitted one after another, so two of them
+    /// never both spend a root GET on pulls only one can afford.
+    admission: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Debug, Default)]
@@ -51,7 +55,18 @@ impl SourceBudget {
             limit,
             probe,
             state: Mutex::new(State::default()),
+            admission: Arc::new(tokio::sync::Mutex::new(())),
         })
+    }
+
+    /// Whether anything bounds the pulls: a cap, or a count the host reports.
+    pub fn is_bounded(&self) -> bool {
+        self.limit.is_some() || self.remaining_quota().is_some()
+    }
+
+    /// Waits for this image's turn to reserve (see the `admission` field).
+    pub async fn admit(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.admission.clone().lock_owned().await
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {

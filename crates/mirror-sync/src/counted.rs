@@ -176,6 +176,12 @@ impl Source for CountedSource {
         if self.was_deferred() {
             return Err(self.defer());
         }
+        let first = lock(&self.reservation).is_none();
+        // Kept until this GET's children are reserved too (dropped on return).
+        let _admitted = match first && budget.is_bounded() {
+            true => Some(budget.admit().await),
+            false => None,
+        };
         // Draw this GET from the image's reservation, or reserve it.
         let drawn = {
             let mut reservation = lock(&self.reservation);

@@ -227,8 +227,6 @@ impl Session {
             .await
         {
             Ok(found) => found,
-            // A local image that is not there is a missing tag, too.
-            Err(_) if matches!(job.source, ImageLocation::File(_)) => None,
             Err(error) => {
                 planned.state = TagState::Failed {
                     error: format!("source {}: {error}", job.source),
