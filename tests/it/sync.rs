@@ -63,7 +63,7 @@ fn manifest_heads(requests: &[RequestRecord]) -> usize {
 fn manifest_gets(requests: &[RequestRecord]) -> usize {
     requests
         .iter()
-        .filter(|r| r.method == "GET" && r.path.contains("/manifests/"))
+        .filter(|r| r.method == "GET" && r.path.contains("/manifests/") && r.status != 401)
         .count()
 }
 
@@ -331,29 +331,41 @@ async fn tag_selection_lands_exactly_the_chosen_tags_over_one_listing() {
 }
 
 /// One image whose blob comes back corrupt fails alone: the others land,
-/// an image that shared the blob gets it on a fresh attempt, exit 1 after
-/// everything finished, and the summary names the failure and its cause.
-/// With --fail-fast nothing starts after the first failure.
+/// exit 1 after everything finished, and the summary names the failure and
+/// its cause. A blob that failed once is fetched again by a fresh attempt
+/// of the images that needed it (two tags of one image, one destination
+/// repository). With --fail-fast nothing starts after the first failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_image_fails_alone_and_the_summary_names_its_cause() {
+    let broken = image(ImageSpec::small("sync-isolation-broken", 72)).await;
     let shared = small_image().await;
     let other = image(ImageSpec::small("sync-isolation-other", 71)).await;
     let source = open_registry().await;
+    seed(&broken, &source.host(), "broken", "1").await;
     seed(&shared, &source.host(), "app", "1").await;
     seed(&shared, &source.host(), "app", "2").await;
     seed(&other, &source.host(), "tool", "1").await;
     let proxy = proxy_to(&source).await;
-    let largest = shared
-        .blobs
-        .iter()
-        .max_by_key(|b| b.size())
-        .expect("blobs")
-        .digest()
-        .to_string();
+    let largest = |image: &mirror_testkit::GeneratedImage| {
+        image
+            .blobs
+            .iter()
+            .max_by_key(|b| b.size())
+            .expect("blobs")
+            .digest()
+            .to_string()
+    };
+    let (bad, flaky) = (largest(&broken), largest(&shared));
+    // Every GET of this one is corrupt; the shared one only the first time.
     proxy.add_rule(
         Rule::new(Fault::FlipByte { offset: 100 })
             .method("GET")
-            .path_contains(&format!("/app/blobs/{largest}"))
+            .path_contains(&format!("/broken/blobs/{bad}")),
+    );
+    proxy.add_rule(
+        Rule::new(Fault::FlipByte { offset: 100 })
+            .method("GET")
+            .path_contains(&format!("/app/blobs/{flaky}"))
             .times(1),
     );
     let destination = open_registry().await;
@@ -362,52 +374,49 @@ async fn a_failing_image_fails_alone_and_the_summary_names_its_cause() {
         &scratch,
         "mirror.yaml",
         &format!(
-            "defaults:\n  target: {dst}\nimages:\n  - from: {src}/app\n    tags: [\"1\", \"2\"]\n  - from: {src}/tool:1\n",
+            "defaults:\n  target: {dst}\nimages:\n  - from: {src}/broken:1\n  - from: {src}/app\n    tags: [\"1\", \"2\"]\n  - from: {src}/tool:1\n",
             src = proxy.host(),
             dst = destination.host()
         ),
     );
     let hosts = [proxy.host(), destination.host()];
-    let out = sync(&file, &hosts, []).run().await;
+    let out = sync(&file, &hosts, ["--json"]).run().await;
     out.expect_code(1);
     let dst = destination.host();
-    assert_landed(&dst, "tool", "1", &other, &ANON).await;
-    let mut landed = 0;
-    for tag in ["1", "2"] {
-        if crate::support::try_fetch(&dst, "app", tag, &ANON)
-            .await
-            .is_ok()
-        {
-            assert_landed(&dst, "app", tag, &shared, &ANON).await;
-            landed += 1;
-        }
-    }
     assert_eq!(
-        landed,
-        1,
-        "exactly the tag whose own transfer failed is missing\n{}",
+        states(&out.json()),
+        vec![
+            (format!("{dst}/app:1"), "copied".to_owned()),
+            (format!("{dst}/app:2"), "copied".to_owned()),
+            (format!("{dst}/broken:1"), "failed".to_owned()),
+            (format!("{dst}/tool:1"), "copied".to_owned()),
+        ],
+        "{}",
         out.describe()
+    );
+    assert_landed(&dst, "tool", "1", &other, &ANON).await;
+    assert_landed(&dst, "app", "1", &shared, &ANON).await;
+    assert_landed(&dst, "app", "2", &shared, &ANON).await;
+    assert_no_manifest(&dst, "broken", "1", &ANON).await;
+    assert!(
+        crate::support::blob_gets(&proxy.requests(), &flaky) >= 2,
+        "the blob that failed once was fetched again\n{}",
+        describe(&proxy.requests())
     );
     assert!(out.stderr.contains("failed:"), "{}", out.describe());
     assert!(
-        out.stderr.contains(&largest) && out.stderr.contains("1 failed"),
+        out.stderr.contains(&bad) && out.stderr.contains("1 failed"),
         "the summary names the blob and counts the failure\n{}",
         out.describe()
     );
 
     // --fail-fast, one image at a time: the first fails, nothing else starts.
     let destination = open_registry().await;
-    proxy.add_rule(
-        Rule::new(Fault::FlipByte { offset: 100 })
-            .method("GET")
-            .path_contains(&format!("/app/blobs/{largest}"))
-            .times(1),
-    );
     let file = sync_file(
         &scratch,
         "fail-fast.yaml",
         &format!(
-            "defaults:\n  target: {dst}\nimages:\n  - from: {src}/app:1\n  - from: {src}/tool:1\n",
+            "defaults:\n  target: {dst}\nimages:\n  - from: {src}/broken:1\n  - from: {src}/tool:1\n",
             src = proxy.host(),
             dst = destination.host()
         ),

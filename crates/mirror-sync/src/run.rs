@@ -193,6 +193,11 @@ impl Session {
         }
     }
 
+    /// Runs tags at most `max_concurrent_images` at a time. Tags that put
+    /// one source digest into one destination repository (`22` and
+    /// `22.1.0`) run one after another: the first copies, the others find
+    /// its manifests there and only add their tag, instead of pushing the
+    /// same manifests side by side.
     async fn run_tags(
         &self,
         plan: &Plan,
@@ -200,14 +205,39 @@ impl Session {
         engine: &Engine,
         stop: &AtomicBool,
     ) -> Vec<(TagResult, Option<CopyFailure>)> {
-        let mut done = futures::stream::iter(
-            tags.iter()
-                .enumerate()
-                .map(|(i, tag)| async move { (i, self.run_one(plan, tag, engine, stop).await) }),
-        )
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        let mut by_key: std::collections::HashMap<(String, String), usize> = Default::default();
+        for (i, tag) in tags.iter().enumerate() {
+            let key = match (&tag.job.destination, &tag.digest) {
+                (ImageLocation::Registry(reference), Some(digest)) => {
+                    Some((reference.name(), digest.to_string()))
+                }
+                _ => None,
+            };
+            match key {
+                Some(key) => match by_key.get(&key) {
+                    Some(&group) => groups[group].push(i),
+                    None => {
+                        by_key.insert(key, groups.len());
+                        groups.push(vec![i]);
+                    }
+                },
+                None => groups.push(vec![i]),
+            }
+        }
+        let mut done = futures::stream::iter(groups.into_iter().map(|group| async move {
+            let mut results = Vec::new();
+            for i in group {
+                results.push((i, self.run_one(plan, &tags[i], engine, stop).await));
+            }
+            results
+        }))
         .buffer_unordered(self.options.max_concurrent_images.max(1))
         .collect::<Vec<_>>()
-        .await;
+        .await
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>();
         done.sort_by_key(|(i, _)| *i);
         done.into_iter().map(|(_, r)| r).collect()
     }
