@@ -33,10 +33,14 @@ Examples:
   # What a reference is: digest, media type, platforms, sizes
   mirror inspect python:3.10-slim-buster
 
+  # Every image of a team, kept in step from one YAML file (see `mirror sync --help`)
+  mirror sync mirror.yaml
+
 Credentials come from --src-creds/--dest-creds (or MIRROR_SRC_CREDS/MIRROR_DEST_CREDS),
 else from docker's config.json ($DOCKER_CONFIG, auths, credHelpers, credsStore) and
 containers' auth.json. --registry-endpoint, --insecure-registry and --ca-cert can also
-live in ~/.config/mirror/config.toml (see --config). Exit codes: 0 success, 1 the copy failed, 2 usage error.";
+live in ~/.config/mirror/config.toml (see --config). Exit codes: 0 success, 1 the copy failed, 2 usage error,
+3 images deferred (the source pull budget ran out; run again).";
 
 #[derive(Debug, Parser)]
 #[command(

@@ -664,3 +664,129 @@ fn is_valid_tag(tag: &str) -> bool {
         && tag.len() <= 128
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<SyncFile, FileError> {
+        SyncFile::parse(
+            text,
+            &FileName {
+                shown: "mirror.yaml".to_owned(),
+                base: PathBuf::from("/srv/team"),
+            },
+        )
+    }
+
+    /// The example of the issue and the README, key by key.
+    #[test]
+    fn the_documented_example_reads_as_written() {
+        let file = parse(
+            r#"
+defaults:
+  target: ecr
+  prefix: base/
+  platforms: [linux/amd64, linux/arm64]
+  repository: { tag-mutability: MUTABLE, scan-on-push: true }
+images:
+  - from: python:3.10-slim-buster
+    to: cruddur-python
+  - from: node
+    tags: { semver: ">=20 <23", latest: 3, exclude: ['.*-rc.*'] }
+  - from: oci:./backend-flask/out:latest
+    to: backend-flask:latest
+    repository: { tag-mutability: IMMUTABLE }
+log-groups:
+  - { name: cruddur, retention-days: 1 }
+"#,
+        )
+        .expect("the example is valid");
+        let [python, node, backend] = file.images.as_slice() else {
+            panic!("three entries: {:?}", file.images);
+        };
+        assert_eq!(python.target, Target::Ecr);
+        assert_eq!(python.to.as_deref(), Some("cruddur-python"));
+        assert_eq!(python.prefix.as_deref(), Some("base/"));
+        assert_eq!(python.platforms.len(), 2);
+        assert_eq!(python.repository.tag_mutability.as_deref(), Some("MUTABLE"));
+        assert_eq!(python.repository.scan_on_push, Some(true));
+        assert!(matches!(python.tags, Tags::Named));
+        let Tags::Select(filter) = &node.tags else {
+            panic!("node selects tags");
+        };
+        assert_eq!(
+            filter.describe(),
+            "exclude `.*-rc.*`, semver `>=20 <23`, latest 3"
+        );
+        assert_eq!(
+            backend.from.to_string(),
+            "oci:/srv/team/./backend-flask/out:latest"
+        );
+        assert_eq!(
+            backend.repository.tag_mutability.as_deref(),
+            Some("IMMUTABLE")
+        );
+        assert_eq!(
+            backend.repository.scan_on_push,
+            Some(true),
+            "defaults fill in"
+        );
+        assert_eq!(
+            backend.origin.as_ref().map(ToString::to_string).as_deref(),
+            Some("mirror.yaml:12:5")
+        );
+        assert_eq!(
+            file.log_groups,
+            [LogGroup {
+                name: "cruddur".to_owned(),
+                retention_days: Some(1),
+                origin: Some(Origin {
+                    file: "mirror.yaml".to_owned(),
+                    line: 16,
+                    column: 5
+                }),
+            }]
+        );
+    }
+
+    #[test]
+    fn targets_and_their_errors() {
+        let target = |t: &str| {
+            parse(&format!(
+                "defaults:\n  target: {t}\nimages:\n  - from: alpine\n"
+            ))
+            .map(|f| f.images[0].target.clone())
+        };
+        assert_eq!(
+            target("registry.example.com/mirror/").unwrap(),
+            Target::Registry("registry.example.com/mirror".to_owned())
+        );
+        assert_eq!(
+            target("localhost:5000").unwrap(),
+            Target::Registry("localhost:5000".to_owned())
+        );
+        assert!(
+            matches!(target("oci-archive:bundle.tar").unwrap(), Target::Files(f) if f.path() == Path::new("/srv/team/bundle.tar"))
+        );
+        for bad in [
+            "mirror",
+            "registry.example.com/x:tag",
+            "oci:/x:latest",
+            "dir:/x",
+        ] {
+            let err = target(bad).expect_err(bad).to_string();
+            assert!(err.starts_with("mirror.yaml:2:11: target"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn retention_and_log_group_names_are_checked_where_written() {
+        let err = parse("log-groups:\n  - { name: cruddur, retention-days: 2 }\n")
+            .expect_err("2 days is not a CloudWatch retention")
+            .to_string();
+        assert!(err.starts_with("mirror.yaml:2:38:"), "{err}");
+        let err = parse("{}\n").expect_err("nothing to do").to_string();
+        assert!(err.contains("nothing to do"), "{err}");
+    }
+}

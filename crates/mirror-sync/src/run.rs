@@ -127,24 +127,34 @@ impl Session {
         let stop = AtomicBool::new(false);
         let mut results = self.run_tags(&plan, &plan.tags, &self.engine, &stop).await;
 
-        // A tag that failed only because a blob it shared with another tag
-        // failed there gets one more chance, on a fresh engine, once the
-        // others are done.
-        let retry: Vec<PlannedTag> = results
+        // A tag that failed only because of another tag gets one more chance,
+        // on a fresh engine, once the others are done: its blob transfer was
+        // cancelled when that tag gave up, or that tag's transfer of a blob
+        // they share failed (the first tag to report a blob keeps the failure).
+        let mut owners = std::collections::HashSet::new();
+        let retried: Vec<bool> = results
             .iter()
-            .zip(&plan.tags)
-            .filter(|(r, _)| matches!(&r.1, Some(CopyFailure::Shared)))
-            .map(|(_, t)| t.clone())
+            .map(|(_, failure)| match failure {
+                Some(CopyFailure::Cancelled) => true,
+                Some(CopyFailure::SharedBlob(key)) => !owners.insert(key.clone()),
+                None => false,
+            })
+            .collect();
+        let retry: Vec<PlannedTag> = plan
+            .tags
+            .iter()
+            .zip(&retried)
+            .filter(|(_, again)| **again)
+            .map(|(t, _)| t.clone())
             .collect();
         if !retry.is_empty() && !stop.load(Ordering::Relaxed) {
             let engine = Session::make_engine(&self.options, &self.observer);
-            let again = self.run_tags(&plan, &retry, &engine, &stop).await;
-            let mut again = again.into_iter();
-            for (result, tag) in results.iter_mut().zip(&plan.tags) {
-                if matches!(&result.1, Some(CopyFailure::Shared))
-                    && let Some(second) = again.next()
-                {
-                    debug_assert_eq!(second.0.destination, tag.destination);
+            let mut again = self
+                .run_tags(&plan, &retry, &engine, &stop)
+                .await
+                .into_iter();
+            for (result, redo) in results.iter_mut().zip(&retried) {
+                if *redo && let Some(second) = again.next() {
                     *result = second;
                 }
             }
@@ -414,13 +424,27 @@ impl Session {
             }
             Err(_) if counted_source.was_deferred() => (Outcome::Deferred, None),
             Err(error) => {
-                let shared = matches!(error, CopyError::Shared(_) | CopyError::Cancelled);
+                let failure = match &error {
+                    CopyError::Cancelled => Some(CopyFailure::Cancelled),
+                    CopyError::Shared(inner) => match inner.as_ref() {
+                        CopyError::Cancelled => Some(CopyFailure::Cancelled),
+                        CopyError::Blob { digest, .. } => Some(CopyFailure::SharedBlob((
+                            match &tag.job.destination {
+                                ImageLocation::Registry(reference) => reference.name(),
+                                ImageLocation::File(file) => file.path().display().to_string(),
+                            },
+                            digest.to_string(),
+                        ))),
+                        _ => None,
+                    },
+                    _ => None,
+                };
                 (
                     Outcome::Failed {
                         error: error.to_string(),
                         usage: error.is_usage(),
                     },
-                    shared.then_some(CopyFailure::Shared),
+                    failure,
                 )
             }
         }
@@ -456,10 +480,13 @@ impl Session {
 }
 
 /// Why a copy failed, when a second attempt may help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum CopyFailure {
-    /// A blob shared with another tag failed or was cancelled there.
-    Shared,
+    /// A blob transfer was cancelled when another tag gave up.
+    Cancelled,
+    /// A blob transfer failed: (destination, digest), shared by every tag
+    /// that needed that blob there.
+    SharedBlob((String, String)),
 }
 
 /// The report of a tag the plan found current.
