@@ -695,3 +695,47 @@ async fn a_file_target_holds_every_image_under_its_name_and_tag() {
     .expect_success();
     assert_landed(&destination.host(), "app", "1.0", &other, &ANON).await;
 }
+
+/// `--max-concurrent-images 1`: one image at a time, so the source sees
+/// every request of one image before the next image's first GET (with the
+/// default bound the two interleave).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_images_bounds_the_images_in_flight() {
+    let first = image(ImageSpec::small("sync-one-at-a-time-a", 51)).await;
+    let second = image(ImageSpec::small("sync-one-at-a-time-b", 52)).await;
+    let source = open_registry().await;
+    seed(&first, &source.host(), "a", "1").await;
+    seed(&second, &source.host(), "b", "1").await;
+    let proxy = proxy_to(&source).await;
+    let destination = open_registry().await;
+    let scratch = Scratch::new("sync-one-at-a-time");
+    let file = sync_file(
+        &scratch,
+        "mirror.yaml",
+        &format!(
+            "defaults:\n  target: {dst}\nimages:\n  - from: {src}/a:1\n  - from: {src}/b:1\n",
+            src = proxy.host(),
+            dst = destination.host()
+        ),
+    );
+    let out = sync(
+        &file,
+        &[proxy.host(), destination.host()],
+        ["--max-concurrent-images", "1"],
+    )
+    .run()
+    .await;
+    out.expect_success();
+    assert_landed(&destination.host(), "a", "1", &first, &ANON).await;
+    assert_landed(&destination.host(), "b", "1", &second, &ANON).await;
+    // After the plan's HEADs: a's GETs, then b's, never interleaved.
+    let gets: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| r.path.split('/').nth(2).unwrap_or_default().to_owned())
+        .collect();
+    let switches = gets.windows(2).filter(|w| w[0] != w[1]).count();
+    assert_eq!(switches, 1, "{gets:?}\n{}", describe(&proxy.requests()));
+    assert_eq!(gets.first().map(String::as_str), Some("a"), "{gets:?}");
+}

@@ -13,6 +13,15 @@ use serde_json::{Value, json};
 use crate::plan::{Plan, TagState};
 use crate::run::{Outcome, RunReport, TagResult};
 
+/// `1 day`, `7 days`.
+fn days(count: i32) -> String {
+    if count == 1 {
+        "1 day".to_owned()
+    } else {
+        format!("{count} days")
+    }
+}
+
 /// `1.5 MiB`.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -319,10 +328,11 @@ pub fn run_summary(report: &RunReport) -> String {
                 let what = if outcome.created { "created" } else { "exists" };
                 let retention = match (outcome.retention_changed, group.retention_days) {
                     (Some((old, new)), _) => format!(
-                        "; retention set to {new} days (was {})",
-                        old.map_or_else(|| "never expire".to_owned(), |d| format!("{d} days"))
+                        "; retention set to {} (was {})",
+                        days(new),
+                        old.map_or_else(|| "never expire".to_owned(), days)
                     ),
-                    (None, Some(days)) => format!("; retention already {days} days"),
+                    (None, Some(d)) => format!("; retention already {}", days(d)),
                     (None, None) => String::new(),
                 };
                 let _ = writeln!(out, "log group {} {what}{retention}", group.name);
@@ -441,7 +451,7 @@ pub fn plan_text(plan: &Plan) -> String {
     for group in &plan.log_groups {
         let retention = group
             .retention_days
-            .map(|d| format!(", retention {d} days"))
+            .map(|d| format!(", retention {}", days(d)))
             .unwrap_or_default();
         let _ = writeln!(out, "log group  {} (ensured{retention})", group.name);
     }
