@@ -1,8 +1,8 @@
 //! `mirror IMAGE...`, `mirror copy SRC DST`, `mirror sync [FILE]` and `mirror
 //! verify`: flags become a `mirror-sync` request and options, one library
 //! call plans and runs it, and this module prints what came back and picks
-//! the exit code. Hints that name flags or file keys live here, not in the
-//! library.
+//! the exit code. Hints that name flags or file keys live here and in
+//! `failure.rs`, not in the library.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,16 +10,18 @@ use std::sync::Arc;
 use mirror_ecr::RepositorySettings;
 use mirror_oci::{PlatformFilter, Reference};
 use mirror_sync::report::{
-    copy_summary, docker_archive_note, failure_of, plan_json, plan_text, repository_lines,
-    run_json, run_summary, tag_json,
+    copy_summary, docker_archive_note, plan_json, plan_text, repository_lines, run_json,
+    run_summary, tag_json,
 };
 use mirror_sync::{
-    EcrOptions, Entry, ErrorKind, HintTopic, ImageLocation, Outcome, Registries, Request,
-    RunOptions, RunReport, Session, SyncError, SyncFile, TagFilter, Tags, Target,
+    EcrOptions, Entry, HintTopic, ImageLocation, Outcome, Registries, Request, RunOptions,
+    RunReport, Session, SyncError, SyncFile, TagFilter, TagResult, Tags, Target,
 };
 use serde_json::json;
 
-use crate::cli::{CommonCopyArgs, CopyArgs, EcrArgs, MirrorArgs, SyncArgs, VerifyArgs};
+use crate::cli::{
+    CommonCopyArgs, CopyArgs, EcrArgs, MirrorArgs, SyncArgs, TransportArgs, VerifyArgs,
+};
 use crate::progress::{Mode, Progress};
 use crate::{Failure, client, parse_credentials, parse_reference};
 
@@ -53,8 +55,9 @@ enum FrontEnd {
     Sync,
 }
 
-/// A library error as the CLI says it: the message, a hint in this front
-/// end's words, the exit code.
+/// A library error as the CLI says it: the error with its causes, a hint in
+/// this front end's words, the hints its types call for (`failure.rs`), the
+/// exit code.
 fn failure(error: SyncError, front: FrontEnd, images: &[String]) -> Failure {
     let hint = match (error.hint_topic(), front) {
         (Some(HintTopic::NameLocalImage), FrontEnd::Sync) => Some(
@@ -83,10 +86,9 @@ fn failure(error: SyncError, front: FrontEnd, images: &[String]) -> Failure {
         // One line on purpose: what a newcomer without AWS sees first.
         (Some(HintTopic::Aws), FrontEnd::Mirror) => {
             let message = format!("{error}; {}", without_aws(images));
-            return match error.kind() {
-                ErrorKind::Usage => Failure::usage(message),
-                ErrorKind::Failed => Failure::transfer(message),
-            };
+            let mut failure = Failure::from(error);
+            failure.message = message;
+            return failure;
         }
         (None, FrontEnd::Mirror) if matches!(error, SyncError::Aws(_)) => Some(without_aws(images)),
         (Some(HintTopic::Aws), _) => Some(
@@ -95,14 +97,39 @@ fn failure(error: SyncError, front: FrontEnd, images: &[String]) -> Failure {
         ),
         (None, _) => None,
     };
-    let message = match hint {
-        Some(hint) => format!("{error}\n  hint: {hint}"),
-        None => error.to_string(),
-    };
-    match error.kind() {
-        ErrorKind::Usage => Failure::usage(message),
-        ErrorKind::Failed => Failure::transfer(message),
+    let failure = Failure::from(error);
+    match hint {
+        Some(hint) => failure.hint(hint),
+        None => failure,
     }
+}
+
+/// A failed tag as the CLI says it (`None` for a tag that did not fail).
+fn tag_failure(tag: &TagResult) -> Option<Failure> {
+    match &tag.outcome {
+        Outcome::Failed(error) => Some(Failure::from(error.clone())),
+        Outcome::Conflict { existing, wanted } => Some(
+            Failure::transfer(mirror_sync::report::conflict_message(tag, existing, wanted))
+                .hint("push under a new tag, or make the repository mutable"),
+        ),
+        _ => None,
+    }
+}
+
+/// A tag's JSON, with `causes` and `hints` when it failed.
+fn tag_value(
+    tag: &TagResult,
+    requests: Option<&mirror_registry::StatsSnapshot>,
+) -> serde_json::Value {
+    let mut value = tag_json(tag, requests);
+    if let (Some(failure), Some(object)) = (tag_failure(tag), value.as_object_mut())
+        && let Some(extra) = failure.json().as_object()
+    {
+        for (key, field) in extra {
+            object.insert(key.clone(), field.clone());
+        }
+    }
+    value
 }
 
 fn settings(args: &EcrArgs) -> Result<RepositorySettings, Failure> {
@@ -122,14 +149,12 @@ fn settings(args: &EcrArgs) -> Result<RepositorySettings, Failure> {
         tags,
         no_create: args.no_create,
     };
-    settings
-        .validate()
-        .map_err(|e| Failure::usage(e.to_string()))?;
+    settings.validate()?;
     Ok(settings)
 }
 
 fn location(text: &str, what: &'static str) -> Result<ImageLocation, Failure> {
-    ImageLocation::parse(text).map_err(|e| Failure::usage(format!("{what} `{text}`: {e}")))
+    ImageLocation::parse(text).map_err(|e| Failure::from(e).context(format!("{what} `{text}`")))
 }
 
 /// `--all-tags [--tag-regex RE]` as a tag selection.
@@ -148,7 +173,7 @@ fn selection(common: &CommonCopyArgs) -> Result<Tags, Failure> {
 
 fn run_options(
     common: &CommonCopyArgs,
-    retries: u32,
+    transport: &TransportArgs,
     dest_creds: Option<&str>,
 ) -> Result<RunOptions, Failure> {
     Ok(RunOptions {
@@ -157,8 +182,10 @@ fn run_options(
         include_foreign: common.include_foreign,
         dry_run: common.dry_run,
         max_concurrent_blobs: common.max_concurrent_blobs,
-        blob_attempts: retries,
+        blob_attempts: transport.retries,
         max_concurrent_images: common.max_concurrent_images,
+        max_manifests: common.max_manifests,
+        max_retry_after: std::time::Duration::from_secs(transport.max_retry_after),
         ..RunOptions::default()
     })
 }
@@ -185,7 +212,7 @@ pub(crate) async fn mirror_to_ecr(args: MirrorArgs, quiet: bool) -> Result<(), F
             origin: None,
         });
     }
-    let options = run_options(&args.copy, args.transport.retries, None)?;
+    let options = run_options(&args.copy, &args.transport, None)?;
     let registries = Registries::new(
         client(&args.transport)?,
         EcrOptions {
@@ -224,11 +251,7 @@ pub(crate) async fn copy(args: CopyArgs, quiet: bool) -> Result<(), Failure> {
         repository: settings(&args.ecr)?,
         origin: None,
     };
-    let options = run_options(
-        &args.copy,
-        args.transport.retries,
-        args.dest_creds.as_deref(),
-    )?;
+    let options = run_options(&args.copy, &args.transport, args.dest_creds.as_deref())?;
     let registries = Registries::new(
         client(&args.transport)?,
         EcrOptions {
@@ -304,13 +327,13 @@ fn print_copies(report: &RunReport, platforms: &[PlatformFilter], json: bool, qu
                 }
                 _ if single => {}
                 _ => {
-                    if let Some(cause) = failure_of(tag) {
-                        eprintln!("error: {} -> {}: {cause}", tag.source, tag.destination);
+                    if let Some(failure) = tag_failure(tag) {
+                        failure.print(Some(&format!("{} -> {}", tag.source, tag.destination)));
                     }
                 }
             }
         }
-        values.push(tag_json(tag, requests));
+        values.push(tag_value(tag, requests));
     }
     if json {
         if values.len() == 1 {
@@ -324,8 +347,7 @@ fn print_copies(report: &RunReport, platforms: &[PlatformFilter], json: bool, qu
 /// Exit code of `mirror IMAGE` / `mirror copy`: usage failures only -> 2,
 /// any failure -> 1, deferrals -> 3.
 fn copies_exit(report: &RunReport) -> Result<(), Failure> {
-    let failed: Vec<&mirror_sync::TagResult> =
-        report.tags.iter().filter(|t| t.is_failure()).collect();
+    let failed: Vec<&TagResult> = report.tags.iter().filter(|t| t.is_failure()).collect();
     let code = if report.only_usage_failures() {
         Failure::usage
     } else {
@@ -337,7 +359,9 @@ fn copies_exit(report: &RunReport) -> Result<(), Failure> {
             report.deferred()
         ))),
         [] => Ok(()),
-        [only] if report.tags.len() == 1 => Err(code(failure_of(only).unwrap_or_default())),
+        [only] if report.tags.len() == 1 => {
+            Err(tag_failure(only).unwrap_or_else(|| code(String::new())))
+        }
         _ => Err(code(format!(
             "{} of {} images failed: {}",
             failed.len(),
@@ -370,8 +394,9 @@ pub(crate) async fn sync(args: SyncArgs, quiet: bool) -> Result<(), Failure> {
         all_tags: false,
         tag_regex: None,
         max_concurrent_images: args.max_concurrent_images,
+        max_manifests: args.max_manifests,
     };
-    let mut options = run_options(&common, args.transport.retries, args.dest_creds.as_deref())?;
+    let mut options = run_options(&common, &args.transport, args.dest_creds.as_deref())?;
     options.fail_fast = args.fail_fast;
     options.max_source_pulls = args.max_source_pulls;
     let registries = Registries::new(
@@ -407,11 +432,23 @@ pub(crate) async fn sync(args: SyncArgs, quiet: bool) -> Result<(), Failure> {
     let report = session.run(plan).await;
     progress.stop();
     if args.json {
-        println!("{}", run_json(&report));
+        let mut value = run_json(&report);
+        if let Some(tags) = value.get_mut("tags").and_then(|t| t.as_array_mut()) {
+            *tags = report.tags.iter().map(|t| tag_value(t, None)).collect();
+        }
+        println!("{value}");
     }
     if !quiet {
         let mut said = std::collections::HashSet::new();
         for tag in &report.tags {
+            if let Some(failure) = tag_failure(tag) {
+                let at = tag
+                    .origin
+                    .as_ref()
+                    .map(|o| format!("{o}: "))
+                    .unwrap_or_default();
+                failure.print(Some(&format!("{at}{} -> {}", tag.source, tag.destination)));
+            }
             if let Some(outcome) = &tag.repository {
                 let lines = repository_lines(&tag.destination, outcome);
                 if said.insert(lines.clone()) {
@@ -467,11 +504,7 @@ pub(crate) async fn ecr_registry(
     let region_state = mirror_sync::ecr_region(region, 10.0)
         .await
         .map_err(|e| failure(e, FrontEnd::Copy, &[]))?;
-    let registry = region_state
-        .auth
-        .registry()
-        .await
-        .map_err(|e| Failure::transfer(e.to_string()))?;
+    let registry = region_state.auth.registry().await?;
     Ok((registry, client(transport)?, region_state.auth))
 }
 
@@ -532,15 +565,13 @@ pub(crate) async fn verify(args: VerifyArgs) -> Result<(), Failure> {
         .repository(&destination, dest_creds)
         .await
         .map_err(fail_setup)?;
-    let fail = |e: mirror_registry::RegistryError| Failure::transfer(e.to_string());
     let src_ref = source.reference_str();
     let dst_ref = destination.reference_str();
     let src_head = src
         .head_manifest(&src_ref)
-        .await
-        .map_err(fail)?
+        .await?
         .ok_or_else(|| Failure::transfer(format!("{source} was not found at the source")))?;
-    let dst_head = dst.head_manifest(&dst_ref).await.map_err(fail)?;
+    let dst_head = dst.head_manifest(&dst_ref).await?;
     let mut rows = Vec::new();
     let mut all_match = dst_head.as_ref().map(|h| &h.digest) == Some(&src_head.digest);
     rows.push(json!({
@@ -551,14 +582,9 @@ pub(crate) async fn verify(args: VerifyArgs) -> Result<(), Failure> {
     }));
     let root = src
         .get_manifest(src_head.digest.as_ref(), Some(&src_head.digest))
-        .await
-        .map_err(fail)?;
+        .await?;
     for child in root.children() {
-        let present = dst
-            .head_manifest(child.digest().as_ref())
-            .await
-            .map_err(fail)?
-            .is_some();
+        let present = dst.head_manifest(child.digest().as_ref()).await?.is_some();
         all_match &= present;
         rows.push(json!({
             "what": child.platform().as_ref().map(mirror_oci::platform_string).unwrap_or_else(|| "manifest".to_owned()),
@@ -627,8 +653,10 @@ pub(crate) async fn verify(args: VerifyArgs) -> Result<(), Failure> {
     if all_match {
         Ok(())
     } else {
-        Err(Failure::transfer(format!(
-            "{destination} does not match {source}\n  hint: run `mirror copy {source} {destination}` (or `mirror {source}`) to bring it up to date"
-        )))
+        Err(
+            Failure::transfer(format!("{destination} does not match {source}")).hint(format!(
+                "run `mirror copy {source} {destination}` (or `mirror {source}`) to bring it up to date"
+            )),
+        )
     }
 }

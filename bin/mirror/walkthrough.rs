@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use mirror_ecr::dockerfile::{Rewrite, rewrite, unified_diff};
+use mirror_dockerfile::{Rewrite, base_images, rewrite, unified_diff};
 use mirror_ecr::iam::{Access, policy};
 use mirror_ecr::logs::ensure_log_group;
 use mirror_oci::Reference;
@@ -25,9 +25,7 @@ pub(crate) async fn log_group(args: LogGroupArgs) -> Result<(), Failure> {
         ));
     }
     let client = aws_sdk_cloudwatchlogs::Client::new(&config);
-    let outcome = ensure_log_group(&client, &args.name, args.retention_days)
-        .await
-        .map_err(|e| Failure::transfer(e.to_string()))?;
+    let outcome = ensure_log_group(&client, &args.name, args.retention_days).await?;
     let what = if outcome.created { "created" } else { "exists" };
     let retention = match (outcome.retention_changed, args.retention_days) {
         (Some((old, new)), _) => format!(
@@ -51,29 +49,18 @@ pub(crate) async fn rewrite_from(args: RewriteFromArgs) -> Result<(), Failure> {
     let path = args.dockerfile.display().to_string();
     let text = std::fs::read_to_string(&args.dockerfile)
         .map_err(|e| Failure::usage(format!("cannot read {path}: {e}")))?;
-    // First pass: which images does the file name?
-    let found = std::cell::RefCell::new(Vec::new());
-    let _ = rewrite(&text, &|r: &Reference| {
-        found.borrow_mut().push(r.clone());
-        None
-    });
-    let found = found.into_inner();
+    let found = base_images(&text);
     let (registry, client, auth) =
         crate::jobs::ecr_registry(args.region.as_deref(), &args.transport).await?;
     let mut table: HashMap<String, Rewrite> = HashMap::new();
     let mut missing = Vec::new();
     for source in found {
-        if table.contains_key(&source.to_string()) || source.registry() == registry.host {
+        if source.registry() == registry.host {
             continue;
         }
         let target = crate::jobs::ecr_target(&registry, &source, args.prefix.as_deref())?;
-        let repo = client
-            .repository_with_provider(&target, auth.clone())
-            .map_err(|e| Failure::usage(e.to_string()))?;
-        let head = repo
-            .head_manifest(&target.reference_str())
-            .await
-            .map_err(|e| Failure::transfer(e.to_string()))?;
+        let repo = client.repository_with_provider(&target, auth.clone())?;
+        let head = repo.head_manifest(&target.reference_str()).await?;
         match head {
             Some(head) => {
                 let shown = match target.tag() {

@@ -13,8 +13,11 @@
 mod auth;
 mod copy;
 mod ecr;
+mod engine;
 mod errors;
 mod faults;
+mod fixture;
+mod hostile;
 mod inspect;
 mod large;
 mod layout;

@@ -2,8 +2,9 @@
 //! ([`EcrAuth`]: GetAuthorizationToken through the AWS default credential chain,
 //! refreshed at half-life and on 401), its repositories ([`ensure_repository`]),
 //! ECR as a destination with its manners ([`EcrDestination`]), and the rest of
-//! the AWS walkthrough: CloudWatch log groups ([`logs`]), IAM policies ([`iam`])
-//! and Dockerfile FROM rewriting ([`dockerfile`]).
+//! the AWS walkthrough: CloudWatch log groups ([`logs`]) and IAM policies
+//! ([`iam`]). (Dockerfile FROM rewriting, which needs nothing from AWS, is the
+//! `mirror-dockerfile` crate.)
 
 mod auth;
 mod destination;
@@ -11,13 +12,12 @@ mod error;
 mod host;
 mod repository;
 
-pub mod dockerfile;
 pub mod iam;
 pub mod logs;
 
 pub use auth::EcrAuth;
 pub use destination::{EcrDestination, Pacer};
-pub use error::EcrError;
+pub use error::{EcrError, SettingsError};
 pub use host::{EcrHost, check_repository_name};
 pub use repository::{
     RepositoryOutcome, RepositorySettings, TAG_MUTABILITY_VALUES, ensure_repository,

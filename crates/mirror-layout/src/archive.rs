@@ -795,9 +795,7 @@ impl Destination for OciArchiveWriter {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            mount: false,
             single_platform: self.format == Format::Docker,
-            ..Capabilities::default()
         }
     }
 

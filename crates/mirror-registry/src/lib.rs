@@ -31,17 +31,20 @@
 //! ```
 
 mod auth;
+mod authorize;
 mod client;
 mod credentials;
 mod error;
+mod execute;
+mod host;
 mod ratelimit;
 mod redact;
 mod repository;
 mod stats;
 
-pub use client::{ClientOptions, RegistryClient, RetryPolicy};
+pub use client::{ClientOptions, RegistryClient, RetryPolicy, TagListLimits};
 pub use credentials::{CredentialProvider, CredentialStore, Credentials};
-pub use error::{ErrorCode, Operation, RegistryError};
+pub use error::{AuthFailure, ErrorCode, Operation, RegistryError, TransportKind};
 pub use ratelimit::RateLimit;
 pub use redact::redact_url;
 pub use repository::{ManifestHead, MountOutcome, Repository, UploadSession};

@@ -96,8 +96,11 @@ impl Calls {
     }
 }
 
-/// The error a budget-refused GET ends the image's copy with.
-pub(crate) const DEFERRED: &str = "deferred: the source pull budget is spent";
+/// The error a budget-refused GET ends the image's copy with (the run
+/// reports the image as deferred, not failed).
+#[derive(Debug, thiserror::Error)]
+#[error("deferred: the source pull budget is spent")]
+pub struct BudgetSpent;
 
 /// A source as one image sees it.
 pub(crate) struct CountedSource {
@@ -139,7 +142,7 @@ impl CountedSource {
 
     fn defer(&self) -> EndpointError {
         self.deferred.store(true, Ordering::Relaxed);
-        EndpointError::Other(DEFERRED.to_owned())
+        EndpointError::backend(BudgetSpent)
     }
 }
 

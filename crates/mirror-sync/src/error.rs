@@ -1,12 +1,19 @@
-//! Why a run could not be planned. Messages name the entry, the object and
-//! what was expected, never a command-line flag or file key alone: the same
-//! error comes from `mirror copy` and from a sync file, and each front end adds
-//! its own hint (see [`SyncError::hint_topic`]).
+//! Why a run could not be planned, and why one tag of it failed. Messages
+//! name the entry, the object and what was expected, never a command-line
+//! flag or file key alone: the same error comes from `mirror copy` and from a
+//! sync file, and each front end adds its own hint (see
+//! [`SyncError::hint_topic`]). Each error says only its own part; what caused
+//! it is its `source()`, so a front end can print the chain and find the
+//! typed errors in it ([`causes`] joins it for one line).
 
+use std::error::Error;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use mirror_ecr::EcrError;
+use mirror_ecr::logs::LogsError;
+use mirror_engine::{CopyError, EndpointError};
 use mirror_layout::LayoutError;
 use mirror_oci::ReferenceError;
 use mirror_registry::RegistryError;
@@ -52,7 +59,7 @@ pub enum LocationError {
 /// registry or written anywhere.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    #[error("cannot read the sync file {path}: {source}")]
+    #[error("cannot read the sync file {path}")]
     Read {
         path: PathBuf,
         #[source]
@@ -95,7 +102,7 @@ pub enum HintTopic {
 pub enum SyncError {
     #[error(transparent)]
     File(#[from] FileError),
-    #[error("{at}{what} `{input}`: {source}", at = At(.origin))]
+    #[error("{at}{what} `{input}`", at = At(.origin))]
     Location {
         origin: Option<Origin>,
         what: &'static str,
@@ -174,24 +181,22 @@ pub enum SyncError {
     },
     #[error("no AWS region configured: set AWS_REGION or a profile region (for example us-east-1)")]
     NoRegion,
-    #[error("{0}")]
-    Settings(EcrError),
     #[error(transparent)]
     Aws(EcrError),
-    #[error("cannot use {reference}: {source}")]
+    #[error("cannot use {reference}")]
     Registry {
         reference: String,
         #[source]
         source: Box<RegistryError>,
     },
-    #[error("{at}source {name}: listing tags failed: {source}", at = At(.origin))]
+    #[error("{at}source {name}: listing tags failed", at = At(.origin))]
     Listing {
         origin: Option<Origin>,
         name: String,
         #[source]
         source: Box<ListingError>,
     },
-    #[error("{location}: {source}")]
+    #[error("cannot open {location}")]
     Open {
         location: String,
         #[source]
@@ -199,13 +204,26 @@ pub enum SyncError {
     },
 }
 
-/// Why a tag listing failed.
+/// Why a tag listing failed (the registry's or the layout's error is its
+/// source, for a front end to find in the chain).
 #[derive(Debug, thiserror::Error)]
 pub enum ListingError {
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
-    #[error(transparent)]
-    File(#[from] LayoutError),
+    #[error("{0}")]
+    Registry(#[source] RegistryError),
+    #[error("{0}")]
+    File(#[source] LayoutError),
+}
+
+impl From<RegistryError> for ListingError {
+    fn from(error: RegistryError) -> Self {
+        Self::Registry(error)
+    }
+}
+
+impl From<LayoutError> for ListingError {
+    fn from(error: LayoutError) -> Self {
+        Self::File(error)
+    }
 }
 
 impl SyncError {
@@ -238,4 +256,126 @@ fn is_usage_layout(error: &LayoutError) -> bool {
         error,
         LayoutError::InvalidRepoTag { .. } | LayoutError::InvalidTag { .. }
     )
+}
+
+/// Why one tag (or log group) of a run failed: the copy's own error, or
+/// what stopped it before the copy began. Shared, so that reports stay
+/// cloneable; its `source()` is the typed error itself (a [`CopyError`], a
+/// [`SyncError`], a [`LogsError`]), so a front end finds it by downcasting
+/// the chain.
+#[derive(Debug, Clone)]
+pub enum RunError {
+    /// The copy (or a HEAD the plan sent for it) failed.
+    Copy(Arc<CopyError>),
+    /// The tag's source or destination could not be set up.
+    Setup(Arc<SyncError>),
+    /// Ensuring a log group failed.
+    Logs(Arc<LogsError>),
+    /// A dry run ensures nothing.
+    DryRun,
+}
+
+impl RunError {
+    /// Whether the request cannot be carried out as asked (not a transfer
+    /// that failed).
+    pub fn is_usage(&self) -> bool {
+        match self {
+            Self::Copy(error) => {
+                error.is_usage()
+                    || chain(error.as_ref()).any(|link| {
+                        link.downcast_ref::<EndpointError>()
+                            .and_then(|e| match e {
+                                EndpointError::Backend(inner) => {
+                                    inner.downcast_ref::<LayoutError>()
+                                }
+                                _ => None,
+                            })
+                            .or_else(|| link.downcast_ref::<LayoutError>())
+                            .is_some_and(is_usage_layout)
+                    })
+            }
+            Self::Setup(error) => error.kind() == ErrorKind::Usage,
+            Self::Logs(_) | Self::DryRun => false,
+        }
+    }
+
+    /// The message and its causes on one line (`a: b: c`), for plans and
+    /// summaries.
+    pub fn one_line(&self) -> String {
+        causes(self).join(": ")
+    }
+}
+
+impl From<CopyError> for RunError {
+    fn from(error: CopyError) -> Self {
+        Self::Copy(Arc::new(error))
+    }
+}
+
+impl From<SyncError> for RunError {
+    fn from(error: SyncError) -> Self {
+        Self::Setup(Arc::new(error))
+    }
+}
+
+impl From<LogsError> for RunError {
+    fn from(error: LogsError) -> Self {
+        Self::Logs(Arc::new(error))
+    }
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Copy(e) => e.fmt(f),
+            Self::Setup(e) => e.fmt(f),
+            Self::Logs(e) => e.fmt(f),
+            Self::DryRun => f.write_str("not ensured: dry run"),
+        }
+    }
+}
+
+impl Error for RunError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            Self::Copy(e) => Some(e.as_ref()),
+            Self::Setup(e) => Some(e.as_ref()),
+            Self::Logs(e) => Some(e.as_ref()),
+            Self::DryRun => None,
+        }
+    }
+}
+
+/// Two run errors are the same when they say the same (plans compare states).
+impl PartialEq for RunError {
+    fn eq(&self, other: &Self) -> bool {
+        self.one_line() == other.one_line()
+    }
+}
+
+impl Eq for RunError {}
+
+impl serde::Serialize for RunError {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.one_line())
+    }
+}
+
+/// An error and its sources, outermost first.
+fn chain<'a>(error: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
+    std::iter::successors(Some(error), |e: &&'a (dyn Error + 'static)| (*e).source())
+}
+
+/// What an error and its sources say, outermost first, each text once (a
+/// wrapper that repeats its source's message is left out).
+pub fn causes(error: &(dyn Error + 'static)) -> Vec<String> {
+    let mut texts: Vec<String> = Vec::new();
+    for link in chain(error) {
+        let text = link.to_string();
+        if text.is_empty() || texts.contains(&text) {
+            continue;
+        }
+        texts.push(text);
+    }
+    texts
 }

@@ -44,8 +44,12 @@ mod select;
 mod session;
 
 pub use budget::PullsSpent;
+pub use counted::BudgetSpent;
 pub use counted::Calls;
-pub use error::{ErrorKind, FileError, HintTopic, ListingError, LocationError, Origin, SyncError};
+pub use error::{
+    ErrorKind, FileError, HintTopic, ListingError, LocationError, Origin, RunError, SyncError,
+    causes,
+};
 pub use file::{Entry, FileName, LogGroup, SyncFile, Tags, Target};
 pub use location::ImageLocation;
 pub use naming::{

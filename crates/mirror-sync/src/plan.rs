@@ -5,13 +5,13 @@
 use std::sync::Arc;
 
 use futures::StreamExt as _;
-use mirror_engine::{CopyOptions, CopyRequest, Resolved};
+use mirror_engine::{CopyError, CopyOptions, CopyRequest, Resolved, Side};
 use mirror_layout::FileLocation;
 use mirror_oci::Digest;
 use serde::Serialize;
 
 use crate::counted::{CallCounter, Calls, CountedDestination, CountedSource};
-use crate::error::SyncError;
+use crate::error::{RunError, SyncError};
 use crate::file::Entry;
 use crate::location::ImageLocation;
 use crate::session::{Job, Request, Session, platforms_of};
@@ -39,7 +39,7 @@ pub enum TagState {
     /// The source has no such tag or digest.
     Missing,
     /// A HEAD (or opening a local source) failed for this tag.
-    Failed { error: String },
+    Failed { error: RunError },
 }
 
 impl TagState {
@@ -161,7 +161,7 @@ impl Session {
                 source: entry.from.to_string(),
                 destination: entry.to.clone().unwrap_or_else(|| entry.target.to_string()),
                 state: TagState::Failed {
-                    error: failed.error.to_string(),
+                    error: failed.error.into(),
                 },
                 digest: None,
                 bytes: None,
@@ -210,9 +210,9 @@ impl Session {
         // One tag's failure is that tag's, not the run's.
         let source = match self.source(&job.source).await {
             Ok(source) => source,
-            Err(SyncError::Open { source, .. }) => {
+            Err(error @ SyncError::Open { .. }) => {
                 planned.state = TagState::Failed {
-                    error: format!("source {}: {source}", job.source),
+                    error: error.into(),
                 };
                 return Ok(planned);
             }
@@ -229,7 +229,12 @@ impl Session {
             Ok(found) => found,
             Err(error) => {
                 planned.state = TagState::Failed {
-                    error: format!("source {}: {error}", job.source),
+                    error: CopyError::Endpoint {
+                        side: Side::Source,
+                        name: job.source.to_string(),
+                        source: error,
+                    }
+                    .into(),
                 };
                 return Ok(planned);
             }
@@ -248,7 +253,12 @@ impl Session {
                     Ok(digest) => digest,
                     Err(error) => {
                         planned.state = TagState::Failed {
-                            error: format!("destination {}: {error}", job.destination),
+                            error: CopyError::Endpoint {
+                                side: Side::Destination,
+                                name: job.destination.to_string(),
+                                source: error,
+                            }
+                            .into(),
                         };
                         return Ok(planned);
                     }

@@ -195,10 +195,11 @@ pub fn tag_json(result: &TagResult, requests: Option<&StatsSnapshot>) -> Value {
             }
             value
         }
-        Outcome::Failed { error, .. } => json!({
+        Outcome::Failed(error) => json!({
             "source": result.source,
             "destination": result.destination,
-            "error": error,
+            "error": error.to_string(),
+            "causes": crate::error::causes(error).split_off(1),
         }),
         Outcome::Conflict { existing, wanted } => json!({
             "source": result.source,
@@ -258,7 +259,7 @@ pub fn state_of(outcome: &Outcome) -> &'static str {
         Outcome::Copied(report) if report.dry_run => "planned",
         Outcome::Copied(_) => "copied",
         Outcome::UpToDate(_) => "up-to-date",
-        Outcome::Failed { .. } => "failed",
+        Outcome::Failed(_) => "failed",
         Outcome::Deferred => "deferred",
         Outcome::Conflict { .. } => "conflict",
         Outcome::NotStarted => "not-started",
@@ -277,10 +278,10 @@ pub fn conflict_message(
     )
 }
 
-/// The error line of a failed tag, or `None`.
+/// Why a tag failed, on one line (the error and its causes), or `None`.
 pub fn failure_of(result: &TagResult) -> Option<String> {
     match &result.outcome {
-        Outcome::Failed { error, .. } => Some(error.clone()),
+        Outcome::Failed(error) => Some(error.one_line()),
         Outcome::Conflict { existing, wanted } => Some(conflict_message(result, existing, wanted)),
         _ => None,
     }
@@ -338,7 +339,7 @@ pub fn run_summary(report: &RunReport) -> String {
                 let _ = writeln!(out, "log group {} {what}{retention}", group.name);
             }
             Err(error) => {
-                let _ = writeln!(out, "log group {}: {error}", group.name);
+                let _ = writeln!(out, "log group {}: {}", group.name, error.one_line());
             }
         }
     }
@@ -398,7 +399,11 @@ pub fn run_json(report: &RunReport) -> Value {
                 "retention_changed": outcome.retention_changed.is_some(),
                 "arn": outcome.arn,
             }),
-            Err(error) => json!({"name": g.name, "error": error}),
+            Err(error) => json!({
+                "name": g.name,
+                "error": error.to_string(),
+                "causes": crate::error::causes(error).split_off(1),
+            }),
         }).collect::<Vec<_>>(),
         "pulls": report.pulls,
         "failed": report.failed(),
@@ -434,7 +439,7 @@ pub fn plan_text(plan: &Plan) -> String {
             ),
             TagState::Deferred => " (over the source pull budget)".to_owned(),
             TagState::Missing => " (not at the source)".to_owned(),
-            TagState::Failed { error } => format!(": {error}"),
+            TagState::Failed { error } => format!(": {}", error.one_line()),
         };
         let bytes = tag
             .bytes

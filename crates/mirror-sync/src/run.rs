@@ -10,13 +10,16 @@ use std::time::Instant;
 
 use futures::StreamExt as _;
 use mirror_ecr::RepositoryOutcome;
-use mirror_engine::{CopyError, CopyOptions, CopyReport, CopyRequest, Destination, Engine};
+use mirror_engine::{
+    CopyError, CopyOptions, CopyReport, CopyRequest, Destination, EndpointError, Engine, Side,
+};
 use mirror_layout::{FileLocation, SavedImage};
 use mirror_oci::Digest;
 use mirror_registry::{RateLimit, StatsSnapshot};
 
 use crate::budget::PullsSpent;
 use crate::counted::{Calls, CountedDestination, CountedSource};
+use crate::error::{RunError, SyncError};
 use crate::location::ImageLocation;
 use crate::plan::{Plan, PlannedTag, TagState};
 use crate::session::{Session, platforms_of};
@@ -28,11 +31,9 @@ pub enum Outcome {
     Copied(CopyReport),
     /// The plan found the destination current; nothing more was sent.
     UpToDate(CopyReport),
-    Failed {
-        error: String,
-        /// The request cannot be carried out as asked (not a transfer failure).
-        usage: bool,
-    },
+    /// The error and its chain of causes ([`RunError::is_usage`]: the
+    /// request cannot be carried out as asked).
+    Failed(RunError),
     /// Left for the next run: the source pull budget is spent.
     Deferred,
     /// An immutable destination tag holds another digest.
@@ -63,10 +64,7 @@ pub struct TagResult {
 
 impl TagResult {
     pub fn is_failure(&self) -> bool {
-        matches!(
-            self.outcome,
-            Outcome::Failed { .. } | Outcome::Conflict { .. }
-        )
+        matches!(self.outcome, Outcome::Failed(_) | Outcome::Conflict { .. })
     }
 }
 
@@ -75,7 +73,7 @@ impl TagResult {
 pub struct LogGroupResult {
     pub name: String,
     pub retention_days: Option<i32>,
-    pub outcome: Result<mirror_ecr::logs::LogGroupOutcome, String>,
+    pub outcome: Result<mirror_ecr::logs::LogGroupOutcome, RunError>,
 }
 
 /// Everything a run did.
@@ -108,7 +106,7 @@ impl RunReport {
             && self.log_groups.iter().all(|g| g.outcome.is_ok())
             && failures
                 .iter()
-                .all(|t| matches!(t.outcome, Outcome::Failed { usage: true, .. }))
+                .all(|t| matches!(&t.outcome, Outcome::Failed(e) if e.is_usage()))
     }
 
     pub fn deferred(&self) -> usize {
@@ -277,17 +275,16 @@ impl Session {
                 return (result, None);
             }
             TagState::Missing => {
-                result.outcome = Outcome::Failed {
-                    error: format!("{} was not found at the source", tag.source),
-                    usage: false,
-                };
+                result.outcome = Outcome::Failed(
+                    CopyError::NotFound {
+                        reference: tag.source.clone(),
+                    }
+                    .into(),
+                );
                 return self.stopping(result, stop);
             }
             TagState::Failed { error } => {
-                result.outcome = Outcome::Failed {
-                    error: error.clone(),
-                    usage: false,
-                };
+                result.outcome = Outcome::Failed(error.clone());
                 return self.stopping(result, stop);
             }
             TagState::Conflict { existing } => {
@@ -335,19 +332,23 @@ impl Session {
         engine: &Engine,
         result: &mut TagResult,
     ) -> (Outcome, Option<CopyFailure>) {
-        let failed = |error: String| {
-            (
-                Outcome::Failed {
-                    error,
-                    usage: false,
-                },
-                None,
+        let failed = |error: RunError| (Outcome::Failed(error), None);
+        // A destination's own failure outside the engine (opening a layout,
+        // reading a docker-archive back), typed like the engine's.
+        let destination_failed = |name: String, error: mirror_layout::LayoutError| {
+            failed(
+                CopyError::Endpoint {
+                    side: Side::Destination,
+                    name,
+                    source: EndpointError::backend(error),
+                }
+                .into(),
             )
         };
         let entry = &plan.entries[tag.job.entry];
         let source = match self.source(&tag.job.source).await {
             Ok(source) => source,
-            Err(error) => return failed(error.to_string()),
+            Err(error) => return failed(error.into()),
         };
         let budget = self.budget(&source).await;
         if budget.as_ref().is_some_and(|b| b.is_closed()) {
@@ -360,21 +361,12 @@ impl Session {
                     .await
                 {
                     Ok(handle) => handle.endpoint,
-                    Err(error) => return failed(error.to_string()),
+                    Err(error) => return failed(error.into()),
                 }
             }
             ImageLocation::File(file) => match mirror_layout::open_destination(file).await {
                 Ok(endpoint) => endpoint,
-                Err(error) => {
-                    let usage = matches!(error, mirror_layout::LayoutError::InvalidRepoTag { .. });
-                    return (
-                        Outcome::Failed {
-                            error: format!("destination {file}: {error}"),
-                            usage,
-                        },
-                        None,
-                    );
-                }
+                Err(error) => return destination_failed(file.to_string(), error),
             },
         };
         let source_reference = tag.job.source.engine_reference();
@@ -417,7 +409,7 @@ impl Session {
                             result.docker_archive = Some(saved);
                             result.docker_archive_location = Some(location.clone());
                         }
-                        Err(error) => return failed(format!("{location}: {error}")),
+                        Err(error) => return destination_failed(location.to_string(), error),
                     }
                 }
                 (Outcome::Copied(report), None)
@@ -439,13 +431,7 @@ impl Session {
                     },
                     _ => None,
                 };
-                (
-                    Outcome::Failed {
-                        error: error.to_string(),
-                        usage: error.is_usage(),
-                    },
-                    failure,
-                )
+                (Outcome::Failed(error.into()), failure)
             }
         }
     }
@@ -461,13 +447,13 @@ impl Session {
         let mut results = Vec::new();
         for group in &plan.log_groups {
             let outcome = if self.options.dry_run {
-                Err("not ensured: dry run".to_owned())
+                Err(RunError::DryRun)
             } else if config.region().is_none() {
-                Err(crate::error::SyncError::NoRegion.to_string())
+                Err(SyncError::NoRegion.into())
             } else {
                 mirror_ecr::logs::ensure_log_group(&client, &group.name, group.retention_days)
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(RunError::from)
             };
             results.push(LogGroupResult {
                 name: group.name.clone(),

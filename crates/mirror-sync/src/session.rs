@@ -40,6 +40,10 @@ pub struct RunOptions {
     pub fail_fast: bool,
     /// Manifest GETs allowed per source host.
     pub max_source_pulls: Option<u64>,
+    /// Distinct manifests one image's copy may walk (a bound against hostile sources).
+    pub max_manifests: usize,
+    /// The longest `Retry-After` a blob transfer waits for.
+    pub max_retry_after: std::time::Duration,
 }
 
 impl Default for RunOptions {
@@ -54,6 +58,8 @@ impl Default for RunOptions {
             max_concurrent_images: DEFAULT_CONCURRENT_IMAGES,
             fail_fast: false,
             max_source_pulls: None,
+            max_manifests: mirror_engine::DEFAULT_MAX_MANIFESTS,
+            max_retry_after: mirror_engine::DEFAULT_MAX_RETRY_AFTER,
         }
     }
 }
@@ -137,6 +143,8 @@ impl Session {
             EngineOptions {
                 max_concurrent_blobs: options.max_concurrent_blobs,
                 blob_attempts: options.blob_attempts,
+                max_manifests: options.max_manifests,
+                max_retry_after: options.max_retry_after,
                 ..EngineOptions::default()
             },
             observer.clone(),

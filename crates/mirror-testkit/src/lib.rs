@@ -54,7 +54,6 @@
 //! ```
 
 mod child;
-mod ecr;
 mod image;
 mod moto;
 mod proxy;
@@ -62,9 +61,9 @@ mod push;
 mod registry;
 mod server;
 mod skopeo;
+mod stand_in;
 mod token;
 
-pub use ecr::{DOCKER_HUB_HOST, DockerHubOptions, DockerHubStandIn, EcrOptions, EcrStandIn};
 pub use image::{
     GeneratedImage, ImageSpec, PlatformSpec, cache_root, generate, generate_into, open_layout,
 };
@@ -73,6 +72,7 @@ pub use proxy::{Fault, Proxy, RequestRecord, Rule};
 pub use push::{PushAuth, PushTarget, blob_exists, fetch_blob_digest, fetch_manifest, push_layout};
 pub use registry::Registry;
 pub use skopeo::{skopeo_digest, skopeo_inspect_raw};
+pub use stand_in::{DOCKER_HUB_HOST, DockerHubOptions, DockerHubStandIn, EcrOptions, EcrStandIn};
 pub use token::{TokenOptions, TokenRequest, TokenServer};
 
 use std::path::PathBuf;
