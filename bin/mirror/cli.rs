@@ -33,10 +33,14 @@ Examples:
   # What a reference is: digest, media type, platforms, sizes
   mirror inspect python:3.10-slim-buster
 
+  # Every image of a team, kept in step from one YAML file (see `mirror sync --help`)
+  mirror sync mirror.yaml
+
 Credentials come from --src-creds/--dest-creds (or MIRROR_SRC_CREDS/MIRROR_DEST_CREDS),
 else from docker's config.json ($DOCKER_CONFIG, auths, credHelpers, credsStore) and
 containers' auth.json. --registry-endpoint, --insecure-registry and --ca-cert can also
-live in ~/.config/mirror/config.toml (see --config). Exit codes: 0 success, 1 the copy failed, 2 usage error.";
+live in ~/.config/mirror/config.toml (see --config). Exit codes: 0 success, 1 the copy failed, 2 usage error,
+3 images deferred (the source pull budget ran out; run again).";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -119,6 +123,9 @@ pub struct CommonCopyArgs {
     /// (`3\.1[0-2].*`).
     #[arg(long, value_name = "REGEX", requires = "all_tags")]
     pub tag_regex: Option<String>,
+    /// Images (tags) copied at once; blobs stay bounded by --max-concurrent-blobs.
+    #[arg(long, default_value_t = mirror_sync::DEFAULT_CONCURRENT_IMAGES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    pub max_concurrent_images: usize,
 }
 
 /// ECR settings: used when the destination is an ECR registry.
@@ -162,6 +169,9 @@ pub enum Command {
     /// Copy an image (every platform of an index, or one image) to another registry.
     #[command(after_help = EXAMPLES, override_usage = "mirror copy [OPTIONS] <SOURCE> <DESTINATION>")]
     Copy(CopyArgs),
+    /// Keep every image of a YAML file in step with its source (default ./mirror.yaml).
+    #[command(after_help = SYNC_EXAMPLES)]
+    Sync(SyncArgs),
     /// Show what a reference resolves to: digest, media type, platforms, sizes.
     #[command(override_usage = "mirror inspect [OPTIONS] <REFERENCE>")]
     Inspect(InspectArgs),
@@ -177,6 +187,103 @@ pub enum Command {
     /// Print a least-privilege IAM policy for mirroring (push) or pulling.
     #[command(override_usage = "mirror iam-policy <--push|--pull> [OPTIONS] <REPO>...")]
     IamPolicy(IamPolicyArgs),
+}
+
+const SYNC_EXAMPLES: &str = "\
+The file (key names are stable; relative oci: paths start at the file's directory):
+  defaults:
+    target: ecr                  # or HOST[/PATH], oci-archive:FILE, oci:DIR
+    prefix: base/
+    platforms: [linux/amd64, linux/arm64]
+    repository: { tag-mutability: MUTABLE, scan-on-push: true }
+  images:
+    - from: python:3.10-slim-buster
+      to: cruddur-python
+    - from: node
+      tags: { semver: \">=20 <23\", latest: 3, exclude: ['.*-rc.*'] }
+    - from: oci:./backend-flask/out:latest
+      to: backend-flask:latest
+  log-groups:
+    - { name: cruddur, retention-days: 1 }
+
+Examples:
+  mirror sync                           # ./mirror.yaml
+  mirror sync --plan fixtures/walkthrough.yaml
+  kubectl get cm mirror -o jsonpath='{.data.mirror\\.yaml}' | mirror sync -f -
+  mirror sync --max-source-pulls 80     # stay under Docker Hub's pull limit
+
+Exit codes: 0 everything in step, 1 something failed (after everything else
+finished; the summary names each failure), 2 the file or a flag is wrong
+(nothing was written), 3 tags were deferred (pull budget spent; run again).";
+
+/// `mirror sync [FILE]`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The sync file [default: ./mirror.yaml]; `-` reads standard input.
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// The sync file, as a flag (`-f -` reads standard input).
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        conflicts_with = "file"
+    )]
+    pub file_flag: Option<PathBuf>,
+    /// List every selected tag as up to date, new, changed, deferred or
+    /// conflict; write nothing and GET no manifest (HEADs only).
+    #[arg(long)]
+    pub plan: bool,
+    /// With --plan: GET manifests and HEAD blobs to show the bytes each copy would move.
+    #[arg(long, requires = "plan")]
+    pub sizes: bool,
+    /// Print the plan or the run's report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Start no image after one failed (images in flight finish).
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Manifest GETs allowed per source host (Docker Hub counts them as
+    /// pulls); tags past it are deferred, exit 3.
+    #[arg(long, value_name = "N")]
+    pub max_source_pulls: Option<u64>,
+    /// Images (tags) copied at once.
+    #[arg(long, default_value_t = mirror_sync::DEFAULT_CONCURRENT_IMAGES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    pub max_concurrent_images: usize,
+    /// Blob transfers in flight across the whole run.
+    #[arg(long, default_value_t = mirror_engine::DEFAULT_CONCURRENT_BLOBS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    pub max_concurrent_blobs: usize,
+    /// Also copy non-distributable (foreign) layers.
+    #[arg(long)]
+    pub include_foreign: bool,
+    /// Distinct manifests one image may reference (index, platforms,
+    /// attestations) before its copy stops: a bound against hostile sources.
+    #[arg(long, value_name = "N", default_value_t = mirror_engine::DEFAULT_MAX_MANIFESTS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_manifests: usize,
+    /// USER:PASSWORD for every source registry.
+    #[arg(
+        long,
+        env = "MIRROR_SRC_CREDS",
+        hide_env_values = true,
+        value_name = "USER:PASS"
+    )]
+    pub src_creds: Option<String>,
+    /// USER:PASSWORD for every destination registry (not ECR).
+    #[arg(
+        long,
+        env = "MIRROR_DEST_CREDS",
+        hide_env_values = true,
+        value_name = "USER:PASS"
+    )]
+    pub dest_creds: Option<String>,
+    /// AWS region of `target: ecr` and log groups (default: from the AWS config chain).
+    #[arg(long, env = "AWS_REGION", hide_env = true)]
+    pub region: Option<String>,
+    /// Manifest PUTs per second per ECR registry (PutImage quota).
+    #[arg(long, default_value_t = 10.0)]
+    pub manifest_puts_per_second: f64,
+    #[command(flatten)]
+    pub transport: TransportArgs,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,10 @@
 //! How a failure reaches the user: one `error:` line, the chain of causes as
 //! `cause:` lines (each error says only its own part), `hint:` lines that
 //! name the flags and commands that fix it (library errors name none), and
-//! an exit code chosen from what kind of error it is.
+//! an exit code chosen from what kind of error it is. `mirror-sync`'s errors
+//! are typed too: a tag's [`mirror_sync::RunError`] has the engine's error as
+//! its source, and the front end in `jobs.rs` adds the hints that depend on
+//! which command (flags or sync-file keys) was run.
 
 use std::error::Error;
 use std::fmt;
@@ -10,11 +13,10 @@ use mirror_ecr::{EcrError, SettingsError};
 use mirror_engine::{CopyError, EndpointError, GaveUp, Limit, Side};
 use mirror_layout::LayoutError;
 use mirror_registry::{AuthFailure, ErrorCode, Operation, RegistryError, TransportKind};
+use mirror_sync::{ErrorKind, FileError, LocationError, SyncError};
 use serde_json::json;
 
-/// What kind of failure ended the run; its exit code. (3 is kept for
-/// images deferred, not failed, by a pull budget: nothing half-written, run
-/// again later.)
+/// What kind of failure ended the run; its exit code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Exit {
     /// Something was copied wrong or not at all: 1.
@@ -22,6 +24,9 @@ pub(crate) enum Exit {
     /// The request cannot be carried out as asked (bad reference, flag,
     /// configuration); nothing was tried: 2.
     Usage,
+    /// Nothing failed, but images were deferred by the source pull budget
+    /// (nothing of them half-written; the next run picks them up): 3.
+    Deferred,
 }
 
 impl Exit {
@@ -29,6 +34,7 @@ impl Exit {
         match self {
             Self::Transfer => 1,
             Self::Usage => 2,
+            Self::Deferred => 3,
         }
     }
 
@@ -47,7 +53,6 @@ impl Exit {
                             LayoutError::InvalidLocation { .. }
                                 | LayoutError::InvalidTag { .. }
                                 | LayoutError::InvalidRepoTag { .. }
-                                | LayoutError::NotLocal(_)
                         )
                     )
                     || matches!(e.downcast_ref::<EcrError>(), Some(EcrError::Settings(_)))
@@ -55,6 +60,10 @@ impl Exit {
                         e.downcast_ref::<RegistryError>(),
                         Some(RegistryError::Setup(_))
                     )
+                    || e.is::<FileError>()
+                    || e.is::<LocationError>()
+                    || e.downcast_ref::<SyncError>()
+                        .is_some_and(|s| s.kind() == ErrorKind::Usage)
             })
         });
         if usage { Self::Usage } else { Self::Transfer }
@@ -104,6 +113,14 @@ impl Failure {
             error: None,
             context: false,
             extra_hints: Vec::new(),
+        }
+    }
+
+    /// Nothing failed, but images were left for the next run (exit 3).
+    pub fn deferred(message: impl Into<String>) -> Self {
+        Self {
+            exit: Exit::Deferred,
+            ..Self::transfer(message)
         }
     }
 
@@ -236,7 +253,8 @@ fn chain<'a>(
 
 /// A link of the chain and the typed errors it wraps transparently (whose
 /// `source()` skips them): an endpoint error's registry or backend error, a
-/// shared copy error's own, a boxed registry error.
+/// shared copy error's own, a boxed registry or layout error, the ECR error
+/// of a sync error.
 fn typed<'a>(link: &'a (dyn Error + 'static)) -> Vec<&'a (dyn Error + 'static)> {
     let mut found = vec![link];
     let mut i = 0;
@@ -259,6 +277,10 @@ fn typed<'a>(link: &'a (dyn Error + 'static)) -> Vec<&'a (dyn Error + 'static)> 
         } else if let Some(CopyError::Shared(inner)) = e.downcast_ref::<CopyError>() {
             found.push(inner.as_ref());
         } else if let Some(LayoutError::Endpoint(inner)) = e.downcast_ref::<LayoutError>() {
+            found.push(inner);
+        } else if let Some(boxed) = e.downcast_ref::<Box<LayoutError>>() {
+            found.push(boxed.as_ref());
+        } else if let Some(SyncError::Aws(inner)) = e.downcast_ref::<SyncError>() {
             found.push(inner);
         }
         i += 1;

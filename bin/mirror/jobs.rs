@@ -1,96 +1,29 @@
-//! Copy jobs: `mirror IMAGE...` (into the caller's ECR registry), `mirror copy
-//! SRC DST` (any registry; ECR hosts get ECR's auth and manners) and `mirror
-//! verify`. Several images run concurrently under the engine's shared bounds.
+//! `mirror IMAGE...`, `mirror copy SRC DST`, `mirror sync [FILE]` and `mirror
+//! verify`: flags become a `mirror-sync` request and options, one library
+//! call plans and runs it, and this module prints what came back and picks
+//! the exit code. Hints that name flags or file keys live here and in
+//! `failure.rs`, not in the library.
 
-use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use mirror_ecr::{EcrAuth, EcrDestination, EcrHost, Pacer, RepositorySettings};
-use mirror_engine::{
-    CopyOptions, CopyReport, CopyRequest, Destination, Engine, EngineOptions, RegistryEndpoint,
-    Source,
+use mirror_ecr::RepositorySettings;
+use mirror_oci::{PlatformFilter, Reference};
+use mirror_sync::report::{
+    copy_summary, docker_archive_note, plan_json, plan_text, repository_lines, run_json,
+    run_summary, tag_json,
 };
-use mirror_layout::Location;
-use mirror_oci::Reference;
-use mirror_registry::{Credentials, RegistryClient, Repository};
+use mirror_sync::{
+    EcrOptions, Entry, HintTopic, ImageLocation, Outcome, Registries, Request, RunOptions,
+    RunReport, Session, SyncError, SyncFile, TagFilter, TagResult, Tags, Target,
+};
 use serde_json::json;
 
-use crate::cli::{CommonCopyArgs, CopyArgs, EcrArgs, MirrorArgs, TransportArgs, VerifyArgs};
-use crate::progress::{Mode, Progress};
-use crate::{
-    Failure, client, destination_reference, parse_credentials, parse_reference, requests_json,
-    source_reference, summary,
+use crate::cli::{
+    CommonCopyArgs, CopyArgs, EcrArgs, MirrorArgs, SyncArgs, TransportArgs, VerifyArgs,
 };
-
-/// One end of a copy: a registry repository or a local layout/archive.
-#[derive(Debug, Clone)]
-enum End {
-    Registry(Reference),
-    Local(Location),
-}
-
-impl End {
-    /// skopeo-style transports (`oci:`, `oci-archive:`, `docker-archive:`,
-    /// `docker://`); anything else is a registry reference.
-    fn parse(text: &str, what: &str) -> Result<Self, Failure> {
-        match Location::parse(text).map_err(|e| Failure::usage(format!("{what} `{text}`: {e}")))? {
-            Location::Registry(r) => Ok(Self::Registry(parse_reference(&r, what)?)),
-            local => Ok(Self::Local(local)),
-        }
-    }
-
-    fn label(&self) -> String {
-        match self {
-            Self::Registry(r) => r.to_string(),
-            Self::Local(l) => l.to_string(),
-        }
-    }
-
-    /// The tag this end names, if the user wrote one.
-    fn explicit_tag(&self) -> Option<String> {
-        match self {
-            Self::Registry(r) => r
-                .has_explicit_tag()
-                .then(|| r.tag().map(str::to_owned))
-                .flatten(),
-            Self::Local(Location::OciDir { tag, .. } | Location::OciArchive { tag, .. }) => {
-                tag.clone()
-            }
-            Self::Local(_) => None,
-        }
-    }
-
-    /// What the engine asks this end for (a source) or writes as (a destination).
-    fn engine_reference(&self) -> String {
-        match self {
-            Self::Registry(r) => r
-                .digest()
-                .map(ToString::to_string)
-                .or_else(|| r.tag().map(str::to_owned))
-                .unwrap_or_else(|| "latest".to_owned()),
-            Self::Local(l) => l.reference(),
-        }
-    }
-}
-
-/// One image to copy.
-struct Job {
-    source: End,
-    destination: End,
-}
-
-/// AWS state for one region: the ECR API client, registry credentials, pacing.
-#[derive(Clone)]
-struct EcrRegion {
-    api: aws_sdk_ecr::Client,
-    auth: Arc<EcrAuth>,
-    pacer: Arc<Pacer>,
-}
-
-/// Test hook and escape hatch: ECR token lifetime in seconds, replacing the
-/// `expiresAt` GetAuthorizationToken returns (refresh happens at half of it).
-const TOKEN_LIFETIME_ENV: &str = "MIRROR_ECR_TOKEN_LIFETIME_SECS";
+use crate::progress::{Mode, Progress};
+use crate::{Failure, client, parse_credentials, parse_reference};
 
 /// What a user without AWS can run instead of `mirror IMAGE...`: the first
 /// image into a local archive named after it (it needs no credentials).
@@ -114,23 +47,89 @@ fn without_aws(images: &[String]) -> String {
     )
 }
 
-async fn ecr_region(region: Option<&str>, puts_per_second: f64) -> Result<EcrRegion, Failure> {
-    let config = mirror_ecr::aws_config(region).await;
-    if config.region().is_none() {
-        return Err(Failure::usage(
-            "no AWS region configured: pass --region (for example --region us-east-1) or set AWS_REGION / a profile region",
-        ));
+/// Which front end an error came from: hints name its flags or keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FrontEnd {
+    Mirror,
+    Copy,
+    Sync,
+}
+
+/// A library error as the CLI says it: the error with its causes, a hint in
+/// this front end's words, the hints its types call for (`failure.rs`), the
+/// exit code.
+fn failure(error: SyncError, front: FrontEnd, images: &[String]) -> Failure {
+    let hint = match (error.hint_topic(), front) {
+        (Some(HintTopic::NameLocalImage), FrontEnd::Sync) => Some(
+            "add `to: NAME[:TAG]` to the entry, for example `to: backend-flask:latest`".to_owned(),
+        ),
+        (Some(HintTopic::NameLocalImage), _) => {
+            Some("add --to NAME[:TAG], for example --to backend-flask:latest".to_owned())
+        }
+        (Some(HintTopic::DropTheTag), FrontEnd::Sync) => {
+            Some("drop the tag from `to:` (each selected tag keeps its own)".to_owned())
+        }
+        (Some(HintTopic::DropTheTag), FrontEnd::Mirror) => Some(
+            "--all-tags copies each tag to the same tag: give --to a repository name without a tag"
+                .to_owned(),
+        ),
+        (Some(HintTopic::DropTheTag), FrontEnd::Copy) => Some(
+            "--all-tags copies each tag to the same tag: name the destination without one"
+                .to_owned(),
+        ),
+        (Some(HintTopic::NameTheRepository), FrontEnd::Sync) => {
+            Some("`tags:` selects from a repository: write `from:` without a tag".to_owned())
+        }
+        (Some(HintTopic::NameTheRepository), _) => {
+            Some("--all-tags copies every tag of a repository: give it without a tag".to_owned())
+        }
+        // One line on purpose: what a newcomer without AWS sees first.
+        (Some(HintTopic::Aws), FrontEnd::Mirror) => {
+            let message = format!("{error}; {}", without_aws(images));
+            let mut failure = Failure::from(error);
+            failure.message = message;
+            return failure;
+        }
+        (None, FrontEnd::Mirror) if matches!(error, SyncError::Aws(_)) => Some(without_aws(images)),
+        (Some(HintTopic::Aws), _) => Some(
+            "pass --region (for example --region us-east-1) or set AWS_REGION / AWS_PROFILE"
+                .to_owned(),
+        ),
+        (None, _) => None,
+    };
+    let failure = Failure::from(error);
+    match hint {
+        Some(hint) => failure.hint(hint),
+        None => failure,
     }
-    let api = aws_sdk_ecr::Client::new(&config);
-    let lifetime = std::env::var(TOKEN_LIFETIME_ENV)
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(Duration::from_secs);
-    Ok(EcrRegion {
-        auth: EcrAuth::new(api.clone(), lifetime),
-        api,
-        pacer: Pacer::per_second(puts_per_second),
-    })
+}
+
+/// A failed tag as the CLI says it (`None` for a tag that did not fail).
+fn tag_failure(tag: &TagResult) -> Option<Failure> {
+    match &tag.outcome {
+        Outcome::Failed(error) => Some(Failure::from(error.clone())),
+        Outcome::Conflict { existing, wanted } => Some(
+            Failure::transfer(mirror_sync::report::conflict_message(tag, existing, wanted))
+                .hint("push under a new tag, or make the repository mutable"),
+        ),
+        _ => None,
+    }
+}
+
+/// A tag's JSON, with `causes` and `hints` when it failed.
+fn tag_value(
+    tag: &TagResult,
+    requests: Option<&mirror_registry::StatsSnapshot>,
+) -> serde_json::Value {
+    let mut value = tag_json(tag, requests);
+    if let (Some(failure), Some(object)) = (tag_failure(tag), value.as_object_mut())
+        && let Some(extra) = failure.json().as_object()
+    {
+        for (key, field) in extra {
+            object.insert(key.clone(), field.clone());
+        }
+    }
+    value
 }
 
 fn settings(args: &EcrArgs) -> Result<RepositorySettings, Failure> {
@@ -154,88 +153,41 @@ fn settings(args: &EcrArgs) -> Result<RepositorySettings, Failure> {
     Ok(settings)
 }
 
-/// The repository name an image gets in ECR: its path without Docker Hub's
-/// `library/` (python:3.10 -> python), under an optional prefix.
-fn ecr_name(source: &Reference, prefix: Option<&str>) -> String {
-    let path = if source.is_docker_hub() {
-        source
-            .repository()
-            .strip_prefix("library/")
-            .unwrap_or(source.repository())
-    } else {
-        source.repository()
-    };
-    format!("{}{path}", prefix.unwrap_or(""))
+fn location(text: &str, what: &'static str) -> Result<ImageLocation, Failure> {
+    ImageLocation::parse(text).map_err(|e| Failure::from(e).context(format!("{what} `{text}`")))
 }
 
-/// `--to NAME[:TAG]` split; the tag defaults to the source's.
-fn split_to(to: &str) -> (String, Option<String>) {
-    match to.rsplit_once(':') {
-        Some((name, tag)) if !tag.contains('/') => (name.to_owned(), Some(tag.to_owned())),
-        _ => (to.to_owned(), None),
+/// `--all-tags [--tag-regex RE]` as a tag selection.
+fn selection(common: &CommonCopyArgs) -> Result<Tags, Failure> {
+    if !common.all_tags {
+        return Ok(Tags::Named);
     }
+    let filter = match &common.tag_regex {
+        Some(re) => TagFilter::all()
+            .with_regex(re)
+            .map_err(|e| Failure::usage(format!("--tag-regex: {e}")))?,
+        None => TagFilter::all(),
+    };
+    Ok(Tags::Select(filter))
 }
 
-fn ecr_destination(
-    registry: &EcrHost,
-    source: &End,
-    to: Option<&str>,
-    prefix: Option<&str>,
-) -> Result<Reference, Failure> {
-    let (name, tag) = match (to, source) {
-        (Some(to), _) => {
-            let (name, tag) = split_to(to);
-            (format!("{}{name}", prefix.unwrap_or("")), tag)
-        }
-        (None, End::Registry(source)) => (ecr_name(source, prefix), None),
-        (None, End::Local(local)) => {
-            return Err(Failure::usage(format!(
-                "{local} has no repository name: add --to NAME[:TAG], for example --to backend-flask:latest"
-            )));
-        }
-    };
-    let source = match source {
-        End::Registry(r) => r.clone(),
-        // A local image keeps its layout tag, else `latest`.
-        End::Local(_) => Reference::new(
-            "localhost",
-            "local",
-            Some(source.explicit_tag().as_deref().unwrap_or("latest")),
-            None,
-        ),
-    };
-    let source = &source;
-    mirror_ecr::check_repository_name(&name).map_err(Failure::usage)?;
-    let reference = match (tag, source.digest(), source.has_explicit_tag()) {
-        (Some(tag), _, _) => format!("{}/{name}:{tag}", registry.host),
-        (None, _, true) | (None, None, _) => format!(
-            "{}/{name}:{}",
-            registry.host,
-            source.tag().unwrap_or("latest")
-        ),
-        (None, Some(digest), false) => format!("{}/{name}@{digest}", registry.host),
-    };
-    parse_reference(&reference, "destination")
-}
-
-/// The caller's ECR registry, a registry client and its credentials (for
-/// commands that read from ECR: rewrite-from).
-pub(crate) async fn ecr_registry(
-    region: Option<&str>,
+fn run_options(
+    common: &CommonCopyArgs,
     transport: &TransportArgs,
-) -> Result<(EcrHost, RegistryClient, Arc<EcrAuth>), Failure> {
-    let region = ecr_region(region, 10.0).await?;
-    let registry = region.auth.registry().await?;
-    Ok((registry, client(transport)?, region.auth))
-}
-
-/// Where `mirror IMAGE` puts an image in ECR (`python:3.10` -> `<registry>/python:3.10`).
-pub(crate) fn ecr_target(
-    registry: &EcrHost,
-    source: &Reference,
-    prefix: Option<&str>,
-) -> Result<Reference, Failure> {
-    ecr_destination(registry, &End::Registry(source.clone()), None, prefix)
+    dest_creds: Option<&str>,
+) -> Result<RunOptions, Failure> {
+    Ok(RunOptions {
+        source_credentials: parse_credentials(common.src_creds.as_deref(), "--src-creds")?,
+        destination_credentials: parse_credentials(dest_creds, "--dest-creds")?,
+        include_foreign: common.include_foreign,
+        dry_run: common.dry_run,
+        max_concurrent_blobs: common.max_concurrent_blobs,
+        blob_attempts: transport.retries,
+        max_concurrent_images: common.max_concurrent_images,
+        max_manifests: common.max_manifests,
+        max_retry_after: std::time::Duration::from_secs(transport.max_retry_after),
+        ..RunOptions::default()
+    })
 }
 
 /// `mirror IMAGE...`: into the caller's ECR registry.
@@ -245,570 +197,332 @@ pub(crate) async fn mirror_to_ecr(args: MirrorArgs, quiet: bool) -> Result<(), F
             "--to names one repository: give one image, or use --prefix for several",
         ));
     }
-    if args.copy.all_tags
-        && let Some(to) = &args.to
-        && split_to(to).1.is_some()
-    {
-        return Err(Failure::usage(format!(
-            "--all-tags copies each tag to the same tag: give --to a repository name without a tag (not `{to}`)"
-        )));
-    }
-    let settings = settings(&args.ecr)?;
-    let without_aws = without_aws(&args.images);
-    let region = ecr_region(
-        args.ecr.region.as_deref(),
-        args.ecr.manifest_puts_per_second,
-    )
-    .await
-    .map_err(|mut f| {
-        f.message = format!("{}; {without_aws}", f.message);
-        f
-    })?;
-    let registry = region.auth.registry().await.map_err(|e| match e {
-        mirror_ecr::EcrError::NoCredentials { .. } => {
-            Failure::transfer(format!("{e}; {without_aws}"))
-        }
-        _ => Failure::from(e).hint(without_aws.clone()),
-    })?;
-    let mut jobs = Vec::new();
+    let repository = settings(&args.ecr)?;
+    let tags = selection(&args.copy)?;
+    let mut images = Vec::new();
     for image in &args.images {
-        let source = End::parse(image, "image")?;
-        let destination = ecr_destination(
-            &registry,
-            &source,
-            args.to.as_deref(),
-            args.prefix.as_deref(),
-        )?;
-        jobs.push(Job {
-            source,
-            destination: End::Registry(destination),
+        images.push(Entry {
+            from: location(image, "image")?,
+            to: args.to.clone(),
+            target: Target::Ecr,
+            prefix: args.prefix.clone(),
+            tags: tags.clone(),
+            platforms: args.copy.platforms.clone(),
+            repository: repository.clone(),
+            origin: None,
         });
     }
-    let mut regions = HashMap::new();
-    regions.insert(registry.region.clone(), region);
-    run_jobs(
-        jobs,
-        &args.copy,
-        None,
-        &args.ecr,
-        settings,
-        &args.transport,
-        regions,
+    let options = run_options(&args.copy, &args.transport, None)?;
+    let registries = Registries::new(
+        client(&args.transport)?,
+        EcrOptions {
+            region: args.ecr.region.clone(),
+            manifest_puts_per_second: args.ecr.manifest_puts_per_second,
+        },
+    );
+    let request = Request {
+        images,
+        log_groups: Vec::new(),
+    };
+    let report = run(
+        registries,
+        options,
+        &request,
         quiet,
+        FrontEnd::Mirror,
+        &args.images,
     )
-    .await
-}
-
-/// `destination` named by a digest or a tag (a tag from a layout's ref name is
-/// checked against the registry tag grammar).
-fn named_by(destination: &Reference, reference: &str) -> Result<Reference, Failure> {
-    match mirror_oci::parse_digest(reference) {
-        Ok(digest) => Ok(destination.with_digest(digest)),
-        Err(_) => parse_reference(
-            &format!("{}:{reference}", destination.name()),
-            "destination",
-        ),
-    }
-}
-
-/// The ref name of a layout's only image, if it has exactly one, named.
-async fn only_ref_name(location: &Location) -> Option<String> {
-    match mirror_layout::list(location).await.ok()?.as_slice() {
-        [(Some(name), _)] => Some(name.clone()),
-        _ => None,
-    }
-}
-
-/// The `RepoTags` entry a docker-archive gets from its source when the
-/// destination names none: a registry reference in Docker's familiar form
-/// (`docker.io/library/python:3.10` -> `python:3.10`), a local image's
-/// `NAME:TAG`; `None` (an untagged image) when there is no such name.
-async fn docker_repo_tag_from(source: &End) -> Option<String> {
-    match source {
-        End::Registry(r) => r.tag().map(|tag| format!("{}:{tag}", r.familiar_name())),
-        End::Local(l) => {
-            let named = match l {
-                Location::DockerArchive { reference, .. } => reference.clone(),
-                _ => source.explicit_tag(),
-            };
-            let name = match named {
-                Some(name) => name,
-                None => only_ref_name(l).await?,
-            };
-            mirror_layout::repo_tag_of(&name)
-        }
-    }
+    .await?;
+    print_copies(&report, &args.copy.platforms, args.copy.json, quiet);
+    copies_exit(&report)
 }
 
 /// `mirror copy SRC DST`.
 pub(crate) async fn copy(args: CopyArgs, quiet: bool) -> Result<(), Failure> {
-    let source = End::parse(&args.source, "source")?;
-    let destination = End::parse(&args.destination, "destination")?;
-    let destination = if args.copy.all_tags {
-        // Each tag is named per job (`expand_all_tags`).
-        if destination.explicit_tag().is_some()
-            || matches!(&destination, End::Registry(d) if d.digest().is_some())
-        {
-            return Err(Failure::usage(format!(
-                "--all-tags copies each tag to the same tag: name the destination without one (not `{}`)",
-                args.destination
-            )));
-        }
-        destination
-    } else {
-        name_destination(&source, destination, &args.destination).await?
+    let source = location(&args.source, "source")?;
+    let destination = location(&args.destination, "destination")?;
+    let entry = Entry {
+        from: source,
+        to: None,
+        target: Target::Exact(destination),
+        prefix: None,
+        tags: selection(&args.copy)?,
+        platforms: args.copy.platforms.clone(),
+        repository: settings(&args.ecr)?,
+        origin: None,
     };
-    let settings = settings(&args.ecr)?;
-    run_jobs(
-        vec![Job {
-            source,
-            destination,
-        }],
-        &args.copy,
-        args.dest_creds.as_deref(),
-        &args.ecr,
-        settings,
-        &args.transport,
-        HashMap::new(),
-        quiet,
-    )
-    .await
-}
-
-/// The destination as the copy will write it: a registry destination without
-/// a tag keeps the source's (or a layout's only ref name), a layout or archive
-/// without one takes the source's tag, a docker-archive gets Docker's
-/// `RepoTags` entry (as given, in familiar form, else the source's name).
-async fn name_destination(source: &End, destination: End, given: &str) -> Result<End, Failure> {
-    Ok(match destination {
-        End::Registry(d) => {
-            let reference = match source {
-                End::Registry(s) => destination_reference(s, &d),
-                End::Local(_) if d.has_explicit_tag() || d.digest().is_some() => d.reference_str(),
-                End::Local(l) => match source.explicit_tag() {
-                    Some(tag) => tag,
-                    None => only_ref_name(l)
-                        .await
-                        .unwrap_or_else(|| "latest".to_owned()),
-                },
-            };
-            End::Registry(named_by(&d, &reference)?)
-        }
-        End::Local(Location::OciDir { path, tag: None }) => End::Local(Location::OciDir {
-            path,
-            tag: source.explicit_tag(),
-        }),
-        End::Local(Location::OciArchive { path, tag: None }) => End::Local(Location::OciArchive {
-            path,
-            tag: source.explicit_tag(),
-        }),
-        End::Local(Location::DockerArchive { path, reference }) => {
-            let reference = match reference {
-                Some(r) => Some(
-                    mirror_layout::repo_tag(&r)
-                        .map_err(|e| Failure::usage(format!("destination `{given}`: {e}")))?,
-                ),
-                None => docker_repo_tag_from(source).await,
-            };
-            End::Local(Location::DockerArchive { path, reference })
-        }
-        other => other,
-    })
-}
-
-/// Builds registry endpoints for both sides, ECR ones with ECR's auth.
-struct Endpoints<'a> {
-    client: RegistryClient,
-    regions: HashMap<String, EcrRegion>,
-    ecr: &'a EcrArgs,
-}
-
-impl Endpoints<'_> {
-    async fn region(&mut self, host: &EcrHost) -> Result<EcrRegion, Failure> {
-        if let Some(r) = self.regions.get(&host.region) {
-            return Ok(r.clone());
-        }
-        let r = ecr_region(Some(&host.region), self.ecr.manifest_puts_per_second).await?;
-        self.regions.insert(host.region.clone(), r.clone());
-        Ok(r)
-    }
-
-    async fn repository(
-        &mut self,
-        reference: &Reference,
-        creds: Option<Credentials>,
-    ) -> Result<(Repository, Option<EcrRegion>), Failure> {
-        match EcrHost::parse(reference.registry()) {
-            Some(host) if creds.is_none() => {
-                let region = self.region(&host).await?;
-                let repo = self
-                    .client
-                    .repository_with_provider(reference, region.auth.clone())?;
-                Ok((repo, Some(region)))
-            }
-            _ => Ok((self.client.repository(reference, creds)?, None)),
-        }
-    }
-}
-
-/// `--all-tags`: one job per tag of each source repository (listed in pages
-/// of at most 1000, ECR's limit), each to the same tag at the destination.
-async fn expand_all_tags(
-    jobs: Vec<Job>,
-    common: &CommonCopyArgs,
-    endpoints: &mut Endpoints<'_>,
-    src_creds: Option<Credentials>,
-) -> Result<Vec<Job>, Failure> {
-    let filter = common
-        .tag_regex
-        .as_deref()
-        .map(|re| {
-            regex::Regex::new(&format!("^(?:{re})$"))
-                .map_err(|e| Failure::usage(format!("--tag-regex `{re}`: {e}")))
-        })
-        .transpose()?;
-    let mut expanded = Vec::new();
-    for job in jobs {
-        let End::Registry(source) = &job.source else {
-            return Err(Failure::usage(format!(
-                "--all-tags lists a registry repository's tags; {} is a local image",
-                job.source.label()
-            )));
-        };
-        if source.has_explicit_tag() || source.digest().is_some() {
-            return Err(Failure::usage(format!(
-                "--all-tags copies every tag of a repository: give `{}`, not `{source}`",
-                source.name()
-            )));
-        }
-        let (repo, _) = endpoints.repository(source, src_creds.clone()).await?;
-        let tags = repo
-            .tags()
-            .await
-            .map_err(|e| Failure::from(e).context(format!("source {}", source.name())))?;
-        let tags: Vec<String> = tags
-            .into_iter()
-            .filter(|t| filter.as_ref().is_none_or(|f| f.is_match(t)))
-            .collect();
-        if tags.is_empty() {
-            return Err(Failure::transfer(format!(
-                "source {}: no tag{} to copy",
-                source.name(),
-                common
-                    .tag_regex
-                    .as_deref()
-                    .map(|re| format!(" matches --tag-regex `{re}`"))
-                    .unwrap_or_default()
-            )));
-        }
-        for tag in tags {
-            let destination = match &job.destination {
-                End::Registry(d) => End::Registry(parse_reference(
-                    &format!("{}:{tag}", d.name()),
-                    "destination",
-                )?),
-                End::Local(Location::OciDir { path, .. }) => End::Local(Location::OciDir {
-                    path: path.clone(),
-                    tag: Some(tag.clone()),
-                }),
-                End::Local(Location::OciArchive { path, .. }) => End::Local(Location::OciArchive {
-                    path: path.clone(),
-                    tag: Some(tag.clone()),
-                }),
-                End::Local(other) => {
-                    return Err(Failure::usage(format!(
-                        "--all-tags writes to a registry, an oci: layout or an oci-archive:, not {other}"
-                    )));
-                }
-            };
-            expanded.push(Job {
-                source: End::Registry(source.with_tag(&tag)),
-                destination,
-            });
-        }
-    }
-    Ok(expanded)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn run_jobs(
-    jobs: Vec<Job>,
-    common: &CommonCopyArgs,
-    dest_creds: Option<&str>,
-    ecr: &EcrArgs,
-    settings: RepositorySettings,
-    transport: &TransportArgs,
-    regions: HashMap<String, EcrRegion>,
-    quiet: bool,
-) -> Result<(), Failure> {
-    let src_creds = parse_credentials(common.src_creds.as_deref(), "--src-creds")?;
-    let dest_creds = parse_credentials(dest_creds, "--dest-creds")?;
-    let mut endpoints = Endpoints {
-        client: client(transport)?,
-        regions,
-        ecr,
-    };
-    let jobs = if common.all_tags {
-        expand_all_tags(jobs, common, &mut endpoints, src_creds.clone()).await?
-    } else {
-        jobs
-    };
-    let progress = Progress::new(Mode::detect(quiet));
-    let engine = Engine::new(
-        EngineOptions {
-            max_concurrent_blobs: common.max_concurrent_blobs,
-            blob_attempts: transport.retries,
-            max_manifests: common.max_manifests,
-            max_retry_after: Duration::from_secs(transport.max_retry_after),
-            ..EngineOptions::default()
+    let options = run_options(&args.copy, &args.transport, args.dest_creds.as_deref())?;
+    let registries = Registries::new(
+        client(&args.transport)?,
+        EcrOptions {
+            region: args.ecr.region.clone(),
+            manifest_puts_per_second: args.ecr.manifest_puts_per_second,
         },
-        progress.clone(),
     );
-    let mut requests = Vec::new();
-    let mut ecr_destinations: Vec<Option<Arc<EcrDestination>>> = Vec::new();
-    let mut source_repos: Vec<Option<Repository>> = Vec::new();
-    for job in &jobs {
-        let source: Arc<dyn Source> = match &job.source {
-            End::Registry(r) => {
-                let (repo, _) = endpoints.repository(r, src_creds.clone()).await?;
-                source_repos.push(Some(repo.clone()));
-                Arc::new(RegistryEndpoint::new(repo))
-            }
-            End::Local(l) => {
-                source_repos.push(None);
-                mirror_layout::open_source(l).await?
-            }
-        };
-        let destination: Arc<dyn Destination> = match &job.destination {
-            End::Registry(r) => match endpoints.repository(r, dest_creds.clone()).await? {
-                (repo, Some(region)) => {
-                    let d = Arc::new(EcrDestination::new(
-                        RegistryEndpoint::new(repo),
-                        region.api.clone(),
-                        settings.clone(),
-                        region.pacer.clone(),
-                    ));
-                    ecr_destinations.push(Some(d.clone()));
-                    d
-                }
-                (repo, None) => {
-                    ecr_destinations.push(None);
-                    Arc::new(RegistryEndpoint::new(repo))
-                }
-            },
-            End::Local(l) => {
-                ecr_destinations.push(None);
-                if common.dry_run {
-                    return Err(Failure::usage(
-                        "--dry-run is for registry destinations; a local layout is only written by a real copy",
-                    ));
-                }
-                mirror_layout::open_destination(l)
-                    .await
-                    .map_err(|e| Failure::from(e).context(format!("destination `{l}`")))?
-            }
-        };
-        requests.push(CopyRequest {
-            source,
-            source_reference: job.source.engine_reference(),
-            destination,
-            destination_reference: job.destination.engine_reference(),
-            source_label: job.source.label(),
-            destination_label: job.destination.label(),
-            options: CopyOptions {
-                platforms: common.platforms.clone(),
-                include_foreign: common.include_foreign,
-                dry_run: common.dry_run,
-            },
-        });
-    }
-    progress.spawn_ticker();
-    let results = futures::future::join_all(requests.into_iter().map(|r| engine.copy(r))).await;
-    progress.stop();
-    // An up-to-date tag needs no repository call; when settings were asked for,
-    // still read the repository back so that drift is reported.
-    if settings != RepositorySettings::default() && !common.dry_run {
-        for d in ecr_destinations.iter().flatten() {
-            if d.repository_outcome().is_none() {
-                let _ = d.ensure_repository().await;
-            }
-        }
-    }
-    let stats = endpoints.client.stats().snapshot();
+    let request = Request {
+        images: vec![entry],
+        log_groups: Vec::new(),
+    };
+    let report = run(
+        registries,
+        options,
+        &request,
+        quiet,
+        FrontEnd::Copy,
+        std::slice::from_ref(&args.source),
+    )
+    .await?;
+    print_copies(&report, &args.copy.platforms, args.copy.json, quiet);
+    copies_exit(&report)
+}
 
-    let mut failures = Vec::new();
-    let mut usage_failures = 0;
-    let mut single_error = None;
-    let mut json_reports = Vec::new();
-    for (i, result) in results.into_iter().enumerate() {
-        let job = &jobs[i];
-        let repo_note = ecr_destinations[i]
-            .as_ref()
-            .and_then(|d| d.repository_outcome().cloned());
-        // What Docker sees of a docker-archive, read back from the file.
-        let result = match (result, &job.destination) {
-            (Ok(report), End::Local(Location::DockerArchive { path, .. })) => {
-                match mirror_layout::saved_image(path, &report.digest).await {
-                    Ok(saved) => Ok((report, Some(saved))),
-                    Err(e) => Err(Failure::from(e).context(job.destination.label())),
-                }
-            }
-            (Ok(report), _) => Ok((report, None)),
-            (Err(error), _) => Err(Failure::from(error)),
-        };
-        match result {
-            Ok((report, saved)) => {
-                if !quiet {
-                    if let Some(outcome) = &repo_note {
-                        repository_lines(job, outcome, &settings);
+/// Plans and runs a request with progress on stderr.
+async fn run(
+    registries: Registries,
+    options: RunOptions,
+    request: &Request,
+    quiet: bool,
+    front: FrontEnd,
+    images: &[String],
+) -> Result<RunReport, Failure> {
+    let progress = Progress::new(Mode::detect(quiet));
+    let session = Session::new(Arc::new(registries), options, progress.clone());
+    let plan = session
+        .plan(request)
+        .await
+        .map_err(|e| failure(e, front, images))?;
+    progress.spawn_ticker();
+    let report = session.run(plan).await;
+    progress.stop();
+    Ok(report)
+}
+
+/// What `mirror IMAGE` and `mirror copy` print for each tag.
+fn print_copies(report: &RunReport, platforms: &[PlatformFilter], json: bool, quiet: bool) {
+    let single = report.tags.len() == 1;
+    let requests = single.then_some(&report.requests);
+    let mut values = Vec::new();
+    let mut said = std::collections::HashSet::new();
+    for tag in &report.tags {
+        if !quiet {
+            match &tag.outcome {
+                Outcome::Copied(copy) | Outcome::UpToDate(copy) => {
+                    if let Some(outcome) = &tag.repository {
+                        let lines = repository_lines(&tag.destination, outcome);
+                        if said.insert(lines.clone()) {
+                            eprint!("{lines}");
+                        }
                     }
-                    eprint!("{}", summary(&report, &stats, &common.platforms));
-                    if let (Some(limit), End::Registry(r)) = (
-                        source_repos[i].as_ref().and_then(Repository::rate_limit),
-                        &job.source,
-                    ) {
-                        eprintln!("  pull limit at {}: {limit}", r.registry());
-                    }
-                    if let (Some(saved), End::Local(location)) = (&saved, &job.destination) {
-                        eprintln!("{}", docker_archive_note(location, saved, &report));
-                    }
-                }
-                let mut value = report_json(
-                    &report,
-                    &stats,
-                    source_repos[i].as_ref(),
-                    repo_note.as_ref(),
-                );
-                if let (Some(saved), Some(object)) = (&saved, value.as_object_mut()) {
-                    object.insert(
-                        "docker_archive".into(),
-                        json!({
-                            "image_id": saved.image_id.to_string(),
-                            "repo_tags": saved.repo_tags,
-                        }),
+                    eprint!(
+                        "{}",
+                        copy_summary(copy, platforms, requests, tag.calls.total())
                     );
+                    if let Some(limit) = tag.rate_limit {
+                        let host = tag.source.split('/').next().unwrap_or(tag.source.as_str());
+                        eprintln!("  pull limit at {host}: {limit}");
+                    }
+                    if let Some(note) = docker_archive_note(tag, copy) {
+                        eprintln!("{note}");
+                    }
                 }
-                json_reports.push(value);
-            }
-            Err(error) => {
-                let mut value = error.json();
-                if let Some(object) = value.as_object_mut() {
-                    object.insert("source".into(), json!(job.source.label()));
-                    object.insert("destination".into(), json!(job.destination.label()));
-                }
-                json_reports.push(value);
-                failures.push(job.source.label());
-                usage_failures += usize::from(error.exit == crate::failure::Exit::Usage);
-                if jobs.len() > 1 {
-                    error.print(Some(&format!(
-                        "{} -> {}",
-                        job.source.label(),
-                        job.destination.label()
-                    )));
-                } else {
-                    single_error = Some(error);
+                _ if single => {}
+                _ => {
+                    if let Some(failure) = tag_failure(tag) {
+                        failure.print(Some(&format!("{} -> {}", tag.source, tag.destination)));
+                    }
                 }
             }
         }
+        values.push(tag_value(tag, requests));
     }
-    if common.json {
-        if json_reports.len() == 1 {
-            println!("{}", json_reports[0]);
+    if json {
+        if values.len() == 1 {
+            println!("{}", values[0]);
         } else {
-            println!("{}", serde_json::Value::Array(json_reports));
+            println!("{}", serde_json::Value::Array(values));
         }
     }
-    // Usage errors only (a request that cannot be carried out as asked): 2.
-    let code = if usage_failures > 0 && usage_failures == failures.len() {
+}
+
+/// Exit code of `mirror IMAGE` / `mirror copy`: usage failures only -> 2,
+/// any failure -> 1, deferrals -> 3.
+fn copies_exit(report: &RunReport) -> Result<(), Failure> {
+    let failed: Vec<&TagResult> = report.tags.iter().filter(|t| t.is_failure()).collect();
+    let code = if report.only_usage_failures() {
         Failure::usage
     } else {
         Failure::transfer
     };
-    if failures.is_empty() {
-        Ok(())
-    } else if let Some(error) = single_error {
-        Err(error)
-    } else {
-        Err(code(format!(
+    match failed.as_slice() {
+        [] if report.deferred() > 0 => Err(Failure::deferred(format!(
+            "{} image(s) deferred: the source pull budget is spent; run again later",
+            report.deferred()
+        ))),
+        [] => Ok(()),
+        [only] if report.tags.len() == 1 => {
+            Err(tag_failure(only).unwrap_or_else(|| code(String::new())))
+        }
+        _ => Err(code(format!(
             "{} of {} images failed: {}",
-            failures.len(),
-            jobs.len(),
-            failures.join(", ")
-        )))
+            failed.len(),
+            report.tags.len(),
+            failed
+                .iter()
+                .map(|t| t.source.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
     }
 }
 
-/// The line that says plainly what a docker-archive keeps and what it does not.
-fn docker_archive_note(
-    location: &Location,
-    saved: &mirror_layout::SavedImage,
-    report: &CopyReport,
-) -> String {
-    let file = location
-        .path()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    let oci = match location.reference().as_str() {
-        "" => format!("oci-archive:{file}"),
-        tag => format!("oci-archive:{file}:{tag}"),
+/// `mirror sync [FILE]`.
+pub(crate) async fn sync(args: SyncArgs, quiet: bool) -> Result<(), Failure> {
+    let path = args
+        .file_flag
+        .clone()
+        .or_else(|| args.file.clone())
+        .unwrap_or_else(|| PathBuf::from("mirror.yaml"));
+    let file =
+        SyncFile::read(&path).map_err(|e| failure(SyncError::File(e), FrontEnd::Sync, &[]))?;
+    let common = CommonCopyArgs {
+        platforms: Vec::new(),
+        src_creds: args.src_creds.clone(),
+        json: args.json,
+        dry_run: false,
+        max_concurrent_blobs: args.max_concurrent_blobs,
+        include_foreign: args.include_foreign,
+        all_tags: false,
+        tag_regex: None,
+        max_concurrent_images: args.max_concurrent_images,
+        max_manifests: args.max_manifests,
     };
-    format!(
-        "note: docker-archive:{file} keeps the image config (image ID {}) and layers; docker load \
-         (classic image store) and skopeo will not know the manifest digest {} (mirror keeps it \
-         when it reads the file, as docker-archive:{file} or {oci})",
-        saved.image_id, report.digest
+    let mut options = run_options(&common, &args.transport, args.dest_creds.as_deref())?;
+    options.fail_fast = args.fail_fast;
+    options.max_source_pulls = args.max_source_pulls;
+    let registries = Registries::new(
+        client(&args.transport)?,
+        EcrOptions {
+            region: args.region.clone(),
+            manifest_puts_per_second: args.manifest_puts_per_second,
+        },
+    );
+    let request = Request {
+        images: file.images,
+        log_groups: file.log_groups,
+    };
+    let progress = Progress::new(Mode::detect(quiet || args.plan));
+    let session = Session::new(Arc::new(registries), options, progress.clone());
+    let mut plan = session
+        .plan(&request)
+        .await
+        .map_err(|e| failure(e, FrontEnd::Sync, &[]))?;
+    if args.plan {
+        if args.sizes {
+            session.measure(&mut plan).await;
+        }
+        session.predict_deferrals(&mut plan);
+        if args.json {
+            println!("{}", plan_json(&plan));
+        } else {
+            print!("{}", plan_text(&plan));
+        }
+        return Ok(());
+    }
+    progress.spawn_ticker();
+    let report = session.run(plan).await;
+    progress.stop();
+    if args.json {
+        let mut value = run_json(&report);
+        if let Some(tags) = value.get_mut("tags").and_then(|t| t.as_array_mut()) {
+            *tags = report.tags.iter().map(|t| tag_value(t, None)).collect();
+        }
+        println!("{value}");
+    }
+    if !quiet {
+        let mut said = std::collections::HashSet::new();
+        for tag in &report.tags {
+            if let Some(failure) = tag_failure(tag) {
+                let at = tag
+                    .origin
+                    .as_ref()
+                    .map(|o| format!("{o}: "))
+                    .unwrap_or_default();
+                failure.print(Some(&format!("{at}{} -> {}", tag.source, tag.destination)));
+            }
+            if let Some(outcome) = &tag.repository {
+                let lines = repository_lines(&tag.destination, outcome);
+                if said.insert(lines.clone()) {
+                    eprint!("{lines}");
+                }
+            }
+            match &tag.outcome {
+                Outcome::Copied(copy) if !copy.up_to_date => {
+                    eprint!("{}", copy_summary(copy, &[], None, tag.calls.total()));
+                }
+                Outcome::Copied(_) | Outcome::UpToDate(_) => {
+                    eprintln!("up to date: {}", tag.destination);
+                }
+                _ => {}
+            }
+        }
+        eprint!("{}", run_summary(&report));
+    }
+    if report.failed() > 0 {
+        let code = if report.only_usage_failures() {
+            Failure::usage
+        } else {
+            Failure::transfer
+        };
+        return Err(code(format!(
+            "{} of {} failed (see above)",
+            report.failed(),
+            report.tags.len() + report.log_groups.len()
+        )));
+    }
+    if report.deferred() > 0 {
+        return Err(Failure::deferred(format!(
+            "{} tag(s) deferred: the source pull budget is spent; the next run picks them up",
+            report.deferred()
+        )));
+    }
+    Ok(())
+}
+
+/// The caller's ECR registry, a registry client and its credentials (for
+/// commands that read from ECR: rewrite-from).
+pub(crate) async fn ecr_registry(
+    region: Option<&str>,
+    transport: &crate::cli::TransportArgs,
+) -> Result<
+    (
+        mirror_ecr::EcrHost,
+        mirror_registry::RegistryClient,
+        Arc<mirror_ecr::EcrAuth>,
+    ),
+    Failure,
+> {
+    let region_state = mirror_sync::ecr_region(region, 10.0)
+        .await
+        .map_err(|e| failure(e, FrontEnd::Copy, &[]))?;
+    let registry = region_state.auth.registry().await?;
+    Ok((registry, client(transport)?, region_state.auth))
+}
+
+/// Where `mirror IMAGE` puts an image in ECR (`python:3.10` -> `<registry>/python:3.10`).
+pub(crate) fn ecr_target(
+    registry: &mirror_ecr::EcrHost,
+    source: &Reference,
+    prefix: Option<&str>,
+) -> Result<Reference, Failure> {
+    mirror_sync::registry_destination(
+        &registry.host,
+        mirror_sync::NameRules::Ecr,
+        &ImageLocation::Registry(source.clone()),
+        None,
+        prefix,
+        &None,
     )
-}
-
-fn repository_lines(
-    job: &Job,
-    outcome: &mirror_ecr::RepositoryOutcome,
-    settings: &RepositorySettings,
-) {
-    let End::Registry(destination) = &job.destination else {
-        return;
-    };
-    let repo = format!("{}/{}", destination.registry(), destination.repository());
-    if outcome.created {
-        eprintln!(
-            "created repository {repo} (tag mutability {})",
-            settings.tag_mutability.as_deref().unwrap_or("MUTABLE")
-        );
-    }
-    for drift in &outcome.drift {
-        eprintln!("note: repository {repo} exists and its {drift}; left unchanged");
-    }
-}
-
-fn report_json(
-    report: &CopyReport,
-    stats: &mirror_registry::StatsSnapshot,
-    source: Option<&Repository>,
-    repository: Option<&mirror_ecr::RepositoryOutcome>,
-) -> serde_json::Value {
-    let mut value = serde_json::to_value(report).unwrap_or_else(|_| json!({}));
-    if let Some(object) = value.as_object_mut() {
-        object.insert("retries".into(), json!(report.retries + stats.retries));
-        object.insert("requests".into(), requests_json(stats));
-        // A warm run decides on one HEAD per side and never reads the index:
-        // its platforms are unknown (null), not none.
-        if report.up_to_date && report.kind == "index" && report.platforms.is_empty() {
-            object.insert("platforms".into(), serde_json::Value::Null);
-        }
-        object.insert(
-            "rate_limit".into(),
-            source.and_then(Repository::rate_limit).map_or(serde_json::Value::Null, |r| {
-                json!({"limit": r.limit, "remaining": r.remaining, "window_seconds": r.window_seconds})
-            }),
-        );
-        if let Some(outcome) = repository {
-            object.insert(
-                "repository".into(),
-                json!({"created": outcome.created, "drift": outcome.drift, "uri": outcome.uri}),
-            );
-        }
-    }
-    value
+    .map_err(|e| failure(e, FrontEnd::Mirror, &[]))
 }
 
 /// `mirror verify IMAGE [DST]`.
@@ -816,47 +530,43 @@ pub(crate) async fn verify(args: VerifyArgs) -> Result<(), Failure> {
     let source = parse_reference(&args.image, "image")?;
     let src_creds = parse_credentials(args.src_creds.as_deref(), "--src-creds")?;
     let dest_creds = parse_credentials(args.dest_creds.as_deref(), "--dest-creds")?;
-    let ecr_args = EcrArgs {
-        region: args.region.clone(),
-        tag_mutability: None,
-        tag_mutability_exclusions: Vec::new(),
-        scan_on_push: false,
-        encryption: None,
-        kms_key: None,
-        repo_tags: Vec::new(),
-        no_create: true,
-        manifest_puts_per_second: 10.0,
-    };
-    let mut endpoints = Endpoints {
-        client: client(&args.transport)?,
-        regions: HashMap::new(),
-        ecr: &ecr_args,
-    };
+    let registries = Registries::new(
+        client(&args.transport)?,
+        EcrOptions {
+            region: args.region.clone(),
+            ..EcrOptions::default()
+        },
+    );
+    let fail_setup = |e: SyncError| failure(e, FrontEnd::Copy, std::slice::from_ref(&args.image));
     let destination = match &args.destination {
         Some(d) => {
             let d = parse_reference(d, "destination")?;
-            named_by(&d, &destination_reference(&source, &d))?
+            mirror_sync::named_by(&d, &mirror_sync::destination_reference(&source, &d))
+                .map_err(fail_setup)?
         }
         None => {
-            let region = ecr_region(args.region.as_deref(), 10.0).await?;
-            let registry = region.auth.registry().await?;
-            endpoints.regions.insert(registry.region.clone(), region);
-            ecr_destination(
-                &registry,
-                &End::Registry(source.clone()),
+            let (host, _) = registries.own_registry().await.map_err(fail_setup)?;
+            mirror_sync::registry_destination(
+                &host.host,
+                mirror_sync::NameRules::Ecr,
+                &ImageLocation::Registry(source.clone()),
                 args.to.as_deref(),
                 args.prefix.as_deref(),
-            )?
+                &None,
+            )
+            .map_err(fail_setup)?
         }
     };
-    let (src, _) = endpoints.repository(&source, src_creds).await?;
-    let (dst, dst_region) = endpoints.repository(&destination, dest_creds).await?;
-    let src_ref = source_reference(&source);
-    let dst_ref = destination
-        .digest()
-        .map(ToString::to_string)
-        .or_else(|| destination.tag().map(str::to_owned))
-        .unwrap_or_else(|| "latest".to_owned());
+    let (src, _) = registries
+        .repository(&source, src_creds)
+        .await
+        .map_err(fail_setup)?;
+    let (dst, dst_region) = registries
+        .repository(&destination, dest_creds)
+        .await
+        .map_err(fail_setup)?;
+    let src_ref = source.reference_str();
+    let dst_ref = destination.reference_str();
     let src_head = src
         .head_manifest(&src_ref)
         .await?
@@ -948,27 +658,5 @@ pub(crate) async fn verify(args: VerifyArgs) -> Result<(), Failure> {
                 "run `mirror copy {source} {destination}` (or `mirror {source}`) to bring it up to date"
             )),
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ecr_names_drop_library() {
-        let r: Reference = "python:3.10-slim-buster".parse().unwrap();
-        assert_eq!(ecr_name(&r, None), "python");
-        assert_eq!(ecr_name(&r, Some("mirror/")), "mirror/python");
-        let r: Reference = "ghcr.io/org/app:1".parse().unwrap();
-        assert_eq!(ecr_name(&r, None), "org/app");
-        assert_eq!(
-            split_to("cruddur-python"),
-            ("cruddur-python".to_owned(), None)
-        );
-        assert_eq!(
-            split_to("team/python:3.10"),
-            ("team/python".to_owned(), Some("3.10".to_owned()))
-        );
     }
 }

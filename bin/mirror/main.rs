@@ -1,7 +1,8 @@
-//! `mirror`: a thin CLI over `mirror-engine`. Parses arguments, builds the
-//! registry client and the endpoints, runs one library call, prints the report
-//! and turns failures into `error:`/`cause:`/`hint:` lines and exit codes
-//! (0 ok, 1 transfer failure, 2 usage; see [`failure`]).
+//! `mirror`: a thin CLI over `mirror-sync` (and `mirror-ecr` for the rest of
+//! the walkthrough). Parses arguments, builds the registry client, runs one
+//! library call, prints the report and turns failures into
+//! `error:`/`cause:`/`hint:` lines and exit codes (0 ok, 1 transfer failure,
+//! 2 usage, 3 deferred: the source pull budget ran out; see [`failure`]).
 
 mod cli;
 mod config;
@@ -15,11 +16,10 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use indicatif::BinaryBytes;
-use mirror_engine::CopyReport;
+use mirror_layout::FileLocation;
 use mirror_oci::{Reference, platform_string};
-use mirror_registry::{
-    ClientOptions, CredentialStore, Credentials, RegistryClient, RetryPolicy, StatsSnapshot,
-};
+use mirror_registry::{ClientOptions, CredentialStore, Credentials, RegistryClient, RetryPolicy};
+use mirror_sync::ImageLocation;
 use serde_json::json;
 
 use crate::cli::{Cli, Command, InspectArgs, TransportArgs};
@@ -47,6 +47,7 @@ fn main() -> ExitCode {
             )),
             None => jobs::mirror_to_ecr(cli.mirror, cli.quiet).await,
             Some(Command::Copy(args)) => jobs::copy(args, cli.quiet).await,
+            Some(Command::Sync(args)) => jobs::sync(args, cli.quiet).await,
             Some(Command::Inspect(args)) => inspect(args).await,
             Some(Command::Verify(args)) => jobs::verify(args).await,
             Some(Command::LogGroup(args)) => walkthrough::log_group(args).await,
@@ -164,24 +165,6 @@ pub(crate) fn client(transport: &TransportArgs) -> Result<RegistryClient, Failur
     RegistryClient::new(options, CredentialStore::from_environment()).map_err(Failure::from)
 }
 
-/// The destination reference as given, or with the source's tag when it has none.
-pub(crate) fn destination_reference(source: &Reference, destination: &Reference) -> String {
-    if let Some(digest) = destination.digest() {
-        return digest.to_string();
-    }
-    if destination.has_explicit_tag() {
-        return destination.tag().unwrap_or("latest").to_owned();
-    }
-    match (
-        source.has_explicit_tag().then(|| source.tag()).flatten(),
-        source.digest(),
-    ) {
-        (Some(tag), _) => tag.to_owned(),
-        (None, Some(digest)) => digest.to_string(),
-        (None, None) => source.tag().unwrap_or("latest").to_owned(),
-    }
-}
-
 pub(crate) fn source_reference(source: &Reference) -> String {
     match source.digest() {
         Some(digest) => digest.to_string(),
@@ -189,97 +172,8 @@ pub(crate) fn source_reference(source: &Reference) -> String {
     }
 }
 
-pub(crate) fn requests_json(stats: &StatsSnapshot) -> serde_json::Value {
-    json!({
-        "total": stats.requests,
-        "head": stats.head,
-        "get": stats.get,
-        "put": stats.put,
-        "post": stats.post,
-        "patch": stats.patch,
-        "token": stats.token,
-    })
-}
-
-pub(crate) fn summary(
-    report: &CopyReport,
-    stats: &StatsSnapshot,
-    platforms: &[mirror_oci::PlatformFilter],
-) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let what = match (report.kind.as_str(), report.platforms.len()) {
-        ("index", n) => format!("index, {n} platform{}", if n == 1 { "" } else { "s" }),
-        _ => "image".to_owned(),
-    };
-    if report.up_to_date {
-        let _ = writeln!(
-            out,
-            "up to date: {} already points at {} ({}); nothing was written ({} requests)",
-            report.destination, report.digest, report.kind, stats.requests
-        );
-        return out;
-    }
-    let verb = if report.dry_run {
-        "would copy"
-    } else {
-        "copied"
-    };
-    let _ = writeln!(out, "{verb} {} -> {}", report.source, report.destination);
-    let _ = writeln!(out, "  digest {} ({what})", report.digest);
-    if let Some(filtered) = &report.filtered {
-        let wanted: Vec<String> = platforms.iter().map(ToString::to_string).collect();
-        if filtered.kind == "image" {
-            let _ = writeln!(
-                out,
-                "  --platform {} selected one image: the destination points at that platform's own manifest, not at the source index {}",
-                wanted.join(", "),
-                filtered.source_digest
-            );
-        } else {
-            let _ = writeln!(
-                out,
-                "  --platform {} kept {} platforms in a NEW index with a new digest (the source index is {})",
-                wanted.join(", "),
-                report.platforms.len(),
-                filtered.source_digest
-            );
-        }
-    }
-    let rate = report.bytes as f64 / report.seconds.max(0.001);
-    let _ = writeln!(
-        out,
-        "  manifests: {} {}, {} already there; blobs: {} {}, {} already there, {} mounted{}",
-        report.manifests.copied,
-        if report.dry_run { "to push" } else { "pushed" },
-        report.manifests.skipped,
-        report.blobs.copied,
-        if report.dry_run { "to copy" } else { "copied" },
-        report.blobs.skipped,
-        report.blobs.mounted,
-        if report.blobs.foreign_skipped > 0 {
-            format!(
-                ", {} foreign layers left out (--include-foreign copies them)",
-                report.blobs.foreign_skipped
-            )
-        } else {
-            String::new()
-        }
-    );
-    let _ = writeln!(
-        out,
-        "  {} in {:.1} s ({}/s), {} retries, {} requests",
-        BinaryBytes(report.bytes),
-        report.seconds,
-        BinaryBytes(rate as u64),
-        report.retries + stats.retries,
-        stats.requests
-    );
-    out
-}
-
 /// `mirror inspect oci:DIR` / `oci-archive:FILE`: what a layout holds.
-async fn inspect_local(location: &mirror_layout::Location, json: bool) -> Result<(), Failure> {
+async fn inspect_local(location: &FileLocation, json: bool) -> Result<(), Failure> {
     let entries = mirror_layout::list(location).await?;
     if json {
         let items: Vec<serde_json::Value> = entries
@@ -307,12 +201,12 @@ async fn inspect_local(location: &mirror_layout::Location, json: bool) -> Result
 }
 
 async fn inspect(args: InspectArgs) -> Result<(), Failure> {
-    let location = mirror_layout::Location::parse(&args.reference)
-        .map_err(|e| Failure::usage(format!("reference `{}`: {e}", args.reference)))?;
-    if !location.is_registry() {
-        return inspect_local(&location, args.json).await;
-    }
-    let reference = parse_reference(&args.reference, "reference")?;
+    let location = ImageLocation::parse(&args.reference)
+        .map_err(|e| Failure::from(e).context(format!("reference `{}`", args.reference)))?;
+    let reference = match location {
+        ImageLocation::File(file) => return inspect_local(&file, args.json).await,
+        ImageLocation::Registry(reference) => reference,
+    };
     let creds = parse_credentials(args.creds.as_deref(), "--creds")?;
     let client = client(&args.transport)?;
     let repo = client.repository(&reference, creds)?;

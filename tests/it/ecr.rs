@@ -11,13 +11,13 @@ use serde_json::Value;
 
 use crate::support::{Mirror, Scratch, assert_landed, fetch, image, num, small_image, text};
 
-struct Aws {
-    moto: Moto,
-    ecr: EcrStandIn,
-    hub: DockerHubStandIn,
+pub(crate) struct Aws {
+    pub(crate) moto: Moto,
+    pub(crate) ecr: EcrStandIn,
+    pub(crate) hub: DockerHubStandIn,
 }
 
-async fn aws(options: EcrOptions) -> Aws {
+pub(crate) async fn aws(options: EcrOptions) -> Aws {
     let moto = Moto::start()
         .await
         .expect("moto starts (./scripts/test.sh installs it)");
@@ -43,7 +43,7 @@ async fn aws_with_alpine() -> (Aws, mirror_testkit::GeneratedImage) {
 
 impl Aws {
     /// `mirror ARGS...` with only the AWS variables (commands without registries).
-    fn aws_only<I, S>(&self, args: I) -> Mirror
+    pub(crate) fn aws_only<I, S>(&self, args: I) -> Mirror
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -56,7 +56,7 @@ impl Aws {
     }
 
     /// `mirror ARGS...` with only endpoint mappings and AWS variables set.
-    fn mirror<I, S>(&self, args: I) -> Mirror
+    pub(crate) fn mirror<I, S>(&self, args: I) -> Mirror
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -74,18 +74,18 @@ impl Aws {
     }
 
     /// The repository as moto has it, `None` when it does not exist.
-    async fn repository(&self, name: &str) -> Option<Value> {
+    pub(crate) async fn repository(&self, name: &str) -> Option<Value> {
         self.moto
             .describe_repository(name)
             .await
             .expect("moto answers")
     }
 
-    fn ecr_auth(&self) -> PushAuth {
+    pub(crate) fn ecr_auth(&self) -> PushAuth {
         self.ecr.auth()
     }
 
-    fn ecr_writes(&self) -> Vec<RequestRecord> {
+    pub(crate) fn ecr_writes(&self) -> Vec<RequestRecord> {
         self.ecr
             .requests()
             .into_iter()
@@ -94,7 +94,7 @@ impl Aws {
     }
 }
 
-fn mutability(repository: &Value) -> String {
+pub(crate) fn mutability(repository: &Value) -> String {
     repository["imageTagMutability"]
         .as_str()
         .unwrap_or("")

@@ -24,3 +24,4 @@ mod large;
 mod layout;
 mod platforms;
 mod support;
+mod sync;

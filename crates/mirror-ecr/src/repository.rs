@@ -72,6 +72,45 @@ pub struct RepositoryOutcome {
     /// Settings of an existing repository that differ from what was asked.
     pub drift: Vec<String>,
     pub immutable: bool,
+    /// The repository's mode (MUTABLE, IMMUTABLE, *_WITH_EXCLUSION).
+    pub tag_mutability: String,
+    /// The wildcard filters of a *_WITH_EXCLUSION mode.
+    pub exclusion_filters: Vec<String>,
+}
+
+impl RepositoryOutcome {
+    /// Whether ECR refuses to move `tag` once it exists: an exclusion filter
+    /// flips the mode for the tags it matches (`*` is the only wildcard).
+    pub fn is_immutable_tag(&self, tag: &str) -> bool {
+        let excluded = self
+            .exclusion_filters
+            .iter()
+            .any(|filter| wildcard_match(filter, tag));
+        match self.tag_mutability.as_str() {
+            "IMMUTABLE" => true,
+            "IMMUTABLE_WITH_EXCLUSION" => !excluded,
+            "MUTABLE_WITH_EXCLUSION" => excluded,
+            _ => false,
+        }
+    }
+}
+
+/// ECR's tag filters: `*` matches any run of characters, nothing else is special.
+fn wildcard_match(filter: &str, tag: &str) -> bool {
+    let parts: Vec<&str> = filter.split('*').collect();
+    let [first, middle @ .., last] = parts.as_slice() else {
+        return filter == tag;
+    };
+    let Some(mut rest) = tag.strip_prefix(first) else {
+        return false;
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// Confirms the repository exists (DescribeRepositories) or creates it with
@@ -163,6 +202,11 @@ pub async fn ensure_repository(
                     .tag_mutability
                     .as_deref()
                     .is_some_and(|m| m.starts_with("IMMUTABLE")),
+                tag_mutability: settings
+                    .tag_mutability
+                    .clone()
+                    .unwrap_or_else(|| "MUTABLE".to_owned()),
+                exclusion_filters: settings.exclusion_filters.clone(),
             })
         }
         Err(error) => {
@@ -221,5 +265,35 @@ fn existing_outcome(existing: &Repository, settings: &RepositorySettings) -> Rep
         uri: existing.repository_uri().map(str::to_owned),
         drift,
         immutable: actual_mutability.starts_with("IMMUTABLE"),
+        exclusion_filters: existing
+            .image_tag_mutability_exclusion_filters()
+            .iter()
+            .map(|f| f.filter().to_owned())
+            .collect(),
+        tag_mutability: actual_mutability,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exclusion_filters_flip_the_mode_for_the_tags_they_match() {
+        let outcome = |mode: &str, filters: &[&str]| RepositoryOutcome {
+            tag_mutability: mode.to_owned(),
+            exclusion_filters: filters.iter().map(|f| (*f).to_owned()).collect(),
+            ..RepositoryOutcome::default()
+        };
+        assert!(outcome("IMMUTABLE", &[]).is_immutable_tag("1.0"));
+        assert!(!outcome("MUTABLE", &[]).is_immutable_tag("1.0"));
+        let pinned = outcome("IMMUTABLE_WITH_EXCLUSION", &["latest", "dev-*"]);
+        assert!(!pinned.is_immutable_tag("latest"));
+        assert!(!pinned.is_immutable_tag("dev-42"));
+        assert!(pinned.is_immutable_tag("1.0"));
+        let floating = outcome("MUTABLE_WITH_EXCLUSION", &["v*.*"]);
+        assert!(floating.is_immutable_tag("v1.2"));
+        assert!(!floating.is_immutable_tag("latest"));
+        assert!(!floating.is_immutable_tag("v1"));
     }
 }

@@ -117,8 +117,6 @@ pub enum LayoutError {
         reason: String,
         hint: String,
     },
-    #[error("{0} is a registry reference, not a local layout or archive")]
-    NotLocal(String),
     /// A failure of the engine's side of a write (the blob stream).
     #[error(transparent)]
     Endpoint(EndpointError),

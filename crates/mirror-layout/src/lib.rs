@@ -3,8 +3,8 @@
 //! as registry copies (blobs verified in flight, existing content skipped,
 //! shared blobs stored once, children before parents, the root last).
 //!
-//! - [`Location`]: skopeo's transport syntax (`oci:DIR[:TAG]`,
-//!   `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:REF]`, `docker://REF`).
+//! - [`FileLocation`]: skopeo's syntax for local images (`oci:DIR[:TAG]`,
+//!   `oci-archive:FILE[:TAG]`, `docker-archive:FILE[:REF]`).
 //! - [`OciLayout`]: a layout directory, [`Source`] and [`Destination`].
 //! - [`OciArchive`] (source) and [`OciArchiveWriter`] (destination): a tar of
 //!   a layout, read in place by offset and written through `FILE.partial/`.
@@ -19,7 +19,7 @@
 //! - [`list`]: every named image of a local location, for `mirror inspect`.
 //!
 //! References handed to the engine for these endpoints are
-//! [`Location::reference`]: the tag, or `""` for "the only image" (source) and
+//! [`FileLocation::reference`]: the tag, or `""` for "the only image" (source) and
 //! "an unnamed `index.json` entry" (destination). A digest names a manifest by
 //! digest only (a destination records no `index.json` entry for it).
 //!
@@ -27,10 +27,10 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
 //! use mirror_engine::{CopyOptions, CopyRequest, Engine};
-//! use mirror_layout::{Location, open_destination, open_source};
+//! use mirror_layout::{FileLocation, open_destination, open_source};
 //!
-//! let from = Location::parse("oci:/srv/images:app-1.0")?;
-//! let to = Location::parse("oci-archive:/media/usb/app.tar:app-1.0")?;
+//! let from = FileLocation::parse("oci:/srv/images:app-1.0")?.expect("a file location");
+//! let to = FileLocation::parse("oci-archive:/media/usb/app.tar:app-1.0")?.expect("a file location");
 //! let request = CopyRequest {
 //!     source: open_source(&from).await?,
 //!     source_reference: from.reference(),
@@ -67,39 +67,39 @@ pub use docker_archive::{
 pub use error::{LayoutError, is_storage_full};
 pub use index::REF_NAME;
 pub use layout::OciLayout;
-pub use transport::{Location, is_valid_ref_name, validate_tag};
+pub use transport::{FileLocation, is_valid_ref_name, validate_tag};
 
 /// Every image of a local location with its ref name (`None`: unnamed), in
 /// `index.json` order (docker-archive: `manifest.json` order, one row per tag,
 /// descriptors of the computed manifests).
-pub async fn list(location: &Location) -> Result<Vec<(Option<String>, Descriptor)>, LayoutError> {
+pub async fn list(
+    location: &FileLocation,
+) -> Result<Vec<(Option<String>, Descriptor)>, LayoutError> {
     match location {
-        Location::Registry(reference) => Err(LayoutError::NotLocal(reference.clone())),
-        Location::OciDir { path, .. } => OciLayout::open(path).await?.list().await,
-        Location::OciArchive { path, .. } => OciArchive::open(path).await?.list().await,
-        Location::DockerArchive { path, .. } => DockerArchive::open(path).await?.list().await,
+        FileLocation::OciDir { path, .. } => OciLayout::open(path).await?.list().await,
+        FileLocation::OciArchive { path, .. } => OciArchive::open(path).await?.list().await,
+        FileLocation::DockerArchive { path, .. } => DockerArchive::open(path).await?.list().await,
     }
 }
 
-/// Opens a local location to read from (a registry location is refused:
-/// build a `RegistryEndpoint` for it).
-pub async fn open_source(location: &Location) -> Result<Arc<dyn Source>, LayoutError> {
+/// Opens a local location to read from.
+pub async fn open_source(location: &FileLocation) -> Result<Arc<dyn Source>, LayoutError> {
     Ok(match location {
-        Location::Registry(reference) => return Err(LayoutError::NotLocal(reference.clone())),
-        Location::OciDir { path, .. } => Arc::new(OciLayout::open(path).await?),
-        Location::OciArchive { path, .. } => Arc::new(OciArchive::open(path).await?),
-        Location::DockerArchive { path, .. } => Arc::new(DockerArchive::open(path).await?),
+        FileLocation::OciDir { path, .. } => Arc::new(OciLayout::open(path).await?),
+        FileLocation::OciArchive { path, .. } => Arc::new(OciArchive::open(path).await?),
+        FileLocation::DockerArchive { path, .. } => Arc::new(DockerArchive::open(path).await?),
     })
 }
 
 /// Opens a local location to write to. A docker-archive reference must name
 /// the image (`NAME:TAG`, see [`repo_tag`]; `@N` only selects one to read).
-pub async fn open_destination(location: &Location) -> Result<Arc<dyn Destination>, LayoutError> {
+pub async fn open_destination(
+    location: &FileLocation,
+) -> Result<Arc<dyn Destination>, LayoutError> {
     Ok(match location {
-        Location::Registry(reference) => return Err(LayoutError::NotLocal(reference.clone())),
-        Location::OciDir { path, .. } => Arc::new(OciLayout::create(path).await?),
-        Location::OciArchive { path, .. } => Arc::new(OciArchiveWriter::create(path).await?),
-        Location::DockerArchive { path, reference } => {
+        FileLocation::OciDir { path, .. } => Arc::new(OciLayout::create(path).await?),
+        FileLocation::OciArchive { path, .. } => Arc::new(OciArchiveWriter::create(path).await?),
+        FileLocation::DockerArchive { path, reference } => {
             if let Some(reference) = reference {
                 repo_tag(reference)?;
             }

@@ -1,11 +1,14 @@
-//! Locations in skopeo's transport syntax.
+//! Local image locations in skopeo's transport syntax.
 //!
 //! | input | location |
 //! |---|---|
-//! | `docker://REF`, or a plain `REF` | [`Location::Registry`] (the caller parses `REF`) |
-//! | `oci:DIR[:TAG]` | [`Location::OciDir`] |
-//! | `oci-archive:FILE[:TAG]` | [`Location::OciArchive`] |
-//! | `docker-archive:FILE[:NAME:TAG or @N]` | [`Location::DockerArchive`] (`@N`: to read only) |
+//! | `oci:DIR[:TAG]` | [`FileLocation::OciDir`] |
+//! | `oci-archive:FILE[:TAG]` | [`FileLocation::OciArchive`] |
+//! | `docker-archive:FILE[:NAME:TAG or @N]` | [`FileLocation::DockerArchive`] (`@N`: to read only) |
+//!
+//! Registry references (`docker://REF` or a plain `REF`) and the choice
+//! between them and these are `mirror-sync`'s `ImageLocation`; this crate
+//! only reads and writes files.
 //!
 //! As in skopeo (containers/image on Unix), the path ends at the first `:` after
 //! the transport and everything after it is the tag, which may itself contain
@@ -18,11 +21,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::LayoutError;
 
-/// Where images are read from or written to.
+/// An image in local files: a layout directory or an archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Location {
-    /// A registry reference, as written after `docker://` (or with no transport).
-    Registry(String),
+pub enum FileLocation {
     /// An OCI image layout directory; no tag: the only image (source) or an
     /// untagged entry (destination).
     OciDir { path: PathBuf, tag: Option<String> },
@@ -36,87 +37,67 @@ pub enum Location {
     },
 }
 
-/// skopeo transports this crate does not implement, refused by name rather than
-/// mistaken for a registry host.
-const UNSUPPORTED: [&str; 6] = [
-    "containers-storage",
-    "dir",
-    "docker-daemon",
-    "ostree",
-    "sif",
-    "tarball",
-];
+impl FileLocation {
+    /// The transports this crate reads and writes, as skopeo names them.
+    pub const TRANSPORTS: [&'static str; 3] = ["oci", "oci-archive", "docker-archive"];
 
-impl Location {
-    /// Parses `docker://REF`, `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`,
-    /// `docker-archive:FILE[:REF]`; anything else is a registry reference.
-    pub fn parse(input: &str) -> Result<Self, LayoutError> {
+    /// Parses `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]` and
+    /// `docker-archive:FILE[:REF]`; `None` when `input` names none of these
+    /// transports (a registry reference, for the caller to parse).
+    pub fn parse(input: &str) -> Result<Option<Self>, LayoutError> {
         let invalid = |reason: &str| LayoutError::InvalidLocation {
             input: input.to_owned(),
             reason: reason.to_owned(),
         };
-        if let Some(rest) = input.strip_prefix("docker://") {
-            if rest.is_empty() {
-                return Err(invalid("docker:// needs an image reference after it"));
-            }
-            return Ok(Self::Registry(rest.to_owned()));
-        }
         let Some((transport, rest)) = input.split_once(':') else {
-            return Ok(Self::Registry(input.to_owned()));
+            return Ok(None);
         };
-        match transport {
+        Ok(Some(match transport {
             "oci" | "oci-archive" => {
                 let (path, tag) = split_path(rest).map_err(|r| invalid(&r))?;
                 if let Some(tag) = &tag {
                     validate_tag(tag)?;
                 }
-                Ok(if transport == "oci" {
+                if transport == "oci" {
                     Self::OciDir { path, tag }
                 } else {
                     Self::OciArchive { path, tag }
-                })
+                }
             }
             "docker-archive" => {
                 let (path, reference) = split_path(rest).map_err(|r| invalid(&r))?;
                 if let Some(reference) = &reference {
                     validate_archive_reference(reference).map_err(|r| invalid(&r))?;
                 }
-                Ok(Self::DockerArchive { path, reference })
+                Self::DockerArchive { path, reference }
             }
-            "docker" => Err(invalid("write docker://REF (two slashes) or just REF")),
-            t if UNSUPPORTED.contains(&t) => Err(invalid(&format!(
-                "the {t}: transport is not supported (supported: docker://, oci:, oci-archive:, docker-archive:)"
-            ))),
-            _ => Ok(Self::Registry(input.to_owned())),
-        }
+            _ => return Ok(None),
+        }))
     }
 
-    /// The transport name as skopeo writes it (`docker` for registries).
+    /// The transport name as skopeo writes it.
     pub fn transport(&self) -> &'static str {
         match self {
-            Self::Registry(_) => "docker",
             Self::OciDir { .. } => "oci",
             Self::OciArchive { .. } => "oci-archive",
             Self::DockerArchive { .. } => "docker-archive",
         }
     }
 
-    /// The file or directory of a local location.
-    pub fn path(&self) -> Option<&Path> {
+    /// The file or directory.
+    pub fn path(&self) -> &Path {
         match self {
-            Self::Registry(_) => None,
             Self::OciDir { path, .. }
             | Self::OciArchive { path, .. }
-            | Self::DockerArchive { path, .. } => Some(path),
+            | Self::DockerArchive { path, .. } => path,
         }
     }
 
     /// The reference to hand the engine for this location: the tag (or
     /// docker-archive reference), or `""` for "the only image" as a source and
-    /// "an untagged entry" as a destination. For a registry, the reference text.
+    /// "an untagged entry" as a destination.
     pub fn reference(&self) -> String {
         match self {
-            Self::Registry(r) => r.clone(),
             Self::OciDir { tag, .. } | Self::OciArchive { tag, .. } => {
                 tag.clone().unwrap_or_default()
             }
@@ -124,16 +105,28 @@ impl Location {
         }
     }
 
-    /// Whether this is a registry reference.
-    pub fn is_registry(&self) -> bool {
-        matches!(self, Self::Registry(_))
+    /// The same location naming another tag (a docker-archive: another `NAME:TAG`).
+    pub fn with_tag(&self, tag: Option<String>) -> Self {
+        match self {
+            Self::OciDir { path, .. } => Self::OciDir {
+                path: path.clone(),
+                tag,
+            },
+            Self::OciArchive { path, .. } => Self::OciArchive {
+                path: path.clone(),
+                tag,
+            },
+            Self::DockerArchive { path, .. } => Self::DockerArchive {
+                path: path.clone(),
+                reference: tag,
+            },
+        }
     }
 }
 
-impl fmt::Display for Location {
+impl fmt::Display for FileLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Registry(r) => write!(f, "docker://{r}"),
             Self::OciDir { path, tag } | Self::OciArchive { path, tag } => {
                 write!(f, "{}:{}", self.transport(), path.display())?;
                 match tag {
@@ -149,14 +142,6 @@ impl fmt::Display for Location {
                 }
             }
         }
-    }
-}
-
-impl std::str::FromStr for Location {
-    type Err = LayoutError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
     }
 }
 
@@ -236,8 +221,13 @@ fn validate_archive_reference(reference: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn dir(path: &str, tag: Option<&str>) -> Location {
-        Location::OciDir {
+    /// A location these tests know to be a file location.
+    fn parse(input: &str) -> Result<FileLocation, LayoutError> {
+        FileLocation::parse(input).map(|l| l.expect("a file transport"))
+    }
+
+    fn dir(path: &str, tag: Option<&str>) -> FileLocation {
+        FileLocation::OciDir {
             path: path.into(),
             tag: tag.map(str::to_owned),
         }
@@ -245,44 +235,38 @@ mod tests {
 
     #[test]
     fn oci_paths_split_at_the_first_colon() {
+        assert_eq!(parse("oci:/abs/path").unwrap(), dir("/abs/path", None));
         assert_eq!(
-            Location::parse("oci:/abs/path").unwrap(),
-            dir("/abs/path", None)
-        );
-        assert_eq!(
-            Location::parse("oci:/abs/path:v1").unwrap(),
+            parse("oci:/abs/path:v1").unwrap(),
             dir("/abs/path", Some("v1"))
         );
         assert_eq!(
-            Location::parse("oci:rel/dir:example.com/app:1.0").unwrap(),
+            parse("oci:rel/dir:example.com/app:1.0").unwrap(),
             dir("rel/dir", Some("example.com/app:1.0"))
         );
         assert_eq!(
-            Location::parse("oci-archive:/tmp/a.tar:latest").unwrap(),
-            Location::OciArchive {
+            parse("oci-archive:/tmp/a.tar:latest").unwrap(),
+            FileLocation::OciArchive {
                 path: "/tmp/a.tar".into(),
                 tag: Some("latest".into())
             }
         );
         assert_eq!(
-            Location::parse("oci:/abs/path:v1").unwrap().to_string(),
+            parse("oci:/abs/path:v1").unwrap().to_string(),
             "oci:/abs/path:v1"
         );
     }
 
     #[test]
-    fn registry_references_pass_through() {
-        for input in ["python:3.10", "localhost:5000/app:1", "repo@sha256:abc"] {
-            assert_eq!(
-                Location::parse(input).unwrap(),
-                Location::Registry(input.to_owned())
-            );
+    fn other_transports_are_not_files() {
+        for input in [
+            "python:3.10",
+            "localhost:5000/app:1",
+            "docker://x/y",
+            "alpine",
+        ] {
+            assert_eq!(FileLocation::parse(input).unwrap(), None, "{input}");
         }
-        assert_eq!(
-            Location::parse("docker://localhost:5000/app").unwrap(),
-            Location::Registry("localhost:5000/app".to_owned())
-        );
-        assert_eq!(Location::parse("alpine").unwrap().reference(), "alpine");
     }
 
     #[test]
@@ -295,15 +279,12 @@ mod tests {
             "oci:/x:-lead",
             "oci:/x:a..b",
             "oci:/x:a//b",
-            "docker:alpine",
-            "docker://",
-            "dir:/tmp/x",
             "docker-archive:/x.tar:@x",
         ] {
-            assert!(Location::parse(input).is_err(), "{input} should fail");
+            assert!(parse(input).is_err(), "{input} should fail");
         }
         let by_digest = format!("docker-archive:/x.tar:app@{}", mirror_oci::digest_of(b"x"));
-        assert!(Location::parse(&by_digest).is_err());
+        assert!(parse(&by_digest).is_err());
     }
 
     #[test]
@@ -328,17 +309,12 @@ mod tests {
     #[test]
     fn docker_archive_references() {
         assert_eq!(
-            Location::parse("docker-archive:/x.tar:busybox:latest").unwrap(),
-            Location::DockerArchive {
+            parse("docker-archive:/x.tar:busybox:latest").unwrap(),
+            FileLocation::DockerArchive {
                 path: "/x.tar".into(),
                 reference: Some("busybox:latest".into())
             }
         );
-        assert_eq!(
-            Location::parse("docker-archive:/x.tar:@1")
-                .unwrap()
-                .reference(),
-            "@1"
-        );
+        assert_eq!(parse("docker-archive:/x.tar:@1").unwrap().reference(), "@1");
     }
 }

@@ -14,7 +14,7 @@ use mirror_engine::{
     EngineOptions, Resolved, Silent, Source,
 };
 use mirror_layout::{
-    DockerArchive, LayoutError, Location, OciArchive, OciArchiveWriter, OciLayout, list,
+    DockerArchive, FileLocation, LayoutError, OciArchive, OciArchiveWriter, OciLayout, list,
 };
 use mirror_oci::{BlobStream, Descriptor, Digest, RawManifest, StreamError};
 use mirror_testkit::{
@@ -261,9 +261,13 @@ async fn unknown_and_ambiguous_tags_list_the_names() {
     let err = copy(source, "nope", destination, "x").await.unwrap_err();
     assert!(chain(&err).contains("it has: a, b"), "{}", chain(&err));
 
-    let listed = list(&Location::parse(&format!("oci:{}", out.display())).unwrap())
-        .await
-        .unwrap();
+    let listed = list(
+        &FileLocation::parse(&format!("oci:{}", out.display()))
+            .unwrap()
+            .expect("a file location"),
+    )
+    .await
+    .unwrap();
     let names: Vec<_> = listed.iter().map(|(n, _)| n.clone().unwrap()).collect();
     assert_eq!(names, ["a", "b"]);
     assert_eq!(listed[0].1.digest(), &a.root_digest());
@@ -633,7 +637,9 @@ async fn we_read_what_skopeo_writes() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].0.as_deref(), Some("example.com/app:1.0"));
     let out = tmp.path().join("out");
-    let location = Location::parse(&format!("oci:{}:example.com/app:1.0", out.display())).unwrap();
+    let location = FileLocation::parse(&format!("oci:{}:example.com/app:1.0", out.display()))
+        .unwrap()
+        .expect("a file location");
     let report = copy(
         archive,
         "example.com/app:1.0",
@@ -1029,8 +1035,9 @@ async fn docker_archives_are_read_with_a_computed_manifest() {
     let file = tmp.path().join("saved.tar");
     let (config, layers) = docker_save(&src, &file);
 
-    let location =
-        Location::parse(&format!("docker-archive:{}:app:latest", file.display())).unwrap();
+    let location = FileLocation::parse(&format!("docker-archive:{}:app:latest", file.display()))
+        .unwrap()
+        .expect("a file location");
     let source = mirror_layout::open_source(&location).await.unwrap();
     let out = tmp.path().join("out");
     let report = copy(
@@ -1347,7 +1354,9 @@ async fn docker_archives_are_written_one_platform_per_image() {
     assert_eq!(entries[2].1, serde_json::json!(["other:2"]));
 
     // `@N` cannot name an image to write.
-    let at = Location::parse(&format!("docker-archive:{}:@0", file.display())).unwrap();
+    let at = FileLocation::parse(&format!("docker-archive:{}:@0", file.display()))
+        .unwrap()
+        .expect("a file location");
     let err = mirror_layout::open_destination(&at).await.err().unwrap();
     assert!(err.to_string().contains("NAME:TAG"), "{err}");
 }

@@ -1,0 +1,741 @@
+//! `mirror sync FILE`: the walkthrough as one file against the ECR stand-in,
+//! tag selection over one listing, a cheap warm run, failures that stay
+//! their own, the source pull budget, the plan, and file errors that point
+//! at `FILE:LINE:COL`.
+
+use std::path::{Path, PathBuf};
+
+use mirror_testkit::{EcrOptions, Fault, ImageSpec, PushAuth, RequestRecord, Rule, open_layout};
+use serde_json::Value;
+
+use crate::ecr::{Aws, aws, mutability};
+use crate::support::{
+    Mirror, Scratch, assert_landed, assert_no_manifest, describe, fetch, image, is_ping, is_write,
+    num, open_registry, proxy_to, seed, small_image, text,
+};
+
+const ANON: PushAuth = PushAuth::Anonymous;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// A sync file written into `scratch`.
+fn sync_file(scratch: &Scratch, name: &str, text: &str) -> String {
+    let path = scratch.path().join(name);
+    std::fs::write(&path, text).expect("write the sync file");
+    path.display().to_string()
+}
+
+/// `mirror sync FILE ARGS... --insecure-registry HOST...`.
+fn sync<'a>(file: &str, hosts: &[String], args: impl IntoIterator<Item = &'a str>) -> Mirror {
+    let mut run = Mirror::new(["sync", file]).args(args);
+    for host in hosts {
+        run = run.args(["--insecure-registry", host]);
+    }
+    run
+}
+
+/// The `state` of every tag of a run report, by destination.
+fn states(report: &Value) -> Vec<(String, String)> {
+    let mut states: Vec<(String, String)> = report["tags"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tags: {report:#}"))
+        .iter()
+        .map(|t| {
+            (
+                text(t, "/destination").to_owned(),
+                text(t, "/state").to_owned(),
+            )
+        })
+        .collect();
+    states.sort();
+    states
+}
+
+fn manifest_heads(requests: &[RequestRecord]) -> usize {
+    requests
+        .iter()
+        .filter(|r| r.method == "HEAD" && r.path.contains("/manifests/") && r.status != 401)
+        .count()
+}
+
+fn manifest_gets(requests: &[RequestRecord]) -> usize {
+    requests
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/manifests/") && r.status != 401)
+        .count()
+}
+
+/// The seed walkthrough in one file: cruddur-python from Docker Hub's
+/// python:3.10-slim-buster (every platform), backend-flask and
+/// frontend-react-js from local OCI layouts, MUTABLE repositories, log
+/// group `cruddur` with 1 day; everything read back through moto and the
+/// registry. Run again, it sends one HEAD per tag per side and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_walkthrough_file_lands_everything_and_a_rerun_is_one_head_per_tag_per_side() {
+    let aws = aws(EcrOptions::default()).await;
+    let python = aws.hub.seed_python().await.expect("seed python");
+    let file = fixtures().join("walkthrough.yaml").display().to_string();
+
+    let out = aws.mirror(["sync", &file, "--json"]).run().await;
+    out.expect_success();
+    let report = out.json();
+    let host = aws.ecr.registry_host();
+    assert_eq!(
+        states(&report),
+        vec![
+            (format!("{host}/backend-flask:latest"), "copied".to_owned()),
+            (
+                format!("{host}/cruddur-python:3.10-slim-buster"),
+                "copied".to_owned()
+            ),
+            (
+                format!("{host}/frontend-react-js:latest"),
+                "copied".to_owned()
+            ),
+        ],
+        "{report:#}"
+    );
+    assert_landed(
+        &aws.ecr.host(),
+        "cruddur-python",
+        "3.10-slim-buster",
+        &python,
+        &aws.ecr_auth(),
+    )
+    .await;
+    for app in ["backend-flask", "frontend-react-js"] {
+        let layout =
+            open_layout(&fixtures().join("walkthrough").join(app)).expect("fixture layout");
+        assert_landed(&aws.ecr.host(), app, "latest", &layout, &aws.ecr_auth()).await;
+    }
+    for repository in ["cruddur-python", "backend-flask", "frontend-react-js"] {
+        let found = aws
+            .repository(repository)
+            .await
+            .unwrap_or_else(|| panic!("{repository} was created"));
+        assert_eq!(mutability(&found), "MUTABLE", "{repository}");
+    }
+    let groups = aws
+        .moto
+        .describe_log_groups("cruddur")
+        .await
+        .expect("moto answers");
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(groups[0]["retentionInDays"], 1);
+    assert_eq!(report["log_groups"][0]["created"], true, "{report:#}");
+
+    // Warm: one HEAD per tag per side, nothing else at either registry.
+    aws.ecr.clear_requests();
+    aws.hub.clear_requests();
+    let again = aws.mirror(["sync", &file, "--json"]).run().await;
+    again.expect_success();
+    let report = again.json();
+    assert!(
+        states(&report).iter().all(|(_, s)| s == "up-to-date"),
+        "{report:#}"
+    );
+    let ecr: Vec<RequestRecord> = aws
+        .ecr
+        .requests()
+        .into_iter()
+        .filter(|r| r.status != 401 && !is_ping(r))
+        .collect();
+    assert_eq!(manifest_heads(&ecr), 3, "{}", describe(&ecr));
+    assert_eq!(ecr.len(), 3, "only the HEADs: {}", describe(&ecr));
+    let hub: Vec<RequestRecord> = aws
+        .hub
+        .requests()
+        .into_iter()
+        .filter(|r| r.status != 401 && !is_ping(r))
+        .collect();
+    assert_eq!(manifest_heads(&hub), 1, "{}", describe(&hub));
+    assert_eq!(hub.len(), 1, "only the HEAD: {}", describe(&hub));
+    // Each tag reports its own calls, not the run's.
+    for tag in report["tags"].as_array().expect("tags") {
+        let from_hub = text(tag, "/source").contains("python");
+        assert_eq!(
+            num(tag, "/calls/source_manifest_heads"),
+            u64::from(from_hub)
+        );
+        assert_eq!(num(tag, "/calls/destination_manifest_heads"), 1, "{tag:#}");
+        assert_eq!(num(tag, "/calls/source_manifest_gets"), 0, "{tag:#}");
+    }
+}
+
+/// Errors in the file are exit 2 with `FILE:LINE:COL` and what was
+/// expected, before any registry is asked anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_errors_point_at_file_line_and_column() {
+    let scratch = Scratch::new("sync-errors");
+    // 127.0.0.1:9 answers nothing: a test that got past the file would fail.
+    for (name, yaml, position, says) in [
+        (
+            "unknown-key.yaml",
+            "images:\n  - from: alpine\n    too: x\n",
+            ":3:5",
+            "unknown field `too`",
+        ),
+        (
+            "wrong-type.yaml",
+            "images:\n  - from: alpine\n    platforms: linux/amd64\n",
+            ":3:16",
+            "sequence",
+        ),
+        (
+            "bad-platform.yaml",
+            "images:\n  - from: alpine\n    platforms: [linux]\n",
+            ":3:17",
+            "expected os/arch",
+        ),
+        (
+            "bad-range.yaml",
+            "images:\n  - from: node\n    tags: { semver: \">=banana\" }\n",
+            ":3:11",
+            "not a version range",
+        ),
+        (
+            "bad-regex.yaml",
+            "images:\n  - from: node\n    tags: { regex: '3.(' }\n",
+            ":3:11",
+            "not a regular expression",
+        ),
+        (
+            "tag-and-selection.yaml",
+            "images:\n  - from: node:20\n    tags: [\"20\", \"21\"]\n",
+            ":2:11",
+            "names one tag",
+        ),
+        (
+            "bad-target.yaml",
+            "defaults:\n  target: oci:/tmp/x:latest\nimages:\n  - from: node\n",
+            ":2:11",
+            "whole layout",
+        ),
+        (
+            "duplicate.yaml",
+            "defaults:\n  target: 127.0.0.1:9/mirror\nimages:\n  - from: 127.0.0.1:9/a/python\n    tags: [\"3.10\"]\n  - from: 127.0.0.1:9/a/python\n    tags: [\"3.11\", \"3.10\"]\n",
+            ":6:5",
+            "two entries write 127.0.0.1:9/mirror/a/python:3.10",
+        ),
+        (
+            "duplicate-renamed.yaml",
+            "defaults:\n  target: 127.0.0.1:9\nimages:\n  - from: 127.0.0.1:9/a/python:3.10\n    to: python\n  - from: 127.0.0.1:9/b/python:3.10\n    to: python\n",
+            ":6:5",
+            "(the other is at",
+        ),
+    ] {
+        let file = sync_file(&scratch, name, yaml);
+        let out = Mirror::new(["sync", file.as_str()]).run().await;
+        out.expect_code(2);
+        out.expect_error_line();
+        assert!(
+            out.stderr.contains(&format!("{file}{position}")) && out.stderr.contains(says),
+            "{name}: expected `{file}{position}` and `{says}`\n{}",
+            out.describe()
+        );
+    }
+    // Standard input is `<stdin>`.
+    let mut run = tokio::process::Command::new(crate::support::MIRROR);
+    run.args(["sync", "-f", "-"])
+        .env("HOME", scratch.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = run.spawn().expect("run mirror");
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(b"images:\n  - form: alpine\n")
+            .await
+            .expect("write stdin");
+    }
+    let output = child.wait_with_output().await.expect("mirror finishes");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("<stdin>:2:5"), "{stderr}");
+    // A missing file says which.
+    let out = Mirror::new(["sync", "/nonexistent/mirror.yaml"])
+        .run()
+        .await;
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("/nonexistent/mirror.yaml"),
+        "{}",
+        out.describe()
+    );
+}
+
+/// `tags: { semver, latest, exclude }` over Docker's tag shapes: one
+/// listing (n=1000) for the repository however many entries select from
+/// it, exactly the chosen tags land, a tag list needs no listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_selection_lands_exactly_the_chosen_tags_over_one_listing() {
+    let small = small_image().await;
+    let source = open_registry().await;
+    let all = [
+        "18.0.0",
+        "20.11.1",
+        "v21.7.3",
+        "22.1.0",
+        "22.2.0-rc1",
+        "22.2.0",
+        "23.0.0",
+        "latest",
+        "22",
+    ];
+    for tag in all {
+        seed(&small, &source.host(), "node", tag).await;
+    }
+    let proxy = proxy_to(&source).await;
+    let destination = open_registry().await;
+    let scratch = Scratch::new("sync-selection");
+    let file = sync_file(
+        &scratch,
+        "mirror.yaml",
+        &format!(
+            "defaults:\n  target: {dst}/mirror\nimages:\n  - from: {src}/node\n    tags: {{ semver: \">=20 <23\", latest: 3, exclude: ['.*-rc.*'] }}\n  - from: {src}/node\n    tags: {{ regex: '1[0-9][.].*' }}\n    prefix: old/\n  - from: {src}/node\n    tags: [latest]\n    prefix: pinned/\n",
+            src = proxy.host(),
+            dst = destination.host()
+        ),
+    );
+    let out = sync(&file, &[proxy.host(), destination.host()], ["--json"])
+        .run()
+        .await;
+    out.expect_success();
+    let dst = destination.host();
+    let expected = [
+        format!("{dst}/mirror/node:22"),
+        format!("{dst}/mirror/node:22.1.0"),
+        format!("{dst}/mirror/node:22.2.0"),
+        format!("{dst}/mirror/old/node:18.0.0"),
+        format!("{dst}/mirror/pinned/node:latest"),
+    ];
+    let landed: Vec<String> = states(&out.json()).into_iter().map(|(d, _)| d).collect();
+    assert_eq!(landed, expected, "{}", out.describe());
+    for tag in ["22.2.0", "22.1.0", "22"] {
+        assert_landed(&dst, "mirror/node", tag, &small, &ANON).await;
+    }
+    for tag in ["v21.7.3", "20.11.1", "22.2.0-rc1", "23.0.0", "latest"] {
+        assert_no_manifest(&dst, "mirror/node", tag, &ANON).await;
+    }
+    let listings: Vec<RequestRecord> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/tags/list") && r.status == 200)
+        .collect();
+    assert_eq!(listings.len(), 1, "{}", describe(&listings));
+    assert_eq!(listings[0].query.as_deref(), Some("n=1000"));
+}
+
+/// One image whose blob comes back corrupt fails alone: the others land,
+/// exit 1 after everything finished, and the summary names the failure and
+/// its cause. A blob whose transfer failed for one tag is fetched again for
+/// the next tag that needs it (two tags of one image, one destination
+/// repository: the first keeps its failure, the second lands). With
+/// --fail-fast nothing starts after the first failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_image_fails_alone_and_the_summary_names_its_cause() {
+    let broken = image(ImageSpec::small("sync-isolation-broken", 72)).await;
+    let shared = small_image().await;
+    let other = image(ImageSpec::small("sync-isolation-other", 71)).await;
+    let source = open_registry().await;
+    seed(&broken, &source.host(), "broken", "1").await;
+    seed(&shared, &source.host(), "app", "1").await;
+    seed(&shared, &source.host(), "app", "2").await;
+    seed(&other, &source.host(), "tool", "1").await;
+    let proxy = proxy_to(&source).await;
+    let largest = |image: &mirror_testkit::GeneratedImage| {
+        image
+            .blobs
+            .iter()
+            .max_by_key(|b| b.size())
+            .expect("blobs")
+            .digest()
+            .to_string()
+    };
+    let (bad, flaky) = (largest(&broken), largest(&shared));
+    // Every GET of this one is corrupt; the shared one only the first time.
+    proxy.add_rule(
+        Rule::new(Fault::FlipByte { offset: 100 })
+            .method("GET")
+            .path_contains(&format!("/broken/blobs/{bad}")),
+    );
+    proxy.add_rule(
+        Rule::new(Fault::FlipByte { offset: 100 })
+            .method("GET")
+            .path_contains(&format!("/app/blobs/{flaky}"))
+            .times(1),
+    );
+    let destination = open_registry().await;
+    let scratch = Scratch::new("sync-isolation");
+    let file = sync_file(
+        &scratch,
+        "mirror.yaml",
+        &format!(
+            "defaults:\n  target: {dst}\nimages:\n  - from: {src}/broken:1\n  - from: {src}/app\n    tags: [\"1\", \"2\"]\n  - from: {src}/tool:1\n",
+            src = proxy.host(),
+            dst = destination.host()
+        ),
+    );
+    let hosts = [proxy.host(), destination.host()];
+    let out = sync(&file, &hosts, ["--json"]).run().await;
+    out.expect_code(1);
+    let dst = destination.host();
+    assert_eq!(
+        states(&out.json()),
+        vec![
+            (format!("{dst}/app:1"), "failed".to_owned()),
+            (format!("{dst}/app:2"), "copied".to_owned()),
+            (format!("{dst}/broken:1"), "failed".to_owned()),
+            (format!("{dst}/tool:1"), "copied".to_owned()),
+        ],
+        "{}",
+        out.describe()
+    );
+    assert_landed(&dst, "tool", "1", &other, &ANON).await;
+    assert_no_manifest(&dst, "app", "1", &ANON).await;
+    assert_landed(&dst, "app", "2", &shared, &ANON).await;
+    assert_no_manifest(&dst, "broken", "1", &ANON).await;
+    assert!(
+        crate::support::blob_gets(&proxy.requests(), &flaky) >= 2,
+        "the blob that failed once was fetched again\n{}",
+        describe(&proxy.requests())
+    );
+    assert!(out.stderr.contains("failed:"), "{}", out.describe());
+    assert!(
+        out.stderr.contains(&bad) && out.stderr.contains("2 failed"),
+        "the summary names the blob and counts the failure\n{}",
+        out.describe()
+    );
+
+    // --fail-fast, one image at a time: the first fails, nothing else starts.
+    let destination = open_registry().await;
+    let file = sync_file(
+        &scratch,
+        "fail-fast.yaml",
+        &format!(
+            "defaults:\n  target: {dst}\nimages:\n  - from: {src}/broken:1\n  - from: {src}/tool:1\n",
+            src = proxy.host(),
+            dst = destination.host()
+        ),
+    );
+    let out = sync(
+        &file,
+        &[proxy.host(), destination.host()],
+        ["--fail-fast", "--max-concurrent-images", "1", "--json"],
+    )
+    .run()
+    .await;
+    out.expect_code(1);
+    let states = states(&out.json());
+    assert_eq!(
+        states.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(),
+        ["failed", "not-started"],
+        "{}",
+        out.describe()
+    );
+    assert_no_manifest(&destination.host(), "tool", "1", &ANON).await;
+}
+
+/// Docker Hub's quota: with --max-source-pulls the images that would pass
+/// it are deferred (exit 3), none of them half-written, the summary says how
+/// many pulls were spent, and the next run picks them up. The same holds
+/// when the registry's own `ratelimit-remaining` is what runs out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pull_budget_defers_what_it_cannot_afford() {
+    let aws = aws(EcrOptions::default()).await;
+    let images = [
+        image(ImageSpec::small("sync-budget-a", 81)).await,
+        image(ImageSpec::small("sync-budget-b", 82)).await,
+        image(ImageSpec::small("sync-budget-c", 83)).await,
+    ];
+    for (i, img) in images.iter().enumerate() {
+        aws.hub
+            .seed(img, &format!("library/app{i}"), "1")
+            .await
+            .expect("seed");
+    }
+    let scratch = Scratch::new("sync-budget");
+    let file = sync_file(
+        &scratch,
+        "mirror.yaml",
+        "images:\n  - from: app0:1\n  - from: app1:1\n  - from: app2:1\n",
+    );
+    // Each image is an index of two: three GETs. A budget of 4 pays for
+    // the first; the second spends its root GET and stops; the third is
+    // not tried.
+    let out = aws
+        .mirror([
+            "sync",
+            &file,
+            "--max-source-pulls",
+            "4",
+            "--max-concurrent-images",
+            "1",
+            "--json",
+        ])
+        .run()
+        .await;
+    out.expect_code(3);
+    let report = out.json();
+    let states: Vec<String> = report["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .map(|t| text(t, "/state").to_owned())
+        .collect();
+    assert_eq!(states, ["copied", "deferred", "deferred"], "{report:#}");
+    assert_eq!(num(&report, "/pulls/0/spent"), 4, "{report:#}");
+    assert_eq!(manifest_gets(&aws.hub.requests()), 4);
+    assert!(
+        out.stderr.contains("4 manifest GETs of at most 4"),
+        "{}",
+        out.describe()
+    );
+    assert_landed(&aws.ecr.host(), "app0", "1", &images[0], &aws.ecr_auth()).await;
+    for repository in ["app1", "app2"] {
+        assert_no_manifest(&aws.ecr.host(), repository, "1", &aws.ecr_auth()).await;
+        assert!(
+            aws.ecr_writes()
+                .iter()
+                .all(|r| !r.path.starts_with(&format!("/v2/{repository}/"))),
+            "a deferred image wrote to ECR"
+        );
+    }
+
+    // The registry's own remaining count: 3 pulls left pays for one image.
+    aws.hub.set_remaining(3);
+    let out = aws.mirror(["sync", &file, "--json"]).run().await;
+    out.expect_code(3);
+    let report = out.json();
+    let copied: Vec<&Value> = report["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter(|t| t["state"] == "copied")
+        .collect();
+    assert_eq!(copied.len(), 1, "{report:#}");
+
+    // Quota back: the next run picks up the rest.
+    aws.hub.set_remaining(100);
+    let out = aws.mirror(["sync", &file, "--json"]).run().await;
+    out.expect_success();
+    for (i, img) in images.iter().enumerate() {
+        assert_landed(
+            &aws.ecr.host(),
+            &format!("app{i}"),
+            "1",
+            img,
+            &aws.ecr_auth(),
+        )
+        .await;
+    }
+}
+
+/// `--plan`: every tag as up to date / new / changed (old and new digest) /
+/// missing, and for an immutable ECR tag conflict; HEADs only, nothing
+/// written. `--plan --sizes` GETs manifests to show the bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plan_says_what_each_tag_needs_and_writes_nothing() {
+    let aws: Aws = aws(EcrOptions::default()).await;
+    let small = small_image().await;
+    let newer = image(ImageSpec::small("sync-plan-newer", 91)).await;
+    for repository in [
+        "library/same",
+        "library/moved",
+        "library/fresh",
+        "library/pinned",
+    ] {
+        aws.hub.seed(&small, repository, "1").await.expect("seed");
+    }
+    aws.mirror(["same:1", "moved:1"])
+        .run()
+        .await
+        .expect_success();
+    aws.mirror(["pinned:1", "--tag-mutability", "IMMUTABLE"])
+        .run()
+        .await
+        .expect_success();
+    for repository in ["library/moved", "library/pinned"] {
+        aws.hub
+            .seed(&newer, repository, "1")
+            .await
+            .expect("move upstream");
+    }
+    let scratch = Scratch::new("sync-plan");
+    let file = sync_file(
+        &scratch,
+        "mirror.yaml",
+        "images:\n  - from: same\n    tags: [\"1\"]\n  - from: moved:1\n  - from: fresh:1\n  - from: pinned:1\n  - from: gone:1\n",
+    );
+    aws.ecr.clear_requests();
+    aws.hub.clear_requests();
+    let out = aws.mirror(["sync", &file, "--plan", "--json"]).run().await;
+    out.expect_success();
+    let plan = out.json();
+    let host = aws.ecr.registry_host();
+    let state = |repository: &str| -> Value {
+        plan["tags"]
+            .as_array()
+            .expect("tags")
+            .iter()
+            .find(|t| t["destination"] == format!("{host}/{repository}:1"))
+            .cloned()
+            .unwrap_or_else(|| panic!("{repository}: {plan:#}"))
+    };
+    assert_eq!(state("same")["state"], "up-to-date", "{plan:#}");
+    assert_eq!(state("fresh")["state"], "new", "{plan:#}");
+    assert_eq!(state("gone")["state"], "missing", "{plan:#}");
+    let moved = state("moved");
+    assert_eq!(moved["state"], "changed", "{plan:#}");
+    assert_eq!(moved["old"], small.root_digest().to_string());
+    assert_eq!(moved["digest"], newer.root_digest().to_string());
+    let pinned = state("pinned");
+    assert_eq!(pinned["state"], "conflict", "{plan:#}");
+    assert_eq!(pinned["existing"], small.root_digest().to_string());
+    assert!(aws.ecr_writes().is_empty(), "the plan wrote to ECR");
+    assert_eq!(
+        manifest_gets(&aws.hub.requests()),
+        0,
+        "the plan spent pulls"
+    );
+    assert!(
+        aws.ecr.requests().iter().all(|r| !is_write(r)),
+        "{}",
+        describe(&aws.ecr.requests())
+    );
+
+    let sized = aws
+        .mirror(["sync", &file, "--plan", "--sizes", "--json"])
+        .run()
+        .await;
+    sized.expect_success();
+    let plan = sized.json();
+    let fresh = plan["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .find(|t| t["state"] == "new")
+        .cloned()
+        .expect("a new tag");
+    assert!(num(&fresh, "/bytes") > 0, "{plan:#}");
+    assert!(aws.ecr_writes().is_empty(), "--sizes wrote to ECR");
+
+    // Run: the conflict is named and not attempted, the others land.
+    let run = aws.mirror(["sync", &file]).run().await;
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("immutable") && run.stderr.contains(&small.root_digest().to_string()),
+        "{}",
+        run.describe()
+    );
+    let pinned = fetch(&aws.ecr.host(), "pinned", "1", &aws.ecr_auth()).await;
+    assert_eq!(pinned.digest, small.root_digest().to_string());
+    assert_landed(&aws.ecr.host(), "moved", "1", &newer, &aws.ecr_auth()).await;
+    assert_landed(&aws.ecr.host(), "fresh", "1", &small, &aws.ecr_auth()).await;
+}
+
+/// `target: oci-archive:FILE`: every selected image in one archive, each
+/// under the ref name `NAME:TAG`, digests kept; the archive read back as a
+/// source lands the same digests in a registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_target_holds_every_image_under_its_name_and_tag() {
+    let small = small_image().await;
+    let other = image(ImageSpec::small("sync-bundle-other", 61)).await;
+    let source = open_registry().await;
+    seed(&small, &source.host(), "library/python", "3.10").await;
+    seed(&other, &source.host(), "team/app", "1.0").await;
+    let scratch = Scratch::new("sync-bundle");
+    let file = sync_file(
+        &scratch,
+        "mirror.yaml",
+        &format!(
+            "defaults:\n  target: oci-archive:bundle.tar\nimages:\n  - from: {src}/library/python:3.10\n  - from: {src}/team/app\n    tags: [\"1.0\"]\n    to: app\n",
+            src = source.host()
+        ),
+    );
+    let out = sync(&file, &[source.host()], []).run().await;
+    out.expect_success();
+    let bundle = scratch.path().join("bundle.tar");
+    let listed = Mirror::inspect(&format!("oci-archive:{}", bundle.display()))
+        .arg("--json")
+        .run()
+        .await;
+    listed.expect_success();
+    let mut names: Vec<(String, String)> = listed.json()["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| (text(i, "/name").to_owned(), text(i, "/digest").to_owned()))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            ("app:1.0".to_owned(), other.root_digest().to_string()),
+            // The source's path keeps its `library/` on another registry.
+            (
+                "library/python:3.10".to_owned(),
+                small.root_digest().to_string()
+            ),
+        ],
+        "{}",
+        listed.describe()
+    );
+    let destination = open_registry().await;
+    Mirror::copy(
+        &format!("oci-archive:{}:app:1.0", bundle.display()),
+        &format!("{}/app:1.0", destination.host()),
+    )
+    .run()
+    .await
+    .expect_success();
+    assert_landed(&destination.host(), "app", "1.0", &other, &ANON).await;
+}
+
+/// `--max-concurrent-images 1`: one image at a time, so the source sees
+/// every request of one image before the next image's first GET (with the
+/// default bound the two interleave).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_images_bounds_the_images_in_flight() {
+    let first = image(ImageSpec::small("sync-one-at-a-time-a", 51)).await;
+    let second = image(ImageSpec::small("sync-one-at-a-time-b", 52)).await;
+    let source = open_registry().await;
+    seed(&first, &source.host(), "a", "1").await;
+    seed(&second, &source.host(), "b", "1").await;
+    let proxy = proxy_to(&source).await;
+    let destination = open_registry().await;
+    let scratch = Scratch::new("sync-one-at-a-time");
+    let file = sync_file(
+        &scratch,
+        "mirror.yaml",
+        &format!(
+            "defaults:\n  target: {dst}\nimages:\n  - from: {src}/a:1\n  - from: {src}/b:1\n",
+            src = proxy.host(),
+            dst = destination.host()
+        ),
+    );
+    let out = sync(
+        &file,
+        &[proxy.host(), destination.host()],
+        ["--max-concurrent-images", "1"],
+    )
+    .run()
+    .await;
+    out.expect_success();
+    assert_landed(&destination.host(), "a", "1", &first, &ANON).await;
+    assert_landed(&destination.host(), "b", "1", &second, &ANON).await;
+    // After the plan's HEADs: a's GETs, then b's, never interleaved.
+    let gets: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| r.path.split('/').nth(2).unwrap_or_default().to_owned())
+        .collect();
+    let switches = gets.windows(2).filter(|w| w[0] != w[1]).count();
+    assert_eq!(switches, 1, "{gets:?}\n{}", describe(&proxy.requests()));
+    assert_eq!(gets.first().map(String::as_str), Some("a"), "{gets:?}");
+}
