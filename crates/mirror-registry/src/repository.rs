@@ -15,9 +15,13 @@ use reqwest::{Method, StatusCode};
 use url::Url;
 
 use crate::auth::Scopes;
-use crate::client::{Answer, Call, CallBody, Host, RegistryClient, api_error, header_value};
+use crate::client::{Answer, Call, CallBody, Host, RegistryClient, api_error};
 use crate::error::{Operation, RegistryError};
 use crate::ratelimit::RateLimit;
+
+mod referrers;
+
+pub use referrers::ReferrerListing;
 
 /// What a manifest HEAD tells without spending a pull.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,47 +290,9 @@ impl Repository {
         reference: &str,
         manifest: &RawManifest,
     ) -> Result<(), RegistryError> {
-        let target = self.target(reference);
-        let mut call = self.call(
-            Operation::PutManifest,
-            target.clone(),
-            Method::PUT,
-            self.url(&format!("manifests/{reference}")),
-            true,
-        );
-        call.headers
-            .insert(CONTENT_TYPE, header_value(manifest.media_type()));
-        call.body = CallBody::Bytes(manifest.bytes().clone());
-        let answer = self.send(call).await?;
-        let status = answer.response.status();
-        if !status.is_success() {
-            let call = self.call(
-                Operation::PutManifest,
-                target,
-                Method::PUT,
-                self.url(""),
-                true,
-            );
-            return Err(api_error(&self.host, &call, answer.response).await);
-        }
-        if let Some(stored) = answer
-            .response
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            && stored != manifest.digest().as_ref()
-        {
-            return Err(RegistryError::Protocol {
-                host: self.host.name.clone(),
-                operation: Operation::PutManifest,
-                target,
-                detail: format!(
-                    "the registry stored the manifest as {stored}, not {}: it rewrote the bytes",
-                    manifest.digest()
-                ),
-            });
-        }
-        Ok(())
+        self.put_manifest_with_subject(reference, manifest)
+            .await
+            .map(|_| ())
     }
 
     /// Whether the repository holds a blob of the right size. 404 and 403 mean
