@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::endpoint::{Destination, Mount, Source};
 use crate::error::{CopyError, Side};
+use crate::referrers::{ReferrerCounts, ReferrerSelection, subjects_of};
 use crate::report::{
     BlobCounts, BlobOutcome, CopyReport, Filtered, ManifestCounts, Observer, Silent,
 };
@@ -68,6 +69,10 @@ pub struct CopyOptions {
     pub include_foreign: bool,
     /// Plan and report; write nothing.
     pub dry_run: bool,
+    /// Which referrers (signatures, SBOMs, attestations) travel with the image.
+    pub referrers: ReferrerSelection,
+    /// Copy only an image a cosign signature by one of these keys names.
+    pub require_signature: Option<Arc<mirror_signature::Keyring>>,
 }
 
 /// One copy to run.
@@ -100,6 +105,8 @@ struct Inner {
     blobs: Mutex<HashMap<(String, Digest), SharedBlob>>,
     observer: Arc<dyn Observer>,
     retries: AtomicU64,
+    /// Things said once per run (a destination that cannot hold referrers).
+    notes: Mutex<HashSet<String>>,
 }
 
 impl Default for Engine {
@@ -120,19 +127,19 @@ impl Drop for AbortOnDrop {
 }
 
 /// An image manifest to push once its blobs are in.
-struct ImageNode {
-    manifest: RawManifest,
-    blobs: Vec<Descriptor>,
+pub(crate) struct ImageNode {
+    pub manifest: RawManifest,
+    pub blobs: Vec<Descriptor>,
     /// The root goes up once, by the destination reference, after everything else.
-    is_root: bool,
+    pub is_root: bool,
 }
 
 /// What the walk found to copy.
 #[derive(Default)]
-struct Plan {
-    images: Vec<ImageNode>,
+pub(crate) struct Plan {
+    pub images: Vec<ImageNode>,
     /// Index manifests below the root, deepest first.
-    indexes: Vec<RawManifest>,
+    pub indexes: Vec<RawManifest>,
     skipped_manifests: u64,
     foreign_skipped: u64,
 }
@@ -147,8 +154,26 @@ impl Engine {
                 blobs: Mutex::new(HashMap::new()),
                 observer,
                 retries: AtomicU64::new(0),
+                notes: Mutex::new(HashSet::new()),
             }),
         }
+    }
+
+    pub(crate) fn options(&self) -> &EngineOptions {
+        &self.inner.options
+    }
+
+    pub(crate) fn observer(&self) -> &Arc<dyn Observer> {
+        &self.inner.observer
+    }
+
+    /// True the first time `note` is given in this run.
+    pub(crate) fn note_once(&self, note: &str) -> bool {
+        self.inner
+            .notes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(note.to_owned())
     }
 
     /// Copies one image (index or single manifest) with everything it references.
@@ -167,6 +192,8 @@ impl Engine {
                 reference: request.source_label.clone(),
             })?;
         debug!(digest = %resolved.digest, "source resolved");
+        // --require-signature: before anything is written or moved.
+        let signature = self.check_signature(&request, &resolved.digest).await?;
 
         let mut report = CopyReport {
             source: request.source_label.clone(),
@@ -183,6 +210,8 @@ impl Engine {
             bytes: 0,
             seconds: 0.0,
             retries: 0,
+            referrers: ReferrerCounts::default(),
+            signature,
         };
 
         // Without a platform filter the destination tag must hold the source
@@ -196,8 +225,12 @@ impl Engine {
         {
             report.up_to_date = true;
             report.kind = kind_of_media_type(&report.media_type).to_owned();
-            report.seconds = started.elapsed().as_secs_f64();
             info!(digest = %resolved.digest, "destination is up to date");
+            // New signatures may hang off an unchanged image.
+            self.referrers_of_up_to_date(&request, &resolved.digest, &report.kind)
+                .await
+                .add_to(&mut report);
+            report.seconds = started.elapsed().as_secs_f64();
             return Ok(report);
         }
 
@@ -229,6 +262,10 @@ impl Engine {
                 == Some(root.digest())
             {
                 report.up_to_date = true;
+                let subjects = subjects_of(&root, filtered.kind == "index", &[]);
+                self.copy_referrers(&request, subjects, None)
+                    .await
+                    .add_to(&mut report);
                 report.seconds = started.elapsed().as_secs_f64();
                 return Ok(report);
             }
@@ -316,6 +353,12 @@ impl Engine {
             }
         }
         report.manifests.copied += plan.indexes.len() as u64 + u64::from(root.is_index());
+        // Referrers before the root's tag: the tag never shows without them.
+        let root_is_new = report.filtered.as_ref().is_some_and(|f| f.kind == "index");
+        let subjects = subjects_of(&root, root_is_new, &plan.indexes);
+        self.copy_referrers(&request, subjects, Some(&root))
+            .await
+            .add_to(&mut report);
         if !options.dry_run {
             dst.put_manifest(&request.destination_reference, &root)
                 .await
@@ -421,7 +464,11 @@ impl Engine {
     }
 
     /// Fetches every manifest below the root that the destination lacks.
-    async fn walk(&self, request: &CopyRequest, root: &RawManifest) -> Result<Plan, CopyError> {
+    pub(crate) async fn walk(
+        &self,
+        request: &CopyRequest,
+        root: &RawManifest,
+    ) -> Result<Plan, CopyError> {
         let mut plan = Plan::default();
         let mut level: Vec<RawManifest> = vec![root.clone()];
         let mut depth = 0;
@@ -504,6 +551,56 @@ impl Engine {
             .await
             .map_err(|e| CopyError::source_side(request.source.name(), e))?;
         Ok(Some(manifest))
+    }
+
+    /// Copies blobs (each once, shared with the run's other transfers) and
+    /// counts what happened to them.
+    pub(crate) async fn copy_blobs(
+        &self,
+        request: &CopyRequest,
+        blobs: &[Descriptor],
+    ) -> Result<(BlobCounts, u64), CopyError> {
+        let (handles, _abort) = self.schedule_blobs(request, blobs);
+        let mut counts = BlobCounts::default();
+        let mut bytes = 0;
+        for blob in blobs {
+            if let Some(handle) = handles.get(blob.digest()) {
+                match handle.clone().await.map_err(CopyError::Shared)? {
+                    BlobOutcome::Copied(n) | BlobOutcome::Planned(n) => {
+                        counts.copied += 1;
+                        bytes += n;
+                    }
+                    BlobOutcome::Skipped => counts.skipped += 1,
+                    BlobOutcome::Mounted => counts.mounted += 1,
+                }
+            }
+        }
+        Ok((counts, bytes))
+    }
+
+    /// The referrers of an image the destination holds already: of the root
+    /// and, for an index, of its children (read at the destination, which
+    /// costs no pull at the source).
+    async fn referrers_of_up_to_date(
+        &self,
+        request: &CopyRequest,
+        digest: &Digest,
+        kind: &str,
+    ) -> crate::referrers::ReferrerOutcome {
+        if request.options.referrers.is_none() {
+            return crate::referrers::ReferrerOutcome::default();
+        }
+        let mut subjects = vec![digest.clone()];
+        if kind == "index" {
+            let root = match request.destination.stored_manifest(digest).await {
+                Ok(Some(root)) => Some(root),
+                _ => request.source.manifest(digest).await.ok(),
+            };
+            if let Some(root) = root {
+                subjects = subjects_of(&root, false, &[]);
+            }
+        }
+        self.copy_referrers(request, subjects, None).await
     }
 
     /// Starts (or joins) the transfer of every blob. Permits are handed out in

@@ -70,6 +70,19 @@ pub enum CopyError {
         reference: String,
         platforms: Vec<String>,
     },
+    /// `--require-signature`: no valid signature by the given keys names
+    /// the image. Checked before anything was written for it.
+    #[error(
+        "refused {reference} ({digest}): no valid cosign signature by {} names it; nothing was written for it{}\n  hint: sign it (`cosign sign --key cosign.key IMAGE@DIGEST`), or require another key",
+        .keys.join(", "),
+        .reasons.iter().map(|r| format!("\n  - {r}")).collect::<String>()
+    )]
+    Unsigned {
+        reference: String,
+        digest: Digest,
+        keys: Vec<String>,
+        reasons: Vec<String>,
+    },
     #[error("the copy was cancelled")]
     Cancelled,
     /// A blob shared with another copy of the same run failed there.

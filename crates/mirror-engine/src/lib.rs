@@ -7,6 +7,9 @@
 //!   backend implements; [`RegistryEndpoint`] is the registry backend.
 //! - [`Engine`]: holds the blob bound and the run-wide dedup table; [`Engine::copy`]
 //!   runs one [`CopyRequest`] and returns a [`CopyReport`].
+//! - [`Referrer`], [`ReferrerSelection`]: signatures, SBOMs and attestations
+//!   that travel with an image (`--referrers`); `--require-signature` checks
+//!   a cosign signature before anything moves ([`CopyOptions`]).
 //! - [`Observer`]: progress events; byte counts are atomics read on a timer.
 //! - [`CopyError`]: which side, which object, what to do.
 
@@ -14,6 +17,7 @@ mod coalesce;
 mod copy;
 mod endpoint;
 mod error;
+mod referrers;
 mod registry;
 mod report;
 
@@ -22,5 +26,6 @@ pub use endpoint::{
     Capabilities, Destination, EndpointError, Mount, MountOrigin, Resolved, Source, UploadSlot,
 };
 pub use error::{CopyError, Side};
+pub use referrers::{Referrer, ReferrerCounts, ReferrerSelection, SelectionError, SignatureReport};
 pub use registry::RegistryEndpoint;
 pub use report::{BlobCounts, BlobOutcome, CopyReport, Filtered, ManifestCounts, Observer, Silent};
