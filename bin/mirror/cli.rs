@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use mirror_engine::ReferrerSelection;
 use mirror_oci::PlatformFilter;
 
 const EXAMPLES: &str = "\
@@ -29,6 +30,10 @@ Examples:
 
   # Every 3.12 tag of a repository (tags listed 1000 per page)
   mirror copy --all-tags --tag-regex '3\\.12.*' python registry.example.com/base/python
+
+  # Only images signed with this cosign key; only their signatures travel along
+  mirror copy --require-signature cosign:cosign.pub --referrers signature \\
+      ghcr.io/org/app:1.4 registry.example.com/app:1.4
 
   # What a reference is: digest, media type, platforms, sizes
   mirror inspect python:3.10-slim-buster
@@ -115,6 +120,16 @@ pub struct CommonCopyArgs {
     /// (`3\.1[0-2].*`).
     #[arg(long, value_name = "REGEX", requires = "all_tags")]
     pub tag_regex: Option<String>,
+    /// Which referrers (signatures, SBOMs, attestations) travel with each
+    /// image: all, none, or a comma-separated list of signature, sbom,
+    /// attestation and artifact types (application/spdx+json).
+    #[arg(long, value_name = "all|none|KIND,TYPE,...", default_value = "all")]
+    pub referrers: ReferrerSelection,
+    /// Copy an image only if a cosign signature by this public key names it
+    /// (checked before anything is written; other images carry on).
+    /// Repeatable: any of the keys may match.
+    #[arg(long = "require-signature", value_name = "cosign:KEY.pub")]
+    pub require_signature: Vec<String>,
 }
 
 /// ECR settings: used when the destination is an ECR registry.
@@ -154,7 +169,7 @@ pub struct EcrArgs {
 pub enum Command {
     /// Copy an image (every platform of an index, or one image) to another registry.
     #[command(after_help = EXAMPLES)]
-    Copy(CopyArgs),
+    Copy(Box<CopyArgs>),
     /// Show what a reference resolves to: digest, media type, platforms, sizes.
     Inspect(InspectArgs),
     /// Compare source and destination by digest, for the tag and every platform.

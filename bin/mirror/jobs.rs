@@ -465,12 +465,16 @@ impl Endpoints<'_> {
 
 /// `--all-tags`: one job per tag of each source repository (listed in pages
 /// of at most 1000, ECR's limit), each to the same tag at the destination.
+/// Referrer tags (`sha256-<hex>`, cosign's `.sig`/`.att`/`.sbom`) are no
+/// images: they travel with the image they name. Also returns every
+/// repository's tags, so that finding those tags lists nothing again.
 async fn expand_all_tags(
     jobs: Vec<Job>,
     common: &CommonCopyArgs,
     endpoints: &mut Endpoints<'_>,
     src_creds: Option<Credentials>,
-) -> Result<Vec<Job>, Failure> {
+) -> Result<(Vec<Job>, HashMap<String, Vec<String>>), Failure> {
+    let mut listed = HashMap::new();
     let filter = common
         .tag_regex
         .as_deref()
@@ -498,8 +502,10 @@ async fn expand_all_tags(
             .tags()
             .await
             .map_err(|e| Failure::transfer(format!("source {}: {e}", source.name())))?;
+        listed.insert(source.name(), tags.clone());
         let tags: Vec<String> = tags
             .into_iter()
+            .filter(|t| !mirror_oci::is_referrer_tag(t))
             .filter(|t| filter.as_ref().is_none_or(|f| f.is_match(t)))
             .collect();
         if tags.is_empty() {
@@ -539,7 +545,7 @@ async fn expand_all_tags(
             });
         }
     }
-    Ok(expanded)
+    Ok((expanded, listed))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -560,10 +566,18 @@ async fn run_jobs(
         regions,
         ecr,
     };
-    let jobs = if common.all_tags {
+    let (jobs, mut listed_tags) = if common.all_tags {
         expand_all_tags(jobs, common, &mut endpoints, src_creds.clone()).await?
     } else {
-        jobs
+        (jobs, HashMap::new())
+    };
+    let keyring = if common.require_signature.is_empty() {
+        None
+    } else {
+        Some(Arc::new(
+            mirror_signature::Keyring::load(&common.require_signature)
+                .map_err(|e| Failure::usage(e.to_string()))?,
+        ))
     };
     let progress = Progress::new(Mode::detect(quiet));
     let engine = Engine::new(
@@ -577,12 +591,22 @@ async fn run_jobs(
     let mut requests = Vec::new();
     let mut ecr_destinations: Vec<Option<Arc<EcrDestination>>> = Vec::new();
     let mut source_repos: Vec<Option<Repository>> = Vec::new();
+    // One endpoint per source repository: what it learns (its tags, whether
+    // it has the referrers API) serves every image copied from it.
+    let mut registry_sources: HashMap<String, Arc<RegistryEndpoint>> = HashMap::new();
     for job in &jobs {
         let source: Arc<dyn Source> = match &job.source {
             End::Registry(r) => {
                 let (repo, _) = endpoints.repository(r, src_creds.clone()).await?;
                 source_repos.push(Some(repo.clone()));
-                Arc::new(RegistryEndpoint::new(repo))
+                let shared = registry_sources.entry(r.name()).or_insert_with(|| {
+                    let endpoint = RegistryEndpoint::new(repo);
+                    Arc::new(match listed_tags.remove(&r.name()) {
+                        Some(tags) => endpoint.knowing_tags(tags),
+                        None => endpoint,
+                    })
+                });
+                shared.clone()
             }
             End::Local(l) => {
                 source_repos.push(None);
@@ -636,6 +660,8 @@ async fn run_jobs(
                 platforms: common.platforms.clone(),
                 include_foreign: common.include_foreign,
                 dry_run: common.dry_run,
+                referrers: common.referrers.clone(),
+                require_signature: keyring.clone(),
             },
         });
     }
