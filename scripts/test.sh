@@ -56,6 +56,7 @@ if [[ ! -x "$venv/bin/moto_server" ]]; then
     [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]'
 fi
+"$venv/bin/python3" -c 'import cryptography' 2>/dev/null || "$venv/bin/pip" install -q --disable-pip-version-check 'cryptography==50.0.2' # signs the referrer tests' cosign signatures
 export PATH="$venv/bin:$PATH"
 
 # --- checks ----------------------------------------------------------------

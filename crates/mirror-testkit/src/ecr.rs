@@ -67,6 +67,7 @@ use crate::image::GeneratedImage;
 use crate::moto::{MOTO_ACCOUNT, Moto, MotoClient};
 use crate::proxy::{Proxy, RequestRecord};
 use crate::push::{PushAuth, PushTarget, push_layout};
+use crate::referrers::ReferrersApi;
 use crate::registry::Registry;
 use crate::server::{AbortOnDrop, bind_loopback, spawn_accept_loop};
 use crate::token::{TokenOptions, TokenServer};
@@ -123,6 +124,7 @@ pub struct EcrStandIn {
     registry_host: String,
     user: String,
     password: Mutex<String>,
+    referrers: Arc<ReferrersApi>,
     // Dropped after the gate that uses them.
     faults: Proxy,
     registry: Registry,
@@ -152,7 +154,9 @@ impl EcrStandIn {
             .to_owned();
         let registry = Registry::htpasswd(&user, &password).await?;
         let faults = Proxy::start(registry.addr()).await?;
+        let referrers = Arc::new(ReferrersApi::default());
         let manners = Manners::Ecr(EcrManners {
+            referrers: referrers.clone(),
             moto: client,
             options,
             challenge: format!(
@@ -168,6 +172,7 @@ impl EcrStandIn {
             registry_host,
             user,
             password: Mutex::new(password),
+            referrers,
             faults,
             registry,
         })
@@ -243,6 +248,11 @@ impl EcrStandIn {
     /// The registry behind it all (storage, log).
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The stand-in's referrers API (ECR keeps referrers itself).
+    pub fn referrers(&self) -> &ReferrersApi {
+        &self.referrers
     }
 }
 
@@ -709,6 +719,8 @@ fn header_text(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<S
 // --- ECR manners ---------------------------------------------------------------
 
 struct EcrManners {
+    /// ECR's referrers API, which the registry behind the gate lacks.
+    referrers: Arc<ReferrersApi>,
     moto: MotoClient,
     options: EcrOptions,
     /// ECR's Basic challenge, in place of distribution's.
@@ -765,6 +777,21 @@ impl EcrManners {
                     *response.status_mut() = StatusCode::CREATED;
                 }
                 response
+            }
+            (&Method::GET, Route::Referrers) => {
+                if !self.authorized(shared, authorization.as_deref()).await {
+                    // The registry behind has no such route to challenge from.
+                    let mut denied = registry_error(401, "UNAUTHORIZED", "authentication required");
+                    if let Ok(challenge) = HeaderValue::from_str(&self.challenge) {
+                        denied
+                            .headers_mut()
+                            .insert(header::WWW_AUTHENTICATE, challenge);
+                    }
+                    return denied;
+                }
+                self.referrers
+                    .answer(name, &path, req.uri().query())
+                    .map(full)
             }
             (&Method::GET, Route::Upload) => registry_error(
                 404,
@@ -841,10 +868,18 @@ impl EcrManners {
             }
             _ => forward(shared, req).await,
         };
-        let response = self.finish(response, self.options.omit_manifest_location);
+        let mut response = self.finish(response, self.options.omit_manifest_location);
+        let digest = header_text(response.headers(), "docker-content-digest")
+            .unwrap_or_else(|| mirror_oci::digest_of(&manifest).to_string());
+        if response.status() == StatusCode::CREATED
+            && let Some(subject) =
+                self.referrers
+                    .record(name, &manifest, media_type.as_deref(), &digest)
+            && let Ok(value) = HeaderValue::from_str(&subject)
+        {
+            response.headers_mut().insert("oci-subject", value);
+        }
         if response.status() == StatusCode::CREATED && self.options.sync_images_to_moto {
-            let digest = header_text(response.headers(), "docker-content-digest")
-                .unwrap_or_else(|| mirror_oci::digest_of(&manifest).to_string());
             self.put_image(name, &manifest, media_type, tag, &digest)
                 .await;
         }
