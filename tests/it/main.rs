@@ -19,4 +19,5 @@ mod inspect;
 mod large;
 mod layout;
 mod platforms;
+mod referrers;
 mod support;
