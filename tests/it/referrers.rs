@@ -7,9 +7,9 @@
 //! against signatures Python's `cryptography` made.
 
 use mirror_testkit::{
-    Artifact, EcrOptions, EcrStandIn, GeneratedImage, ImageSpec, Moto, PushAuth, SigningKey,
-    Subject, cosign_attestation, cosign_payload, cosign_signature, fallback_index, fetch_referrers,
-    in_toto_provenance, list_tags, push_artifact, push_manifest_bytes, spdx_sbom,
+    Artifact, EcrOptions, EcrStandIn, Fault, GeneratedImage, ImageSpec, Moto, PushAuth, Rule,
+    SigningKey, Subject, cosign_attestation, cosign_payload, cosign_signature, fallback_index,
+    fetch_referrers, in_toto_provenance, list_tags, push_artifact, push_manifest_bytes, spdx_sbom,
 };
 use serde_json::Value;
 
@@ -498,8 +498,9 @@ async fn another_tools_referrer_survives_and_a_warm_run_costs_what_the_readme_sa
 
 /// An image into an oci-archive and back out into a registry keeps its
 /// referrers: the archive's index.json lists the SBOM (unnamed, with its
-/// artifact type) and cosign's tag, the signature verifies from the
-/// archive, and the registry gets its fallback index and `.sig` tag.
+/// artifact type) and cosign's tag, the archive still holds one image, the
+/// signature verifies from the archive, and the registry gets its fallback
+/// index and `.sig` tag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oci_archive_round_trip_keeps_referrers() {
     let scratch = Scratch::new("referrers-archive");
@@ -557,9 +558,10 @@ async fn an_oci_archive_round_trip_keeps_referrers() {
         "cosign's tag is not in index.json: {index:#}"
     );
 
+    // Read back as "the only image": referrer entries name none.
     let dst = open_registry().await;
     let out = Mirror::copy(
-        &format!("oci-archive:{}:v1", archive.display()),
+        &format!("oci-archive:{}", archive.display()),
         &format!("{}/app:v1", dst.host()),
     )
     .args([
@@ -816,5 +818,136 @@ async fn platform_filter_referrer_choice_and_docker_archive() {
         1,
         "{}",
         out.describe()
+    );
+}
+
+/// A referrer push the destination refuses (ECR has answered some with 405)
+/// is a warning with the reason; the image itself lands and the run
+/// succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_referrer_push_is_reported_and_the_image_still_lands() {
+    let image = small_image().await;
+    let src = seeded_registry(&image, "app", "v1").await;
+    let root = root_of(&image);
+    let sbom = spdx_sbom(&root, "app");
+    let provenance = in_toto_provenance(&root);
+    for artifact in [&sbom, &provenance] {
+        push(&src.host(), "app", &ANON, artifact).await;
+    }
+    push_manifest_bytes(
+        &src.host(),
+        "app",
+        &ANON,
+        &fallback_index(&[&sbom, &provenance]),
+        INDEX,
+        &fallback_tag(&root.digest),
+    )
+    .await
+    .expect("fallback index");
+    let aws = aws().await;
+    aws.ecr.faults().add_rule(
+        Rule::new(Fault::ReplaceResponse {
+            status: 405,
+            content_type: "application/json".to_owned(),
+            body: br#"{"errors":[{"code":"UNSUPPORTED","message":"Method Not Allowed"}]}"#.to_vec(),
+            headers: Vec::new(),
+        })
+        .method("PUT")
+        .path_contains(&format!("/manifests/{}", sbom.digest)),
+    );
+    let out = aws
+        .mirror([
+            &format!("{}/app:v1", src.host()),
+            "--to",
+            "app",
+            "--insecure-registry",
+            &src.host(),
+            "--json",
+        ])
+        .run()
+        .await;
+    out.expect_success();
+    let report = out.json();
+    assert_eq!(num(&report, "/referrers/copied"), 1, "{report:#}");
+    assert_eq!(num(&report, "/referrers/failed"), 1, "{report:#}");
+    let errors = report["referrers"]["errors"].to_string();
+    assert!(
+        errors.contains(sbom.digest.as_ref()) && errors.contains("405"),
+        "the reason names the referrer and the answer: {errors}"
+    );
+    assert!(
+        out.stderr.contains("warning:") && out.stderr.contains("405"),
+        "{}",
+        out.describe()
+    );
+    let ecr = aws.ecr.host();
+    let auth = aws.ecr.auth();
+    assert_landed(&ecr, "app", "v1", &image, &auth).await;
+    assert_artifacts_landed(&ecr, "app", &auth, &[&provenance]).await;
+}
+
+/// cosign appends signatures to one manifest at its tag: a destination
+/// `.sig` holding a signature the source's lacks (one made at the
+/// destination) is left as it is and reported; once the source's holds
+/// every signature the destination's does, it replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_signature_the_source_lacks_is_never_dropped() {
+    let scratch = Scratch::new("referrers-sig-merge");
+    let publisher = SigningKey::generate(scratch.path(), "publisher").expect("a key");
+    let mirror_team = SigningKey::generate(scratch.path(), "mirror-team").expect("a key");
+    let image = small_image().await;
+    let src = seeded_registry(&image, "app", "v1").await;
+    let dst = open_registry().await;
+    let root = root_of(&image);
+    let sig_tag = format!("{}.sig", fallback_tag(&root.digest));
+    let theirs = signed_by(&mirror_team, &root);
+    let ours = signed_by(&publisher, &root);
+    let at_destination = cosign_signature(None, std::slice::from_ref(&theirs));
+    push_at(&dst.host(), "app", &at_destination, &sig_tag).await;
+    push_at(
+        &src.host(),
+        "app",
+        &cosign_signature(None, std::slice::from_ref(&ours)),
+        &sig_tag,
+    )
+    .await;
+
+    let source = format!("{}/app:v1", src.host());
+    let destination = format!("{}/app:v1", dst.host());
+    let out = Mirror::copy(&source, &destination)
+        .arg("--json")
+        .run()
+        .await;
+    out.expect_success();
+    let report = out.json();
+    assert_eq!(num(&report, "/referrers/failed"), 1, "{report:#}");
+    assert!(
+        report["referrers"]["errors"]
+            .to_string()
+            .contains("holds signatures the source's"),
+        "{report:#}"
+    );
+    assert_landed(&dst.host(), "app", "v1", &image, &ANON).await;
+    assert_eq!(
+        fetch(&dst.host(), "app", &sig_tag, &ANON).await.digest,
+        at_destination.digest.to_string(),
+        "the destination's signature was dropped"
+    );
+
+    // The publisher's .sig now holds both signatures: it replaces the
+    // destination's, on a run that finds the image itself up to date.
+    let both = cosign_signature(None, &[theirs, ours]);
+    push_at(&src.host(), "app", &both, &sig_tag).await;
+    let out = Mirror::copy(&source, &destination)
+        .arg("--json")
+        .run()
+        .await;
+    out.expect_success();
+    let report = out.json();
+    assert_eq!(report["up_to_date"], true);
+    assert_eq!(num(&report, "/referrers/copied"), 1, "{report:#}");
+    assert_eq!(
+        fetch(&dst.host(), "app", &sig_tag, &ANON).await.digest,
+        both.digest.to_string()
     );
 }

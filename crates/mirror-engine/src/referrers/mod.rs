@@ -25,7 +25,7 @@ use std::collections::HashSet;
 use std::str::FromStr;
 
 use futures::StreamExt as _;
-use mirror_oci::{Descriptor, Digest, RawManifest, ReferrerKind, legacy_tag};
+use mirror_oci::{Descriptor, Digest, ManifestKind, RawManifest, ReferrerKind, legacy_tag};
 use serde::Serialize;
 use tokio::sync::OnceCell;
 use tracing::{debug, warn};
@@ -481,9 +481,15 @@ impl Walk<'_> {
             && let Ok(Some(theirs)) = destination.stored_manifest(&existing).await
         {
             // cosign appends signatures to one manifest: replace it only by
-            // one that holds every layer it holds.
-            let ours: HashSet<&Digest> = manifest.blobs().iter().map(|b| b.digest()).collect();
-            if !theirs.blobs().iter().all(|b| ours.contains(b.digest())) {
+            // one that holds every layer it holds, annotations included (the
+            // signature is an annotation: two keys signing one payload make
+            // layers of one digest).
+            let layers = |m: &RawManifest| match m.kind() {
+                ManifestKind::Image(image) => image.layers().clone(),
+                ManifestKind::Index(_) => Vec::new(),
+            };
+            let ours = layers(&manifest);
+            if !layers(&theirs).iter().all(|layer| ours.contains(layer)) {
                 return Err(format!(
                     "{tag} at the destination ({existing}) holds signatures the source's ({digest}) lacks; left as it is"
                 ));
