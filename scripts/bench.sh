@@ -48,7 +48,9 @@ if ! "$venv/bin/python" -c 'import netfilterqueue' >/dev/null 2>&1 ||
     python=/usr/bin/python3
     [[ -x "$python" ]] || python=python3
     [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check NetfilterQueue 'moto[server]'
+    # Pinned, as the tests pin moto (scripts/requirements-test.txt).
+    "$venv/bin/pip" install -q --disable-pip-version-check \
+        -r scripts/requirements-test.txt NetfilterQueue==1.1.0
 fi
 
 section "cargo build --release --workspace --bins"

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::process::ExitCode;
 
 use clap::Parser as _;
+use indicatif::BinaryBytes;
 use mirror_engine::CopyReport;
 use mirror_oci::{Reference, platform_string};
 use mirror_registry::{
@@ -204,21 +205,6 @@ pub(crate) fn requests_json(stats: &StatsSnapshot) -> serde_json::Value {
     })
 }
 
-pub(crate) fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 pub(crate) fn summary(
     report: &CopyReport,
     stats: &StatsSnapshot,
@@ -295,9 +281,9 @@ pub(crate) fn summary(
     let _ = writeln!(
         out,
         "  {} in {:.1} s ({}/s), {} retries, {} requests",
-        human_bytes(report.bytes),
+        BinaryBytes(report.bytes),
         report.seconds,
-        human_bytes(rate as u64),
+        BinaryBytes(rate as u64),
         report.retries + stats.retries,
         stats.requests
     );
@@ -442,7 +428,7 @@ async fn inspect(args: InspectArgs) -> Result<(), Failure> {
                     .map(platform_string)
                     .unwrap_or_else(|| "-".to_owned()),
                 d.digest(),
-                human_bytes(d.size())
+                BinaryBytes(d.size()).to_string()
             );
         }
     } else {
@@ -450,13 +436,13 @@ async fn inspect(args: InspectArgs) -> Result<(), Failure> {
         println!(
             "  blobs:      {} ({} total)",
             blobs.len(),
-            human_bytes(total)
+            BinaryBytes(total)
         );
         for d in manifest.blobs() {
             println!(
                 "    {} {:>10} {}",
                 d.digest(),
-                human_bytes(d.size()),
+                BinaryBytes(d.size()).to_string(),
                 d.media_type()
             );
         }

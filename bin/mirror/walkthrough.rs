@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use mirror_ecr::dockerfile::{Rewrite, rewrite, unified_diff};
+use mirror_dockerfile::{Rewrite, base_images, rewrite, unified_diff};
 use mirror_ecr::iam::{Access, policy};
 use mirror_ecr::logs::ensure_log_group;
 use mirror_oci::Reference;
@@ -51,19 +51,13 @@ pub(crate) async fn rewrite_from(args: RewriteFromArgs) -> Result<(), Failure> {
     let path = args.dockerfile.display().to_string();
     let text = std::fs::read_to_string(&args.dockerfile)
         .map_err(|e| Failure::usage(format!("cannot read {path}: {e}")))?;
-    // First pass: which images does the file name?
-    let found = std::cell::RefCell::new(Vec::new());
-    let _ = rewrite(&text, &|r: &Reference| {
-        found.borrow_mut().push(r.clone());
-        None
-    });
-    let found = found.into_inner();
+    let found = base_images(&text);
     let (registry, client, auth) =
         crate::jobs::ecr_registry(args.region.as_deref(), &args.transport).await?;
     let mut table: HashMap<String, Rewrite> = HashMap::new();
     let mut missing = Vec::new();
     for source in found {
-        if table.contains_key(&source.to_string()) || source.registry() == registry.host {
+        if source.registry() == registry.host {
             continue;
         }
         let target = crate::jobs::ecr_target(&registry, &source, args.prefix.as_deref())?;

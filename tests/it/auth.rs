@@ -1,7 +1,8 @@
-//! Credentials: Basic (htpasswd, like ECR) from flags, the environment and a
-//! Docker config file; bearer tokens (like Docker Hub) with one token request
+//! Credentials: Basic (htpasswd, like ECR) from flags, the environment, a
+//! Docker config file and credential helpers in Docker's order; bearer tokens (like Docker Hub) with one token request
 //! per repository, not per blob; secrets never printed.
 
+use base64::Engine as _;
 use mirror_testkit::{
     PushAuth, PushTarget, Registry, TokenOptions, TokenServer, push_layout, skopeo_digest,
 };
@@ -15,31 +16,7 @@ const PASSWORD: &str = "pw-Sup3r-s3cret-9f1c";
 
 /// Standard base64 (with padding), for Docker's `auths.*.auth`.
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-#[test]
-fn base64_matches_the_rfc_examples() {
-    assert_eq!(base64(b""), "");
-    assert_eq!(base64(b"f"), "Zg==");
-    assert_eq!(base64(b"fo"), "Zm8=");
-    assert_eq!(base64(b"foo"), "Zm9v");
-    assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 async fn htpasswd_registry() -> Registry {
@@ -130,6 +107,103 @@ async fn basic_auth_from_docker_config() {
     out.expect_not_leaked(PASSWORD);
     out.expect_not_leaked(&auth);
     assert_landed(&dst.host(), "app", "v1", &image, &basic()).await;
+}
+
+/// A credential helper on PATH speaking Docker's protocol (`get`, the server
+/// URL on stdin, JSON on stdout), answering `user:password` and noting every
+/// server it was asked about in `log`.
+fn credential_helper(
+    bin: &std::path::Path,
+    name: &str,
+    user: &str,
+    password: &str,
+) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let log = bin.join(format!("{name}.log"));
+    let program = bin.join(format!("docker-credential-{name}"));
+    std::fs::write(
+        &program,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread -r server\necho \"$server\" >> '{}'\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{password}\"}}\\n' \"$server\"\n",
+            log.display()
+        ),
+    )
+    .expect("write the helper");
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755))
+        .expect("make the helper executable");
+    log
+}
+
+/// The servers a helper was asked about, in order.
+fn asked(log: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .map(|text| text.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// Docker's order with working helpers: the host's `credHelpers` entry
+/// beats `credsStore`, and `credsStore` beats `auths` (here holding a wrong
+/// password), each asked only about the host that challenged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_helpers_come_before_creds_store_and_auths() {
+    let image = small_image().await;
+    let src = seeded_registry(&image, "app", "v1").await;
+    let dst = htpasswd_registry().await;
+    let config = Scratch::new("docker-config-helpers");
+    let bin = config.path().join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    let right = credential_helper(&bin, "mirror-right", USER, PASSWORD);
+    let wrong = credential_helper(&bin, "mirror-wrong", USER, "wrong-helper-pw-3a9c");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let wrong_auth = base64(format!("{USER}:wrong-auths-pw-81d0").as_bytes());
+    let run = |config_json: serde_json::Value, tag: &'static str| {
+        std::fs::write(config.path().join("config.json"), config_json.to_string())
+            .expect("write config.json");
+        Mirror::copy(
+            &format!("{}/app:v1", src.host()),
+            &format!("{}/app:{tag}", dst.host()),
+        )
+        .env("DOCKER_CONFIG", config.path().to_string_lossy())
+        .env("PATH", path.clone())
+        .arg("-v")
+        .run()
+    };
+
+    let out = run(
+        serde_json::json!({
+            "auths": {dst.host(): {"auth": wrong_auth}},
+            "credsStore": "mirror-wrong",
+            "credHelpers": {dst.host(): "mirror-right"},
+        }),
+        "helper",
+    )
+    .await;
+    out.expect_success();
+    out.expect_not_leaked(PASSWORD);
+    assert_landed(&dst.host(), "app", "helper", &image, &basic()).await;
+    assert_eq!(asked(&right), [dst.host()]);
+    assert!(
+        asked(&wrong).is_empty(),
+        "credsStore was asked: {:?}",
+        asked(&wrong)
+    );
+
+    let out = run(
+        serde_json::json!({
+            "auths": {dst.host(): {"auth": wrong_auth}},
+            "credsStore": "mirror-right",
+        }),
+        "store",
+    )
+    .await;
+    out.expect_success();
+    out.expect_not_leaked(PASSWORD);
+    assert_landed(&dst.host(), "app", "store", &image, &basic()).await;
+    assert_eq!(asked(&right), [dst.host(), dst.host()]);
 }
 
 /// A wrong password fails with exit 1, says it is about authentication, and

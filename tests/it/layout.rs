@@ -1440,8 +1440,9 @@ struct Tmpfs {
 }
 
 impl Tmpfs {
-    /// `None` (with the reason) only if mounting failed because we are not root.
-    fn mount(path: &Path, size: &str) -> Option<Self> {
+    /// Mounting needs root: without it the test fails, saying so (it
+    /// cannot check its claim otherwise).
+    fn mount(path: &Path, size: &str) -> Self {
         std::fs::create_dir_all(path).expect("create the mount point");
         let output = std::process::Command::new("mount")
             .args([
@@ -1455,15 +1456,17 @@ impl Tmpfs {
             .output()
             .expect("run mount");
         if output.status.success() {
-            return Some(Self {
+            return Self {
                 path: path.to_owned(),
-            });
+            };
         }
         let stderr = String::from_utf8_lossy(&output.stderr);
-        if !is_root() {
-            eprintln!("SKIPPED: mounting a tmpfs needs root: {}", stderr.trim());
-            return None;
-        }
+        assert!(
+            is_root(),
+            "mounting a tmpfs (the full disk) needs root; run the tests as root \
+             (scripts/test.sh does): {}",
+            stderr.trim()
+        );
         panic!(
             "mount -t tmpfs failed although we are root: {}",
             stderr.trim()
@@ -1553,9 +1556,7 @@ fn assert_says_disk_full(out: &crate::support::Output, path: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_fails_cleanly_and_keeps_what_was_there() {
     let scratch = Scratch::new("disk-full");
-    let Some(disk) = Tmpfs::mount(&scratch.path().join("disk"), "4m") else {
-        return;
-    };
+    let disk = Tmpfs::mount(&scratch.path().join("disk"), "4m");
     let small = small_image().await;
     // Does not fit: a small layer that may land, then 8 MiB.
     let big = image(ImageSpec {
@@ -1696,14 +1697,11 @@ async fn run_tool(program: &str, args: &[&str]) -> Result<(), String> {
 
 /// `buildah bud --isolation chroot` + `buildah push oci:DIR:TAG`, then mirror
 /// copies the layout to a registry: the digest buildah wrote is the one that
-/// lands. buildah runs with its own storage under the scratch dir; the test
-/// is skipped (with the reason) where buildah cannot build here.
+/// lands. buildah runs with its own storage under the scratch dir; where
+/// buildah is missing or cannot build, the test fails with the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buildah_build_lands_in_a_registry() {
-    if mirror_testkit::require_tool("buildah", "buildah").is_err() {
-        eprintln!("SKIPPED: buildah is not installed (apt-get install -y buildah)");
-        return;
-    }
+    mirror_testkit::require_tool("buildah", "buildah").unwrap_or_else(|e| panic!("{e}"));
     let scratch = Scratch::new("buildah");
     let context = scratch.path().join("context");
     std::fs::create_dir_all(&context).expect("create the build context");
@@ -1736,10 +1734,9 @@ async fn buildah_build_lands_in_a_registry() {
             context.to_str().expect("utf-8 path"),
         ])
         .collect();
-    if let Err(reason) = run_tool("buildah", &build).await {
-        eprintln!("SKIPPED: buildah cannot build on this machine: {reason}");
-        return;
-    }
+    run_tool("buildah", &build)
+        .await
+        .unwrap_or_else(|reason| panic!("buildah cannot build on this machine: {reason}"));
     let target = loc("oci", &layout, Some("1"));
     let push: Vec<&str> = storage
         .iter()
@@ -1795,15 +1792,15 @@ const DEBIAN_MIRROR: &str = "http://deb.debian.org/debian";
 
 /// debootstrap (minbase bookworm) + umoci: a real Debian root filesystem as
 /// an OCI layout, copied to a registry and back into an archive. Needs root
-/// (skipped otherwise) and Debian's mirror: an unreachable deb.debian.org
-/// fails the test within seconds, saying so; debootstrap gets 15 minutes
-/// (about a minute with a fast mirror).
+/// and Debian's mirror: without either the test fails within seconds, saying
+/// so (the committed fixtures/busybox layout covers a real image offline);
+/// debootstrap gets 15 minutes (about a minute with a fast mirror).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debootstrap_debian_round_trip() {
-    if !is_root() {
-        eprintln!("SKIPPED: debootstrap needs root");
-        return;
-    }
+    assert!(
+        is_root(),
+        "debootstrap needs root: run the tests as root (scripts/test.sh does)"
+    );
     for (tool, package) in [
         ("debootstrap", "debootstrap"),
         ("umoci", "umoci"),

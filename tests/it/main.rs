@@ -15,6 +15,8 @@ mod copy;
 mod ecr;
 mod errors;
 mod faults;
+mod fixture;
+mod hostile;
 mod inspect;
 mod large;
 mod layout;

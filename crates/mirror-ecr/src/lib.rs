@@ -2,8 +2,9 @@
 //! ([`EcrAuth`]: GetAuthorizationToken through the AWS default credential chain,
 //! refreshed at half-life and on 401), its repositories ([`ensure_repository`]),
 //! ECR as a destination with its manners ([`EcrDestination`]), and the rest of
-//! the AWS walkthrough: CloudWatch log groups ([`logs`]), IAM policies ([`iam`])
-//! and Dockerfile FROM rewriting ([`dockerfile`]).
+//! the AWS walkthrough: CloudWatch log groups ([`logs`]) and IAM policies
+//! ([`iam`]). (Dockerfile FROM rewriting, which needs nothing from AWS, is the
+//! `mirror-dockerfile` crate.)
 
 mod auth;
 mod destination;
@@ -11,7 +12,6 @@ mod error;
 mod host;
 mod repository;
 
-pub mod dockerfile;
 pub mod iam;
 pub mod logs;
 

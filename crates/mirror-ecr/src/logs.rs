@@ -282,11 +282,6 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::net::{SocketAddr, TcpListener, TcpStream};
-    use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
-    use std::time::{Duration, Instant};
-
     use aws_config::BehaviorVersion;
     use aws_sdk_cloudwatchlogs::config::Credentials;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -342,61 +337,6 @@ mod tests {
         }
     }
 
-    /// A moto_server on a free port, stopped on drop.
-    struct Moto {
-        child: Child,
-        endpoint: String,
-    }
-
-    impl Drop for Moto {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    fn find_moto() -> Option<PathBuf> {
-        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server");
-        if venv.is_file() {
-            return Some(venv);
-        }
-        std::env::split_paths(&std::env::var_os("PATH")?)
-            .map(|dir| dir.join("moto_server"))
-            .find(|path| path.is_file())
-    }
-
-    fn start_moto() -> Moto {
-        let program = find_moto().expect(
-            "moto_server not found in .venv/bin or PATH: run ./scripts/test.sh, which creates .venv with moto[server]",
-        );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(&program)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
-        let moto = Moto {
-            child,
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        let address = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not listen on {address} within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        moto
-    }
-
     async fn client(endpoint: &str) -> aws_sdk_cloudwatchlogs::Client {
         let config = aws_config::defaults(BehaviorVersion::latest())
             .endpoint_url(endpoint)
@@ -417,8 +357,10 @@ mod tests {
 
     #[tokio::test]
     async fn ensure_log_group_creates_then_changes_nothing_then_updates_retention() {
-        let moto = start_moto();
-        let client = client(&moto.endpoint).await;
+        let moto = mirror_testkit::Moto::start()
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let client = client(&moto.endpoint()).await;
 
         // A neighbour sharing the prefix: only the exact name may be read.
         let neighbour = ensure_log_group(&client, "cruddur-staging", Some(30))

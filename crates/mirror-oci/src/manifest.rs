@@ -35,6 +35,13 @@ pub enum ManifestError {
         #[source]
         source: serde_json::Error,
     },
+    /// A descriptor names its content by a digest the engine cannot check
+    /// (`md5:`, `sha384:`, ...): copying it would mean trusting unverified bytes.
+    #[error(
+        "the manifest references its {what} by `{digest}`, a digest mirror cannot verify \
+         (only sha256 and sha512 are): refused rather than copied unchecked"
+    )]
+    UnverifiableDigest { what: String, digest: String },
 }
 
 /// What a manifest is, parsed.
@@ -122,6 +129,7 @@ impl RawManifest {
             }
             _ => return Err(ManifestError::Unsupported { media_type }),
         };
+        check_digests(&kind)?;
         let digest = digest_of(&bytes);
         Ok(Self {
             bytes,
@@ -210,6 +218,37 @@ impl RawManifest {
     }
 }
 
+/// Refuses a manifest whose descriptors use a digest algorithm that
+/// [`Hasher`] cannot verify, naming the first such descriptor.
+fn check_digests(kind: &ManifestKind) -> Result<(), ManifestError> {
+    let mut named: Vec<(String, &Descriptor)> = Vec::new();
+    match kind {
+        ManifestKind::Index(index) => {
+            for (i, child) in index.manifests().iter().enumerate() {
+                named.push((format!("child manifest {}", i + 1), child));
+            }
+            named.extend(index.subject().iter().map(|s| ("subject".to_owned(), s)));
+        }
+        ManifestKind::Image(image) => {
+            named.push(("config".to_owned(), image.config()));
+            for (i, layer) in image.layers().iter().enumerate() {
+                named.push((format!("layer {}", i + 1), layer));
+            }
+            named.extend(image.subject().iter().map(|s| ("subject".to_owned(), s)));
+        }
+    }
+    match named
+        .into_iter()
+        .find(|(_, d)| Hasher::for_digest(d.digest()).is_none())
+    {
+        Some((what, descriptor)) => Err(ManifestError::UnverifiableDigest {
+            what,
+            digest: descriptor.digest().to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +284,54 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("schema 1"), "{err}");
+    }
+
+    /// md5 and sha384 digests in a manifest used to reach the destination,
+    /// which got the blame for refusing them: refuse them at parse time.
+    #[test]
+    fn unverifiable_digests_are_refused_at_parse_time() {
+        let sha384 = format!("sha384:{}", "a".repeat(96));
+        for (bytes, what, digest) in [
+            (
+                IMAGE.replace(
+                    "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+                    "md5:d41d8cd98f00b204e9800998ecf8427e",
+                ),
+                "config",
+                "md5:d41d8cd98f00b204e9800998ecf8427e".to_owned(),
+            ),
+            (
+                IMAGE.replace(
+                    r#""layers":[]"#,
+                    &format!(
+                        r#""layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{sha384}","size":3}}]"#
+                    ),
+                ),
+                "layer 1",
+                sha384.clone(),
+            ),
+            (
+                r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"md5:0cc175b9c0f1b6a831c399e269772661","size":7}]}"#
+                    .to_owned(),
+                "child manifest 1",
+                "md5:0cc175b9c0f1b6a831c399e269772661".to_owned(),
+            ),
+        ] {
+            let err = RawManifest::parse(Bytes::from(bytes), None).unwrap_err();
+            match &err {
+                ManifestError::UnverifiableDigest { what: w, digest: d } => {
+                    assert_eq!((w.as_str(), d), (what, &digest));
+                }
+                other => panic!("expected UnverifiableDigest, got {other:?}"),
+            }
+            let text = err.to_string();
+            assert!(text.contains(&digest) && text.contains(what), "{text}");
+        }
+        let sha512 = IMAGE.replace(
+            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+            &format!("sha512:{}", "b".repeat(128)),
+        );
+        assert!(RawManifest::parse(Bytes::from(sha512), None).is_ok());
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub enum Operation {
     ListTags,
     ListReferrers,
     Token,
+    CancelUpload,
 }
 
 impl fmt::Display for Operation {
@@ -37,6 +38,7 @@ impl fmt::Display for Operation {
             Self::ListTags => "listing tags",
             Self::ListReferrers => "listing referrers of",
             Self::Token => "fetching a token",
+            Self::CancelUpload => "cancelling upload",
         })
     }
 }
@@ -222,6 +224,22 @@ pub enum RegistryError {
     /// Client setup failed (bad CA file, unreadable config).
     #[error("{0}")]
     Setup(String),
+    /// The storage host a registry redirected a request to (a presigned URL
+    /// on S3, a CDN) refused it. It got no credentials of ours; what it said
+    /// is redacted (S3 echoes the signed URL in its error body).
+    #[error("{operation} {target} on {host}: the storage host {storage_host} refused the presigned URL {host} redirected to: {status}{message}",
+        message = if message.is_empty() { String::new() } else { format!(" {message}") })]
+    Storage {
+        host: String,
+        /// `scheme://host[:port]` of the storage host.
+        storage_host: String,
+        operation: Operation,
+        target: String,
+        status: u16,
+        /// The storage service's code and message (`AccessDenied: Request
+        /// has expired`), redacted.
+        message: String,
+    },
 }
 
 impl RegistryError {
@@ -230,6 +248,8 @@ impl RegistryError {
         match self {
             Self::Api { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
             Self::Transport { .. } | Self::CredentialsExpired { .. } => true,
+            // A fresh GET gets a fresh presigned URL.
+            Self::Storage { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
             Self::RetriesExhausted { .. } => false,
             _ => false,
         }

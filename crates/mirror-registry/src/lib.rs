@@ -32,15 +32,18 @@
 //! ```
 
 mod auth;
+mod authorize;
 mod client;
 mod credentials;
 mod error;
+mod execute;
+mod host;
 mod ratelimit;
 mod redact;
 mod repository;
 mod stats;
 
-pub use client::{ClientOptions, RegistryClient, RetryPolicy};
+pub use client::{ClientOptions, RegistryClient, RetryPolicy, TagListLimits};
 pub use credentials::{CredentialProvider, CredentialStore, Credentials};
 pub use error::{ErrorCode, Operation, RegistryError};
 pub use ratelimit::RateLimit;

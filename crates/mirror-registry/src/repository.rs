@@ -1,5 +1,6 @@
 //! One repository on one registry: the distribution API calls the engine makes.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,12 +13,16 @@ use reqwest::header::{
     ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, LINK, LOCATION,
 };
 use reqwest::{Method, StatusCode};
+use tracing::debug;
 use url::Url;
 
 use crate::auth::Scopes;
-use crate::client::{Answer, Call, CallBody, Host, RegistryClient, api_error};
+use crate::client::{RegistryClient, TagListLimits};
 use crate::error::{Operation, RegistryError};
+use crate::execute::{Answer, Call, CallBody, origin_of};
+use crate::host::Host;
 use crate::ratelimit::RateLimit;
+use crate::redact::redact_url;
 
 mod referrers;
 
@@ -32,9 +37,32 @@ pub struct ManifestHead {
 }
 
 /// An open upload session (the `Location` of a POST to `/blobs/uploads/`).
-#[derive(Debug, Clone)]
+///
+/// [`Repository::put_blob`] closes it; a failed upload cancels it (DELETE,
+/// best effort), and so does dropping it unused (a source GET that failed
+/// after a mount answered with a session), so that no session is left open
+/// at the registry.
 pub struct UploadSession {
     url: Url,
+    /// Who cancels the session if it is dropped unused.
+    owner: Option<Repository>,
+}
+
+impl std::fmt::Debug for UploadSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "UploadSession({})", redact_url(&self.url))
+    }
+}
+
+impl Drop for UploadSession {
+    fn drop(&mut self) {
+        if let Some(owner) = self.owner.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let url = self.url.clone();
+            runtime.spawn(async move { owner.cancel_upload(url).await });
+        }
+    }
 }
 
 /// The answer to a cross-repository mount request.
@@ -121,6 +149,7 @@ impl Repository {
             body: CallBody::Empty,
             scopes: Scopes::repository(&self.name, push),
             follow_redirects: false,
+            once: false,
         }
     }
 
@@ -191,16 +220,7 @@ impl Repository {
                     size,
                 }))
             }
-            _ => {
-                let call = self.call(
-                    Operation::HeadManifest,
-                    self.target(reference),
-                    Method::HEAD,
-                    self.url(&format!("manifests/{reference}")),
-                    false,
-                );
-                Err(api_error(&self.host, &call, answer.response).await)
-            }
+            _ => Err(answer.into_error(&self.host).await),
         }
     }
 
@@ -223,14 +243,7 @@ impl Repository {
             .insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
         let answer = self.send(call).await?;
         if !answer.response.status().is_success() {
-            let call = self.call(
-                Operation::GetManifest,
-                target,
-                Method::GET,
-                self.url(""),
-                false,
-            );
-            return Err(api_error(&self.host, &call, answer.response).await);
+            return Err(answer.into_error(&self.host).await);
         }
         let headers = answer.response.headers().clone();
         let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
@@ -319,16 +332,7 @@ impl Repository {
                 Ok(size.is_none_or(|s| s == descriptor.size()))
             }
             s if s.is_redirection() => Ok(true),
-            _ => {
-                let call = self.call(
-                    Operation::HeadBlob,
-                    self.target(&digest),
-                    Method::HEAD,
-                    self.url(""),
-                    false,
-                );
-                Err(api_error(&self.host, &call, answer.response).await)
-            }
+            _ => Err(answer.into_error(&self.host).await),
         }
     }
 
@@ -346,16 +350,11 @@ impl Repository {
         call.follow_redirects = true;
         let answer = self.send(call).await?;
         if !answer.response.status().is_success() {
-            let call = self.call(
-                Operation::GetBlob,
-                self.target(&digest),
-                Method::GET,
-                self.url(""),
-                false,
-            );
-            return Err(api_error(&self.host, &call, answer.response).await);
+            return Err(answer.into_error(&self.host).await);
         }
-        let Answer { response, permit } = answer;
+        let Answer {
+            response, permit, ..
+        } = answer;
         let stream = response
             .bytes_stream()
             .map_err(|e| StreamError::Source(Box::new(e)))
@@ -381,14 +380,7 @@ impl Repository {
         );
         let answer = self.send(call).await?;
         if answer.response.status() != StatusCode::ACCEPTED {
-            let call = self.call(
-                Operation::StartUpload,
-                target,
-                Method::POST,
-                self.url(""),
-                true,
-            );
-            return Err(api_error(&self.host, &call, answer.response).await);
+            return Err(answer.into_error(&self.host).await);
         }
         self.session_from(&answer.response, Operation::StartUpload, &target)
     }
@@ -422,16 +414,7 @@ impl Repository {
                 Operation::MountBlob,
                 &target,
             )?)),
-            _ => {
-                let call = self.call(
-                    Operation::MountBlob,
-                    target,
-                    Method::POST,
-                    self.url(""),
-                    true,
-                );
-                Err(api_error(&self.host, &call, answer.response).await)
-            }
+            _ => Err(answer.into_error(&self.host).await),
         }
     }
 
@@ -453,51 +436,96 @@ impl Repository {
                 target: target.to_owned(),
                 detail: "upload session answer without a usable Location header".to_owned(),
             })?;
-        Ok(UploadSession { url })
+        Ok(UploadSession {
+            url,
+            owner: Some(self.clone()),
+        })
     }
 
     /// Uploads a whole blob in one streaming `PUT <session>?digest=` with
     /// Content-Length (never chunked: ECR breaks multi-part uploads). If the
     /// stream fails, even in place of its last chunk, the upload fails and the
-    /// blob never becomes visible. Never retried here: the engine restarts
-    /// the transfer with a fresh GET and a fresh session.
+    /// blob never becomes visible; the session is then cancelled. Never
+    /// retried here: the engine restarts the transfer with a fresh GET and a
+    /// fresh session.
     pub async fn put_blob(
         &self,
-        session: UploadSession,
+        mut session: UploadSession,
         descriptor: &Descriptor,
         body: BlobStream,
     ) -> Result<(), RegistryError> {
+        // From here this call closes or cancels the session, not its drop.
+        session.owner = None;
         let digest = descriptor.digest().to_string();
-        let target = self.target(&digest);
-        let mut url = session.url;
+        let mut url = session.url.clone();
         url.query_pairs_mut().append_pair("digest", &digest);
-        let mut call = self.call(Operation::PutBlob, target.clone(), Method::PUT, url, true);
+        let mut call = self.call(
+            Operation::PutBlob,
+            self.target(&digest),
+            Method::PUT,
+            url,
+            true,
+        );
         call.headers.insert(
             CONTENT_TYPE,
             HeaderValue::from_static("application/octet-stream"),
         );
         call.body = CallBody::Stream(std::sync::Mutex::new(Some(body)), descriptor.size());
-        let answer = self.send(call).await?;
-        if answer.response.status() != StatusCode::CREATED && !answer.response.status().is_success()
-        {
-            let call = self.call(Operation::PutBlob, target, Method::PUT, self.url(""), true);
-            return Err(api_error(&self.host, &call, answer.response).await);
+        let result = match self.send(call).await {
+            Ok(answer) if answer.response.status().is_success() => Ok(()),
+            Ok(answer) => Err(answer.into_error(&self.host).await),
+            Err(error) => Err(error),
+        };
+        if result.is_err() {
+            self.cancel_upload(session.url.clone()).await;
         }
-        Ok(())
+        result
     }
 
-    /// Every tag, following `Link` pagination with pages of at most 1000.
+    /// Cancels an upload session (`DELETE <session>`), best effort: one
+    /// attempt, and its failure is only logged.
+    async fn cancel_upload(&self, session: Url) {
+        let mut call = self.call(
+            Operation::CancelUpload,
+            format!("{}/{}", self.registry, self.name),
+            Method::DELETE,
+            session,
+            true,
+        );
+        call.once = true;
+        match self.send(call).await {
+            Ok(answer) => {
+                debug!(
+                    status = answer.response.status().as_u16(),
+                    "upload session cancelled"
+                );
+            }
+            Err(error) => debug!(%error, "cancelling the upload session failed"),
+        }
+    }
+
+    /// Every tag once, following `Link` pagination with pages of at most
+    /// 1000, within [`TagListLimits`]. A next page on another host is
+    /// refused: a tag list is the registry's own answer, and the credentials
+    /// that read the first page belong to it alone.
     pub async fn tags(&self) -> Result<Vec<String>, RegistryError> {
         #[derive(serde::Deserialize)]
         struct TagList {
             #[serde(default)]
             tags: Option<Vec<String>>,
         }
-        let mut tags = Vec::new();
+        let target = format!("{}/{}", self.registry, self.name);
+        let refused = |detail: String| RegistryError::Protocol {
+            host: self.host.name.clone(),
+            operation: Operation::ListTags,
+            target: target.clone(),
+            detail,
+        };
+        let mut pages = TagPages::new(self.client.inner.options.tag_list);
         let mut url = self.url("tags/list");
         url.query_pairs_mut().append_pair("n", "1000");
-        let target = format!("{}/{}", self.registry, self.name);
-        for _page in 0..10_000 {
+        loop {
+            pages.visit(&url).map_err(refused)?;
             let call = self.call(
                 Operation::ListTags,
                 target.clone(),
@@ -507,54 +535,218 @@ impl Repository {
             );
             let answer = self.send(call).await?;
             if !answer.response.status().is_success() {
-                let call = self.call(
-                    Operation::ListTags,
-                    target.clone(),
-                    Method::GET,
-                    self.url(""),
-                    false,
-                );
-                return Err(api_error(&self.host, &call, answer.response).await);
+                return Err(answer.into_error(&self.host).await);
             }
-            let next = answer
-                .response
-                .headers()
-                .get(LINK)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|link| {
-                    let inner = link
-                        .split(';')
-                        .next()?
-                        .trim()
-                        .trim_start_matches('<')
-                        .trim_end_matches('>');
-                    answer.response.url().join(inner).ok()
-                });
-            let body =
-                answer
-                    .response
-                    .bytes()
-                    .await
-                    .map_err(|source| RegistryError::Transport {
-                        host: self.host.name.clone(),
-                        operation: Operation::ListTags,
-                        target: target.clone(),
-                        detail: "reading the tag list failed".to_owned(),
-                        source,
-                    })?;
-            let page: TagList =
-                serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+            let next = next_link(answer.response.headers());
+            let page_url = answer.response.url().clone();
+            let body = read_page(answer.response, pages.limits.max_page_bytes)
+                .await
+                .map_err(|source| RegistryError::Transport {
                     host: self.host.name.clone(),
                     operation: Operation::ListTags,
                     target: target.clone(),
-                    detail: format!("the tag list is not valid JSON: {e}"),
+                    detail: "reading the tag list failed".to_owned(),
+                    source,
+                })?
+                .ok_or_else(|| {
+                    refused(format!(
+                        "a page of the tag list is over {} bytes (the cap on a page): refused",
+                        pages.limits.max_page_bytes
+                    ))
                 })?;
-            tags.extend(page.tags.unwrap_or_default());
-            match next {
-                Some(n) => url = n,
-                None => break,
+            let page: TagList = serde_json::from_slice(&body)
+                .map_err(|e| refused(format!("the tag list is not valid JSON: {e}")))?;
+            pages.add(page.tags.unwrap_or_default()).map_err(refused)?;
+            let Some(link) = next else {
+                return Ok(pages.tags);
+            };
+            let resolved = page_url.join(&link).map_err(|e| {
+                refused(format!(
+                    "the tag list's next page `{link}` is not a URL: {e}"
+                ))
+            })?;
+            url = self.host.on_registry(&resolved).ok_or_else(|| {
+                refused(format!(
+                    "the tag list's next page (its Link header) is on another host, {}: \
+                     refused, tag pages are read only from the registry itself, which \
+                     holds the credentials",
+                    origin_of(&resolved)
+                ))
+            })?;
+        }
+    }
+}
+
+/// The pages and tags of one tag listing so far, within its limits.
+struct TagPages {
+    limits: TagListLimits,
+    visited: HashSet<String>,
+    seen: HashSet<String>,
+    tags: Vec<String>,
+}
+
+impl TagPages {
+    fn new(limits: TagListLimits) -> Self {
+        Self {
+            limits,
+            visited: HashSet::new(),
+            seen: HashSet::new(),
+            tags: Vec::new(),
+        }
+    }
+
+    /// Before fetching a page: refuses a page already read (the registry's
+    /// links go round in a loop) and one past the cap on pages.
+    fn visit(&mut self, url: &Url) -> Result<(), String> {
+        if self.visited.len() >= self.limits.max_pages {
+            return Err(format!(
+                "the tag list goes on past {} pages (the cap on pages): refused, a registry \
+                 that pages forever is broken or hostile",
+                self.limits.max_pages
+            ));
+        }
+        if !self.visited.insert(url.as_str().to_owned()) {
+            return Err(format!(
+                "the tag list loops: page {} links back to a page already read ({})",
+                self.visited.len(),
+                redact_url(url)
+            ));
+        }
+        Ok(())
+    }
+
+    /// Adds a page's tags, each once; refuses more than the cap on tags.
+    fn add(&mut self, page: Vec<String>) -> Result<(), String> {
+        for tag in page {
+            if self.seen.insert(tag.clone()) {
+                self.tags.push(tag);
+            }
+            if self.tags.len() > self.limits.max_tags {
+                return Err(format!(
+                    "the tag list holds more than {} tags (the cap on tags): refused",
+                    self.limits.max_tags
+                ));
             }
         }
-        Ok(tags)
+        Ok(())
+    }
+}
+
+/// The target of the `rel="next"` entry among `Link` headers (RFC 8288),
+/// as written (relative or absolute).
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(link_entries)
+        .find(|(_, rel)| {
+            rel.split_whitespace()
+                .any(|r| r.eq_ignore_ascii_case("next"))
+        })
+        .map(|(target, _)| target)
+}
+
+/// `<target>; rel="next", <other>; rel=prev` -> `[(target, next), (other, prev)]`.
+fn link_entries(value: &str) -> Vec<(String, String)> {
+    let mut entries = Vec::new();
+    let mut rest = value;
+    while let Some(open) = rest.find('<') {
+        let Some(close) = rest[open..].find('>').map(|n| open + n) else {
+            break;
+        };
+        let target = rest[open + 1..close].trim().to_owned();
+        rest = &rest[close + 1..];
+        let params_end = rest.find('<').unwrap_or(rest.len());
+        let rel = rest[..params_end]
+            .split([';', ','])
+            .filter_map(|param| param.split_once('='))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("rel"))
+            .map(|(_, value)| value.trim().trim_matches('"').to_owned())
+            .unwrap_or_default();
+        entries.push((target, rel));
+        rest = &rest[params_end..];
+    }
+    entries
+}
+
+/// A page body, or `None` when it is over `cap` bytes.
+async fn read_page(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Option<Bytes>, reqwest::Error> {
+    if response.content_length().is_some_and(|n| n > cap as u64) {
+        return Ok(None);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > cap {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(Bytes::from(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_pages: usize, max_tags: usize) -> TagListLimits {
+        TagListLimits {
+            max_pages,
+            max_tags,
+            ..TagListLimits::default()
+        }
+    }
+
+    fn page(n: usize) -> Url {
+        Url::parse(&format!("http://r.example/v2/a/tags/list?n=2&last=t{n}")).unwrap()
+    }
+
+    /// A hostile registry must not page forever: every cap says which it is.
+    #[test]
+    fn tag_pages_are_capped_and_loops_are_cut() {
+        let mut pages = TagPages::new(limits(3, 100));
+        for n in 0..3 {
+            pages.visit(&page(n)).unwrap();
+        }
+        let err = pages.visit(&page(3)).unwrap_err();
+        assert!(err.contains("past 3 pages (the cap on pages)"), "{err}");
+
+        let mut pages = TagPages::new(limits(100, 100));
+        pages.visit(&page(0)).unwrap();
+        pages.visit(&page(1)).unwrap();
+        let err = pages.visit(&page(0)).unwrap_err();
+        assert!(err.contains("loops"), "{err}");
+
+        let mut pages = TagPages::new(limits(100, 3));
+        pages.add(vec!["a".into(), "b".into(), "a".into()]).unwrap();
+        pages.add(vec!["b".into(), "c".into()]).unwrap();
+        assert_eq!(pages.tags, ["a", "b", "c"], "each tag once, in order");
+        let err = pages.add(vec!["d".into()]).unwrap_err();
+        assert!(err.contains("more than 3 tags (the cap on tags)"), "{err}");
+    }
+
+    #[test]
+    fn next_links_are_found_by_rel() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            LINK,
+            HeaderValue::from_static(r#"</v2/a/tags/list?last=x&n=2>; rel="prev", </v2/a/tags/list?last=y&n=2>; rel="next""#),
+        );
+        assert_eq!(
+            next_link(&headers).as_deref(),
+            Some("/v2/a/tags/list?last=y&n=2")
+        );
+        let mut headers = HeaderMap::new();
+        headers.append(LINK, HeaderValue::from_static("<?last=z>;rel=next"));
+        assert_eq!(next_link(&headers).as_deref(), Some("?last=z"));
+        let mut headers = HeaderMap::new();
+        headers.append(
+            LINK,
+            HeaderValue::from_static(r#"</elsewhere>; rel="alternate""#),
+        );
+        assert_eq!(next_link(&headers), None);
     }
 }

@@ -59,19 +59,17 @@
 //! ```
 
 mod child;
-mod ecr;
 mod image;
 mod moto;
 mod proxy;
 mod push;
-mod referrers;
 mod registry;
 mod server;
 mod signing;
 mod skopeo;
+mod stand_in;
 mod token;
 
-pub use ecr::{DOCKER_HUB_HOST, DockerHubOptions, DockerHubStandIn, EcrOptions, EcrStandIn};
 pub use image::{
     GeneratedImage, ImageSpec, PlatformSpec, cache_root, generate, generate_into, open_layout,
 };
@@ -81,13 +79,15 @@ pub use push::{
     PushAuth, PushTarget, blob_exists, fetch_blob_digest, fetch_manifest, fetch_referrers,
     list_tags, push_artifact, push_layout, push_manifest_bytes,
 };
-pub use referrers::ReferrersApi;
 pub use registry::Registry;
 pub use signing::{
     Artifact, SignedPayload, SigningKey, Subject, cosign_attestation, cosign_payload,
     cosign_signature, fallback_index, find_python, in_toto_provenance, spdx_sbom,
 };
 pub use skopeo::{skopeo_digest, skopeo_inspect_raw};
+pub use stand_in::{
+    DOCKER_HUB_HOST, DockerHubOptions, DockerHubStandIn, EcrOptions, EcrStandIn, ReferrersApi,
+};
 pub use token::{TokenOptions, TokenRequest, TokenServer};
 
 use std::path::PathBuf;

@@ -265,8 +265,8 @@ pub fn find_moto_server() -> anyhow::Result<PathBuf> {
     crate::require_tool("moto_server", "python3-venv").map_err(|_| {
         anyhow::anyhow!(
             "moto_server not found (looked for {} and on PATH): run ./scripts/test.sh, \
-             which creates .venv with moto[server] (by hand: python3 -m venv .venv && \
-             .venv/bin/pip install 'moto[server]')",
+             which creates .venv with the pinned moto[server] (by hand: python3 -m venv .venv \
+             && .venv/bin/pip install -r scripts/requirements-test.txt)",
             venv.display()
         )
     })

@@ -67,6 +67,13 @@ pub enum Fault {
         body: Vec<u8>,
         headers: Vec<(String, String)>,
     },
+    /// Replaces `find` with `replace` in every value of the upstream
+    /// response's header `name` (e.g. a `Location` pointed at another host).
+    RewriteHeader {
+        name: String,
+        find: String,
+        replace: String,
+    },
 }
 
 impl Fault {
@@ -315,6 +322,7 @@ struct Plan {
     flip: Option<u64>,
     cut: Option<Cut>,
     throttle: Option<u64>,
+    rewrites: Vec<(String, String, String)>,
 }
 
 fn plan_for(shared: &Shared, method: &str, path_and_query: &str) -> Plan {
@@ -366,6 +374,13 @@ fn plan_for(shared: &Shared, method: &str, path_and_query: &str) -> Plan {
                     plan.answer = Some((*status, all, Bytes::from(body.clone())));
                 }
             }
+            Fault::RewriteHeader {
+                name,
+                find,
+                replace,
+            } => plan
+                .rewrites
+                .push((name.clone(), find.clone(), replace.clone())),
         }
     }
     plan
@@ -378,6 +393,27 @@ fn add_headers(headers: &mut hyper::HeaderMap, extra: &[(String, String)]) {
             HeaderValue::from_str(value),
         ) {
             headers.append(name, value);
+        }
+    }
+}
+
+fn rewrite_headers(headers: &mut hyper::HeaderMap, rewrites: &[(String, String, String)]) {
+    for (name, find, replace) in rewrites {
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        let values: Vec<HeaderValue> = headers
+            .get_all(&name)
+            .iter()
+            .map(|v| match v.to_str() {
+                Ok(text) => HeaderValue::from_str(&text.replace(find.as_str(), replace))
+                    .unwrap_or_else(|_| v.clone()),
+                Err(_) => v.clone(),
+            })
+            .collect();
+        headers.remove(&name);
+        for value in values {
+            headers.append(name.clone(), value);
         }
     }
 }
@@ -455,6 +491,7 @@ async fn handle(
     let status = upstream_response.status().as_u16();
     shared.update(index, |r| r.status = status);
     let (mut parts, body) = upstream_response.into_parts();
+    rewrite_headers(&mut parts.headers, &plan.rewrites);
     add_headers(&mut parts.headers, &plan.headers);
     let run = BodyRun {
         inner: body,

@@ -21,7 +21,7 @@ use crate::image::GeneratedImage;
 /// Every manifest type, so that the registry serves what it stored (without
 /// the OCI types distribution answers 404; without any, it converts Docker v2
 /// manifests to schema1).
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.v2+json";

@@ -7,13 +7,12 @@ use mirror_oci::{
     Descriptor, Digest, IndexMerge, RawManifest, fallback_tag, media_types, merge_referrers_index,
     parse_digest, referrers_of_index,
 };
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue, LINK};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, StatusCode};
-use url::Url;
 
-use super::Repository;
-use crate::client::{api_error, header_value};
+use super::{Repository, next_link, read_page};
 use crate::error::{Operation, RegistryError};
+use crate::execute::{CallBody, header_value, origin_of};
 
 /// Pages of one referrers listing followed at most: a hostile registry
 /// cannot keep a copy paging forever.
@@ -75,14 +74,7 @@ impl Repository {
                 return Ok(None);
             }
             if !status.is_success() {
-                let call = self.call(
-                    Operation::ListReferrers,
-                    target.clone(),
-                    Method::GET,
-                    self.url(""),
-                    false,
-                );
-                return Err(api_error(&self.host, &call, answer.response).await);
+                return Err(answer.into_error(&self.host).await);
             }
             let headers = answer.response.headers().clone();
             listing.filtered &= headers
@@ -91,31 +83,46 @@ impl Repository {
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
                 .any(|f| f.trim() == "artifactType");
-            let next = next_page(&headers, answer.response.url());
-            let body = read_page(answer.response, &self.host.name, &target).await?;
-            let page_descriptors =
-                referrers_of_index(&body).map_err(|detail| RegistryError::Protocol {
+            let next = next_link(&headers);
+            let page_url = answer.response.url().clone();
+            let protocol = |detail: String| RegistryError::Protocol {
+                host: self.host.name.clone(),
+                operation: Operation::ListReferrers,
+                target: target.clone(),
+                detail,
+            };
+            let body = read_page(answer.response, MAX_PAGE_BYTES)
+                .await
+                .map_err(|source| RegistryError::Transport {
                     host: self.host.name.clone(),
                     operation: Operation::ListReferrers,
                     target: target.clone(),
-                    detail,
+                    detail: format!("reading the referrers failed: {source}"),
+                    source,
+                })?
+                .ok_or_else(|| {
+                    protocol(format!(
+                        "a page of referrers is over {MAX_PAGE_BYTES} bytes: refused"
+                    ))
                 })?;
-            listing.descriptors.extend(page_descriptors);
-            match next {
-                Some(next) if next.origin() == first.origin() => url = next,
-                Some(next) => {
-                    return Err(RegistryError::Protocol {
-                        host: self.host.name.clone(),
-                        operation: Operation::ListReferrers,
-                        target,
-                        detail: format!(
-                            "the next page is on another host ({}); not followed",
-                            crate::redact_url(&next)
-                        ),
-                    });
-                }
-                None => return Ok(Some(listing)),
+            listing
+                .descriptors
+                .extend(referrers_of_index(&body).map_err(protocol)?);
+            let Some(link) = next else {
+                return Ok(Some(listing));
+            };
+            let resolved = page_url.join(&link).map_err(|e| {
+                protocol(format!(
+                    "the next page of referrers `{link}` is not a URL: {e}"
+                ))
+            })?;
+            if origin_of(&resolved) != origin_of(&first) {
+                return Err(protocol(format!(
+                    "the next page of referrers is on another host, {}: refused, pages are read only from the registry itself",
+                    origin_of(&resolved)
+                )));
             }
+            url = resolved;
         }
         Err(RegistryError::Protocol {
             host: self.host.name.clone(),
@@ -189,17 +196,10 @@ impl Repository {
         );
         call.headers
             .insert(CONTENT_TYPE, header_value(manifest.media_type()));
-        call.body = crate::client::CallBody::Bytes(manifest.bytes().clone());
+        call.body = CallBody::Bytes(manifest.bytes().clone());
         let answer = self.send(call).await?;
         if !answer.response.status().is_success() {
-            let call = self.call(
-                Operation::PutManifest,
-                target,
-                Method::PUT,
-                self.url(""),
-                true,
-            );
-            return Err(api_error(&self.host, &call, answer.response).await);
+            return Err(answer.into_error(&self.host).await);
         }
         let header = |name: &str| {
             answer
@@ -223,83 +223,5 @@ impl Repository {
             });
         }
         Ok(header("oci-subject").and_then(|s| parse_digest(&s).ok()))
-    }
-}
-
-/// The `rel="next"` target of a `Link` header, resolved against the page.
-fn next_page(headers: &reqwest::header::HeaderMap, base: &Url) -> Option<Url> {
-    headers
-        .get_all(LINK)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .find(|link| {
-            link.split(';')
-                .skip(1)
-                .any(|p| p.trim().trim_matches('"').ends_with("next") && p.contains("rel"))
-        })
-        .and_then(|link| {
-            let target = link
-                .split(';')
-                .next()?
-                .trim()
-                .trim_start_matches('<')
-                .trim_end_matches('>');
-            base.join(target).ok()
-        })
-}
-
-async fn read_page(
-    mut response: reqwest::Response,
-    host: &str,
-    target: &str,
-) -> Result<Vec<u8>, RegistryError> {
-    let mut body = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                body.extend_from_slice(&chunk);
-                if body.len() > MAX_PAGE_BYTES {
-                    return Err(RegistryError::Protocol {
-                        host: host.to_owned(),
-                        operation: Operation::ListReferrers,
-                        target: target.to_owned(),
-                        detail: format!("a referrers page over {MAX_PAGE_BYTES} bytes"),
-                    });
-                }
-            }
-            Ok(None) => return Ok(body),
-            Err(source) => {
-                return Err(RegistryError::Transport {
-                    host: host.to_owned(),
-                    operation: Operation::ListReferrers,
-                    target: target.to_owned(),
-                    detail: format!("reading the referrers failed: {source}"),
-                    source,
-                });
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_next_page_comes_from_the_link_header() {
-        let mut headers = reqwest::header::HeaderMap::new();
-        headers.insert(
-            LINK,
-            HeaderValue::from_static(r#"</v2/app/referrers/sha256:abc?last=2>; rel="next""#),
-        );
-        let base = Url::parse("http://127.0.0.1:5000/v2/app/referrers/sha256:abc").unwrap();
-        assert_eq!(
-            next_page(&headers, &base).map(|u| u.to_string()),
-            Some("http://127.0.0.1:5000/v2/app/referrers/sha256:abc?last=2".to_owned())
-        );
-        let mut other = reqwest::header::HeaderMap::new();
-        other.insert(LINK, HeaderValue::from_static(r#"</x>; rel="prev""#));
-        assert_eq!(next_page(&other, &base), None);
     }
 }

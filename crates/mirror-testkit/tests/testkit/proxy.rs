@@ -253,9 +253,10 @@ async fn delay_and_throttle_slow_a_request_down() {
     let elapsed = started.elapsed();
     assert_eq!((status, error), (200, None));
     assert_eq!(bytes, bed.original());
-    // ~300 KB at 600 KB/s: about half a second.
+    // ~300 KB at 600 KB/s cannot arrive in less than about half a second.
+    // (No upper bound: a loaded machine may take any time, and bytes and
+    // status above already show the body came through whole.)
     assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
-    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
 }
 
 #[tokio::test]

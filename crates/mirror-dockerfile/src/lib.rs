@@ -1,10 +1,13 @@
-//! `rewrite-from`: point a Dockerfile's `FROM` lines at the mirrored images.
+//! Dockerfile `FROM` rewriting: point a Dockerfile's base images at their
+//! mirrors (`mirror rewrite-from`).
 //!
 //! The walkthrough's last manual step is editing `Dockerfile.prod` so that
 //! `FROM python:3.10-slim-buster` becomes the ECR copy. [`rewrite`] does that
 //! edit for every external base image and nothing else: only the bytes of the
 //! image references change, so comments, indentation, line continuations and
-//! line endings survive, and the result reads well in [`unified_diff`].
+//! line endings survive, and the result reads well in [`unified_diff`]. Where
+//! an image goes is the caller's closure: nothing here knows about ECR (the
+//! CLI asks its ECR registry which images are mirrored, see [`base_images`]).
 //!
 //! It reads Dockerfiles the way BuildKit does: parser directives (`# escape=`),
 //! case-insensitive instructions, line continuations with comment lines inside
@@ -14,7 +17,7 @@
 //! [`RewriteResult::warnings`].
 //!
 //! ```
-//! use mirror_ecr::dockerfile::{Rewrite, rewrite};
+//! use mirror_dockerfile::{Rewrite, rewrite};
 //!
 //! let result = rewrite("FROM python:3.10-slim-buster\nRUN pip3 install flask\n", &|reference| {
 //!     Some(Rewrite {
@@ -31,9 +34,14 @@
 //! );
 //! ```
 
+mod parse;
+
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
 use mirror_oci::Reference;
+
+use crate::parse::{instructions, line_starts};
 
 /// Where a base image should come from instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,315 +241,29 @@ fn argument_warning(
     )
 }
 
-/// Byte offsets where each line starts.
-fn line_starts(text: &str) -> Vec<usize> {
-    std::iter::once(0)
-        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-        .filter(|&start| start < text.len() || start == 0)
-        .collect()
-}
-
-/// One physical line: its offset and its content without `\n` or `\r\n`.
-struct PhysicalLine<'a> {
-    start: usize,
-    content: &'a str,
-}
-
-fn physical_lines(text: &str) -> impl Iterator<Item = PhysicalLine<'_>> {
-    let mut start = 0;
-    std::iter::from_fn(move || {
-        if start >= text.len() {
-            return None;
+/// The external images the `FROM` lines name, normalised, each once in order
+/// of first use: what [`rewrite`]'s closure will be asked about.
+pub fn base_images(dockerfile: &str) -> Vec<Reference> {
+    let found = RefCell::new(Vec::<Reference>::new());
+    rewrite(dockerfile, &|reference| {
+        let mut found = found.borrow_mut();
+        if !found.contains(reference) {
+            found.push(reference.clone());
         }
-        let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-        let content = text[start..end]
-            .strip_suffix('\r')
-            .unwrap_or(&text[start..end]);
-        let line = PhysicalLine { start, content };
-        start = end + 1;
-        Some(line)
-    })
-}
-
-/// An instruction with line continuations joined: each character with the
-/// byte offset it came from, so that words can be mapped back to the file.
-struct Instruction {
-    chars: Vec<(char, usize)>,
-}
-
-/// A whitespace-separated word of an instruction.
-struct Token {
-    text: String,
-    start: usize,
-    end: usize,
-    /// Written in one piece: not interrupted by a line continuation.
-    contiguous: bool,
-}
-
-impl Instruction {
-    fn tokens(&self) -> Vec<Token> {
-        let mut tokens = Vec::new();
-        let mut current: Option<Token> = None;
-        for &(c, offset) in &self.chars {
-            if c == ' ' || c == '\t' {
-                tokens.extend(current.take());
-                continue;
-            }
-            let token = current.get_or_insert_with(|| Token {
-                text: String::new(),
-                start: offset,
-                end: offset,
-                contiguous: true,
-            });
-            if offset != token.end {
-                token.contiguous = false;
-            }
-            token.text.push(c);
-            token.end = offset + c.len_utf8();
-        }
-        tokens.extend(current);
-        tokens
-    }
-}
-
-/// The instructions of a Dockerfile, without comments, blank lines and
-/// heredoc bodies.
-fn instructions(text: &str) -> Vec<Instruction> {
-    let mut escape = '\\';
-    let mut directives_open = true;
-    let mut heredocs: Vec<(String, bool)> = Vec::new();
-    let mut instructions = Vec::new();
-    let mut current: Option<Instruction> = None;
-
-    for line in physical_lines(text) {
-        let (start, content) = match line.content.strip_prefix('\u{feff}') {
-            Some(rest) if line.start == 0 => (3, rest),
-            _ => (line.start, line.content),
-        };
-        if let Some((terminator, strip_tabs)) = heredocs.first() {
-            let candidate = if *strip_tabs {
-                content.trim_start_matches('\t')
-            } else {
-                content
-            };
-            if candidate == terminator {
-                heredocs.remove(0);
-            }
-            continue;
-        }
-        let trimmed = content.trim_start();
-        if directives_open {
-            match parse_directive(trimmed) {
-                Some((key, value)) => {
-                    if key.eq_ignore_ascii_case("escape") && matches!(value, "\\" | "`") {
-                        escape = value.chars().next().unwrap_or('\\');
-                    }
-                    continue;
-                }
-                None => directives_open = false,
-            }
-        }
-        // Comment lines and empty lines are skipped, inside a continuation too.
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        let body = content.trim_end_matches([' ', '\t']);
-        let (body, continues) = match body.strip_suffix(escape) {
-            Some(body) => (body, true),
-            None => (content, false),
-        };
-        let instruction = current.get_or_insert_with(|| Instruction { chars: Vec::new() });
-        instruction
-            .chars
-            .extend(body.char_indices().map(|(offset, c)| (c, start + offset)));
-        if !continues && let Some(instruction) = current.take() {
-            heredocs = heredoc_terminators(&instruction);
-            instructions.push(instruction);
-        }
-    }
-    instructions.extend(current);
-    instructions
-}
-
-/// `# key=value` at the top of the file, before anything else.
-fn parse_directive(line: &str) -> Option<(&str, &str)> {
-    let (key, value) = line.strip_prefix('#')?.split_once('=')?;
-    let key = key.trim();
-    let valid_key = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric());
-    valid_key.then_some((key, value.trim()))
-}
-
-/// The terminators of the heredocs a RUN, COPY or ADD opens (`<<EOF`,
-/// `<<-"EOT"`), in order; `true` when leading tabs are stripped (`<<-`).
-/// `$((1<<2))` and here-strings (`<<<`) are not heredocs.
-fn heredoc_terminators(instruction: &Instruction) -> Vec<(String, bool)> {
-    let tokens = instruction.tokens();
-    let takes_heredocs = tokens.first().is_some_and(|keyword| {
-        ["run", "copy", "add"]
-            .iter()
-            .any(|k| keyword.text.eq_ignore_ascii_case(k))
+        None
     });
-    if !takes_heredocs {
-        return Vec::new();
-    }
-    let mut terminators = Vec::new();
-    for token in &tokens[1..] {
-        // BuildKit: a whole word matching `^(\d*)<<(-?)([^<]*)$`, quotes removed.
-        let word = token.text.trim_start_matches(|c: char| c.is_ascii_digit());
-        let Some(rest) = word.strip_prefix("<<") else {
-            continue;
-        };
-        if rest.contains('<') {
-            continue;
-        }
-        let (strip_tabs, name) = match rest.strip_prefix('-') {
-            Some(name) => (true, name),
-            None => (false, rest),
-        };
-        let name: String = name.chars().filter(|c| !matches!(c, '"' | '\'')).collect();
-        if !name.is_empty() {
-            terminators.push((name, strip_tabs));
-        }
-    }
-    terminators
+    found.into_inner()
 }
 
 /// A unified diff of `old` and `new` (three lines of context, `a/` and `b/`
 /// prefixes as `git apply` and `patch -p1` expect), or an empty string when
 /// they are equal. Lines keep their endings, so a CRLF file diffs as CRLF.
 pub fn unified_diff(path: &str, old: &str, new: &str) -> String {
-    const CONTEXT: usize = 3;
-    if old == new {
-        return String::new();
-    }
-    let old_lines: Vec<&str> = old.split_inclusive('\n').collect();
-    let new_lines: Vec<&str> = new.split_inclusive('\n').collect();
-    let ops = diff_lines(&old_lines, &new_lines);
-
-    // Lines of old and new before each operation.
-    let mut positions = Vec::with_capacity(ops.len() + 1);
-    let (mut old_position, mut new_position) = (0, 0);
-    for op in &ops {
-        positions.push((old_position, new_position));
-        match op {
-            Op::Equal(_) => {
-                old_position += 1;
-                new_position += 1;
-            }
-            Op::Delete(_) => old_position += 1,
-            Op::Insert(_) => new_position += 1,
-        }
-    }
-    positions.push((old_position, new_position));
-
-    let is_change = |k: usize| !matches!(ops[k], Op::Equal(_));
-    let mut out = format!("--- a/{path}\n+++ b/{path}\n");
-    let mut next = 0;
-    while let Some(first) = (next..ops.len()).find(|&k| is_change(k)) {
-        let mut last = first;
-        while let Some(change) = (last + 1..ops.len()).find(|&k| is_change(k)) {
-            if change - last - 1 > 2 * CONTEXT {
-                break;
-            }
-            last = change;
-        }
-        let start = first.saturating_sub(CONTEXT);
-        let end = (last + 1 + CONTEXT).min(ops.len());
-        let hunk = &ops[start..end];
-        let old_count = hunk
-            .iter()
-            .filter(|op| !matches!(op, Op::Insert(_)))
-            .count();
-        let new_count = hunk
-            .iter()
-            .filter(|op| !matches!(op, Op::Delete(_)))
-            .count();
-        let (old_before, new_before) = positions[start];
-        out.push_str(&format!(
-            "@@ -{} +{} @@\n",
-            hunk_range(old_before, old_count),
-            hunk_range(new_before, new_count)
-        ));
-        for op in hunk {
-            let (prefix, line) = match op {
-                Op::Equal(line) => (' ', line),
-                Op::Delete(line) => ('-', line),
-                Op::Insert(line) => ('+', line),
-            };
-            out.push(prefix);
-            out.push_str(line);
-            if !line.ends_with('\n') {
-                out.push_str("\n\\ No newline at end of file\n");
-            }
-        }
-        next = end;
-    }
-    out
-}
-
-fn hunk_range(before: usize, count: usize) -> String {
-    match count {
-        0 => format!("{before},0"),
-        1 => format!("{}", before + 1),
-        _ => format!("{},{count}", before + 1),
-    }
-}
-
-enum Op<'a> {
-    Equal(&'a str),
-    Delete(&'a str),
-    Insert(&'a str),
-}
-
-/// A shortest edit script by longest common subsequence over the lines that
-/// differ (common head and tail trimmed first). Past a million cells, the
-/// middle is replaced wholesale: still a correct diff, only a longer one.
-fn diff_lines<'a>(old: &[&'a str], new: &[&'a str]) -> Vec<Op<'a>> {
-    const MAX_CELLS: usize = 1 << 20;
-    let head = old.iter().zip(new).take_while(|(a, b)| a == b).count();
-    let tail = old[head..]
-        .iter()
-        .rev()
-        .zip(new[head..].iter().rev())
-        .take_while(|(a, b)| a == b)
-        .count();
-    let (old_middle, new_middle) = (&old[head..old.len() - tail], &new[head..new.len() - tail]);
-    let (n, m) = (old_middle.len(), new_middle.len());
-
-    let mut ops: Vec<Op<'a>> = old[..head].iter().map(|line| Op::Equal(line)).collect();
-    if n.saturating_mul(m) > MAX_CELLS {
-        ops.extend(old_middle.iter().map(|line| Op::Delete(line)));
-        ops.extend(new_middle.iter().map(|line| Op::Insert(line)));
-    } else {
-        // lcs[i * (m + 1) + j]: longest common subsequence of old[i..] and new[j..].
-        let width = m + 1;
-        let mut lcs = vec![0_u32; (n + 1) * width];
-        for i in (0..n).rev() {
-            for j in (0..m).rev() {
-                lcs[i * width + j] = if old_middle[i] == new_middle[j] {
-                    lcs[(i + 1) * width + j + 1] + 1
-                } else {
-                    lcs[(i + 1) * width + j].max(lcs[i * width + j + 1])
-                };
-            }
-        }
-        let (mut i, mut j) = (0, 0);
-        while i < n || j < m {
-            if i < n && j < m && old_middle[i] == new_middle[j] {
-                ops.push(Op::Equal(old_middle[i]));
-                i += 1;
-                j += 1;
-            } else if j == m || (i < n && lcs[(i + 1) * width + j] >= lcs[i * width + j + 1]) {
-                ops.push(Op::Delete(old_middle[i]));
-                i += 1;
-            } else {
-                ops.push(Op::Insert(new_middle[j]));
-                j += 1;
-            }
-        }
-    }
-    ops.extend(old[old.len() - tail..].iter().map(|line| Op::Equal(line)));
-    ops
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("a/{path}"), &format!("b/{path}"))
+        .to_string()
 }
 
 #[cfg(test)]
@@ -625,6 +347,23 @@ mod tests {
         );
         assert_eq!(result.text, original);
         assert!(result.changes.is_empty());
+    }
+
+    #[test]
+    fn base_images_are_the_external_images_once_each() {
+        let images: Vec<String> = base_images(
+            "FROM python:3.10 AS build\nFROM build\nFROM scratch\nFROM python:3.10\nFROM $BASE\nFROM alpine\n",
+        )
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(
+            images,
+            [
+                "docker.io/library/python:3.10",
+                "docker.io/library/alpine:latest"
+            ]
+        );
     }
 
     #[test]
@@ -912,14 +651,12 @@ mod tests {
 
     #[test]
     fn diff_applies_with_patch() {
-        // An independent check that the hunks are well formed, when `patch` exists.
-        let Ok(status) = std::process::Command::new("patch")
+        // An independent check that the hunks are well formed: GNU patch applies them.
+        let version = std::process::Command::new("patch")
             .arg("--version")
             .output()
-        else {
-            return;
-        };
-        assert!(status.status.success());
+            .unwrap_or_else(|e| panic!("patch: {e} (apt-get install -y patch)"));
+        assert!(version.status.success());
         let original = fixture("multi-stage.Dockerfile");
         let result = rewrite(&original, &pinned);
         let dir =
