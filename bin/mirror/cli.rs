@@ -112,6 +112,10 @@ pub struct CommonCopyArgs {
     /// Also copy non-distributable (foreign) layers.
     #[arg(long)]
     pub include_foreign: bool,
+    /// Distinct manifests one image may reference (index, platforms,
+    /// attestations) before the copy stops: a bound against hostile sources.
+    #[arg(long, value_name = "N", default_value_t = mirror_engine::DEFAULT_MAX_MANIFESTS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_manifests: usize,
     /// Copy every tag of the source repository (give it without a tag), each
     /// to the same tag at the destination.
     #[arg(long)]
@@ -167,18 +171,26 @@ pub struct EcrArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    // Each usage line is fixed: clap's own lists the flags that were given,
+    // and a flag given by an environment variable (MIRROR_DEST_CREDS) then
+    // reads as if it were required.
     /// Copy an image (every platform of an index, or one image) to another registry.
-    #[command(after_help = EXAMPLES)]
+    #[command(after_help = EXAMPLES, override_usage = "mirror copy [OPTIONS] <SOURCE> <DESTINATION>")]
     Copy(Box<CopyArgs>),
     /// Show what a reference resolves to: digest, media type, platforms, sizes.
+    #[command(override_usage = "mirror inspect [OPTIONS] <REFERENCE>")]
     Inspect(InspectArgs),
     /// Compare source and destination by digest, for the tag and every platform.
+    #[command(override_usage = "mirror verify [OPTIONS] <IMAGE> [DESTINATION]")]
     Verify(VerifyArgs),
     /// Create a CloudWatch Logs log group with a retention (idempotent).
+    #[command(override_usage = "mirror log-group [OPTIONS] <NAME>")]
     LogGroup(LogGroupArgs),
     /// Point a Dockerfile's FROM lines at their ECR mirrors.
+    #[command(override_usage = "mirror rewrite-from [OPTIONS] <DOCKERFILE>")]
     RewriteFrom(RewriteFromArgs),
     /// Print a least-privilege IAM policy for mirroring (push) or pulling.
+    #[command(override_usage = "mirror iam-policy <--push|--pull> [OPTIONS] <REPO>...")]
     IamPolicy(IamPolicyArgs),
 }
 
@@ -321,7 +333,8 @@ pub struct TransportArgs {
         long = "insecure-registry",
         env = "MIRROR_INSECURE_REGISTRY",
         value_delimiter = ',',
-        value_name = "HOST[:PORT]"
+        value_name = "HOST[:PORT]",
+        value_parser = insecure_host
     )]
     pub insecure_registries: Vec<String>,
     /// Also trust the CA certificates in this PEM file; repeatable.
@@ -342,4 +355,158 @@ pub struct TransportArgs {
     /// Attempts per request and per blob transfer before giving up.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub retries: u32,
+    /// The longest `Retry-After` waited for; a registry asking for longer
+    /// fails that request at once.
+    #[arg(long, value_name = "SECONDS", default_value_t = mirror_engine::DEFAULT_MAX_RETRY_AFTER.as_secs(), value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub max_retry_after: u64,
+}
+
+/// `--insecure-registry` takes a bare `HOST[:PORT]`, the form registry hosts
+/// are matched in: a scheme or a path would never match any reference.
+pub fn insecure_host(text: &str) -> Result<String, String> {
+    let given = text.trim();
+    let bare = given
+        .strip_prefix("http://")
+        .or_else(|| given.strip_prefix("https://"))
+        .unwrap_or(given);
+    let bare = bare.split('/').next().unwrap_or(bare);
+    let (host, port, v6) = match bare.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((host, "")) => (host, None, true),
+            Some((host, tail)) => (host, Some(tail.strip_prefix(':').unwrap_or(tail)), true),
+            None => (rest, None, true),
+        },
+        None => match bare.split_once(':') {
+            Some((host, port)) => (host, Some(port), false),
+            None => (bare, None, false),
+        },
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') || (v6 && c == ':'));
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok());
+    if !host_ok || !port_ok {
+        return Err(format!(
+            "`{given}` is not HOST[:PORT] (for example localhost:5000 or registry.internal)"
+        ));
+    }
+    if bare != given {
+        return Err(format!(
+            "give the registry as HOST[:PORT], without a scheme or a path: {bare}"
+        ));
+    }
+    Ok(bare.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insecure_registries_are_bare_hosts() {
+        for good in [
+            "localhost:5000",
+            "registry.internal",
+            "127.0.0.1:5000",
+            "[::1]:5000",
+        ] {
+            assert_eq!(insecure_host(good).as_deref(), Ok(good));
+        }
+        for (bad, says) in [
+            ("http://host:5000", "without a scheme or a path: host:5000"),
+            (
+                "https://host:5000/",
+                "without a scheme or a path: host:5000",
+            ),
+            ("host:5000/", "without a scheme or a path: host:5000"),
+            ("host:5000/v2/", "without a scheme or a path: host:5000"),
+            ("host:port", "is not HOST[:PORT]"),
+            ("", "is not HOST[:PORT]"),
+            ("a b", "is not HOST[:PORT]"),
+        ] {
+            let error = insecure_host(bad).expect_err(bad);
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod flag_names {
+    use std::collections::BTreeSet;
+
+    use clap::CommandFactory as _;
+
+    /// Every long flag of every command.
+    fn flags() -> BTreeSet<String> {
+        fn walk(command: &clap::Command, into: &mut BTreeSet<String>) {
+            for arg in command.get_arguments() {
+                into.extend(arg.get_long().map(str::to_owned));
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, into);
+            }
+        }
+        let mut flags = BTreeSet::from(["help".to_owned(), "version".to_owned()]);
+        walk(&super::Cli::command(), &mut flags);
+        flags
+    }
+
+    fn named(text: &str) -> Vec<String> {
+        let flag = regex::Regex::new(r"(?:^|[^\w-])--([a-z][a-z0-9-]*)").expect("regex");
+        flag.captures_iter(text).map(|c| c[1].to_owned()).collect()
+    }
+
+    /// Regression (issue 10.10): hints named a jobs flag and a retry-after
+    /// flag that did not exist. Every flag the binary's text names must.
+    #[test]
+    fn every_flag_the_binary_names_exists() {
+        let known = flags();
+        for (file, text) in [
+            ("cli.rs", include_str!("cli.rs")),
+            ("config.rs", include_str!("config.rs")),
+            ("failure.rs", include_str!("failure.rs")),
+            ("jobs.rs", include_str!("jobs.rs")),
+            ("main.rs", include_str!("main.rs")),
+            ("progress.rs", include_str!("progress.rs")),
+            ("walkthrough.rs", include_str!("walkthrough.rs")),
+        ] {
+            for flag in named(text) {
+                assert!(
+                    known.contains(&flag),
+                    "{file} names --{flag}, which no mirror command has"
+                );
+            }
+        }
+    }
+
+    /// Library errors name no flags (the binary adds hints that do): a flag
+    /// belongs to one front end, and the libraries have others (sync files).
+    #[test]
+    fn library_errors_name_no_flags() {
+        for (file, text) in [
+            (
+                "mirror-engine",
+                include_str!("../../crates/mirror-engine/src/error.rs"),
+            ),
+            (
+                "mirror-engine",
+                include_str!("../../crates/mirror-engine/src/endpoint.rs"),
+            ),
+            (
+                "mirror-registry",
+                include_str!("../../crates/mirror-registry/src/error.rs"),
+            ),
+            (
+                "mirror-ecr",
+                include_str!("../../crates/mirror-ecr/src/error.rs"),
+            ),
+            (
+                "mirror-oci",
+                include_str!("../../crates/mirror-oci/src/verify.rs"),
+            ),
+        ] {
+            assert_eq!(named(text), Vec::<String>::new(), "{file} names flags");
+        }
+    }
 }

@@ -150,9 +150,7 @@ fn settings(args: &EcrArgs) -> Result<RepositorySettings, Failure> {
         tags,
         no_create: args.no_create,
     };
-    settings
-        .validate()
-        .map_err(|e| Failure::usage(e.to_string()))?;
+    settings.validate()?;
     Ok(settings)
 }
 
@@ -227,11 +225,7 @@ pub(crate) async fn ecr_registry(
     transport: &TransportArgs,
 ) -> Result<(EcrHost, RegistryClient, Arc<EcrAuth>), Failure> {
     let region = ecr_region(region, 10.0).await?;
-    let registry = region
-        .auth
-        .registry()
-        .await
-        .map_err(|e| Failure::transfer(e.to_string()))?;
+    let registry = region.auth.registry().await?;
     Ok((registry, client(transport)?, region.auth))
 }
 
@@ -266,15 +260,15 @@ pub(crate) async fn mirror_to_ecr(args: MirrorArgs, quiet: bool) -> Result<(), F
         args.ecr.manifest_puts_per_second,
     )
     .await
-    .map_err(|f| Failure {
-        message: format!("{}; {without_aws}", f.message),
-        ..f
+    .map_err(|mut f| {
+        f.message = format!("{}; {without_aws}", f.message);
+        f
     })?;
     let registry = region.auth.registry().await.map_err(|e| match e {
         mirror_ecr::EcrError::NoCredentials { .. } => {
             Failure::transfer(format!("{e}; {without_aws}"))
         }
-        _ => Failure::transfer(format!("{e}\n  hint: {without_aws}")),
+        _ => Failure::from(e).hint(without_aws.clone()),
     })?;
     let mut jobs = Vec::new();
     for image in &args.images {
@@ -449,16 +443,10 @@ impl Endpoints<'_> {
                 let region = self.region(&host).await?;
                 let repo = self
                     .client
-                    .repository_with_provider(reference, region.auth.clone())
-                    .map_err(|e| Failure::usage(e.to_string()))?;
+                    .repository_with_provider(reference, region.auth.clone())?;
                 Ok((repo, Some(region)))
             }
-            _ => Ok((
-                self.client
-                    .repository(reference, creds)
-                    .map_err(|e| Failure::usage(e.to_string()))?,
-                None,
-            )),
+            _ => Ok((self.client.repository(reference, creds)?, None)),
         }
     }
 }
@@ -501,7 +489,7 @@ async fn expand_all_tags(
         let tags = repo
             .tags()
             .await
-            .map_err(|e| Failure::transfer(format!("source {}: {e}", source.name())))?;
+            .map_err(|e| Failure::from(e).context(format!("source {}", source.name())))?;
         listed.insert(source.name(), tags.clone());
         let tags: Vec<String> = tags
             .into_iter()
@@ -575,8 +563,7 @@ async fn run_jobs(
         None
     } else {
         Some(Arc::new(
-            mirror_signature::Keyring::load(&common.require_signature)
-                .map_err(|e| Failure::usage(e.to_string()))?,
+            mirror_signature::Keyring::load(&common.require_signature).map_err(Failure::from)?,
         ))
     };
     let progress = Progress::new(Mode::detect(quiet));
@@ -584,6 +571,8 @@ async fn run_jobs(
         EngineOptions {
             max_concurrent_blobs: common.max_concurrent_blobs,
             blob_attempts: transport.retries,
+            max_manifests: common.max_manifests,
+            max_retry_after: Duration::from_secs(transport.max_retry_after),
             ..EngineOptions::default()
         },
         progress.clone(),
@@ -610,9 +599,7 @@ async fn run_jobs(
             }
             End::Local(l) => {
                 source_repos.push(None);
-                mirror_layout::open_source(l)
-                    .await
-                    .map_err(|e| Failure::transfer(e.to_string()))?
+                mirror_layout::open_source(l).await?
             }
         };
         let destination: Arc<dyn Destination> = match &job.destination {
@@ -641,12 +628,7 @@ async fn run_jobs(
                 }
                 mirror_layout::open_destination(l)
                     .await
-                    .map_err(|e| match e {
-                        mirror_layout::LayoutError::InvalidRepoTag { .. } => {
-                            Failure::usage(format!("destination `{l}`: {e}"))
-                        }
-                        e => Failure::transfer(e.to_string()),
-                    })?
+                    .map_err(|e| Failure::from(e).context(format!("destination `{l}`")))?
             }
         };
         requests.push(CopyRequest {
@@ -693,17 +675,11 @@ async fn run_jobs(
             (Ok(report), End::Local(Location::DockerArchive { path, .. })) => {
                 match mirror_layout::saved_image(path, &report.digest).await {
                     Ok(saved) => Ok((report, Some(saved))),
-                    Err(e) => Err(CopyFailure {
-                        message: format!("{}: {e}", job.destination.label()),
-                        usage: false,
-                    }),
+                    Err(e) => Err(Failure::from(e).context(job.destination.label())),
                 }
             }
             (Ok(report), _) => Ok((report, None)),
-            (Err(error), _) => Err(CopyFailure {
-                message: error.to_string(),
-                usage: error.is_usage(),
-            }),
+            (Err(error), _) => Err(Failure::from(error)),
         };
         match result {
             Ok((report, saved)) => {
@@ -740,23 +716,23 @@ async fn run_jobs(
                 json_reports.push(value);
             }
             Err(error) => {
-                if jobs.len() > 1 {
-                    eprintln!(
-                        "error: {} -> {}: {}",
-                        job.source.label(),
-                        job.destination.label(),
-                        error.message
-                    );
-                } else {
-                    single_error = Some(error.message.clone());
+                let mut value = error.json();
+                if let Some(object) = value.as_object_mut() {
+                    object.insert("source".into(), json!(job.source.label()));
+                    object.insert("destination".into(), json!(job.destination.label()));
                 }
-                json_reports.push(json!({
-                    "source": job.source.label(),
-                    "destination": job.destination.label(),
-                    "error": error.message,
-                }));
+                json_reports.push(value);
                 failures.push(job.source.label());
-                usage_failures += usize::from(error.usage);
+                usage_failures += usize::from(error.exit == crate::failure::Exit::Usage);
+                if jobs.len() > 1 {
+                    error.print(Some(&format!(
+                        "{} -> {}",
+                        job.source.label(),
+                        job.destination.label()
+                    )));
+                } else {
+                    single_error = Some(error);
+                }
             }
         }
     }
@@ -775,8 +751,8 @@ async fn run_jobs(
     };
     if failures.is_empty() {
         Ok(())
-    } else if let Some(message) = single_error {
-        Err(code(message))
+    } else if let Some(error) = single_error {
+        Err(error)
     } else {
         Err(code(format!(
             "{} of {} images failed: {}",
@@ -785,12 +761,6 @@ async fn run_jobs(
             failures.join(", ")
         )))
     }
-}
-
-/// A copy that failed, for the report and the exit code.
-struct CopyFailure {
-    message: String,
-    usage: bool,
 }
 
 /// The line that says plainly what a docker-archive keeps and what it does not.
@@ -894,11 +864,7 @@ pub(crate) async fn verify(args: VerifyArgs) -> Result<(), Failure> {
         }
         None => {
             let region = ecr_region(args.region.as_deref(), 10.0).await?;
-            let registry = region
-                .auth
-                .registry()
-                .await
-                .map_err(|e| Failure::transfer(e.to_string()))?;
+            let registry = region.auth.registry().await?;
             endpoints.regions.insert(registry.region.clone(), region);
             ecr_destination(
                 &registry,
@@ -910,7 +876,6 @@ pub(crate) async fn verify(args: VerifyArgs) -> Result<(), Failure> {
     };
     let (src, _) = endpoints.repository(&source, src_creds).await?;
     let (dst, dst_region) = endpoints.repository(&destination, dest_creds).await?;
-    let fail = |e: mirror_registry::RegistryError| Failure::transfer(e.to_string());
     let src_ref = source_reference(&source);
     let dst_ref = destination
         .digest()
@@ -919,10 +884,9 @@ pub(crate) async fn verify(args: VerifyArgs) -> Result<(), Failure> {
         .unwrap_or_else(|| "latest".to_owned());
     let src_head = src
         .head_manifest(&src_ref)
-        .await
-        .map_err(fail)?
+        .await?
         .ok_or_else(|| Failure::transfer(format!("{source} was not found at the source")))?;
-    let dst_head = dst.head_manifest(&dst_ref).await.map_err(fail)?;
+    let dst_head = dst.head_manifest(&dst_ref).await?;
     let mut rows = Vec::new();
     let mut all_match = dst_head.as_ref().map(|h| &h.digest) == Some(&src_head.digest);
     rows.push(json!({
@@ -933,14 +897,9 @@ pub(crate) async fn verify(args: VerifyArgs) -> Result<(), Failure> {
     }));
     let root = src
         .get_manifest(src_head.digest.as_ref(), Some(&src_head.digest))
-        .await
-        .map_err(fail)?;
+        .await?;
     for child in root.children() {
-        let present = dst
-            .head_manifest(child.digest().as_ref())
-            .await
-            .map_err(fail)?
-            .is_some();
+        let present = dst.head_manifest(child.digest().as_ref()).await?.is_some();
         all_match &= present;
         rows.push(json!({
             "what": child.platform().as_ref().map(mirror_oci::platform_string).unwrap_or_else(|| "manifest".to_owned()),
@@ -1009,9 +968,11 @@ pub(crate) async fn verify(args: VerifyArgs) -> Result<(), Failure> {
     if all_match {
         Ok(())
     } else {
-        Err(Failure::transfer(format!(
-            "{destination} does not match {source}\n  hint: run `mirror copy {source} {destination}` (or `mirror {source}`) to bring it up to date"
-        )))
+        Err(
+            Failure::transfer(format!("{destination} does not match {source}")).hint(format!(
+                "run `mirror copy {source} {destination}` (or `mirror {source}`) to bring it up to date"
+            )),
+        )
     }
 }
 

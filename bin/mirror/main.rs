@@ -1,9 +1,11 @@
 //! `mirror`: a thin CLI over `mirror-engine`. Parses arguments, builds the
 //! registry client and the endpoints, runs one library call, prints the report
-//! and maps failures to exit codes (0 ok, 1 transfer failure, 2 usage).
+//! and turns failures into `error:`/`cause:`/`hint:` lines and exit codes
+//! (0 ok, 1 transfer failure, 2 usage; see [`failure`]).
 
 mod cli;
 mod config;
+mod failure;
 mod jobs;
 mod progress;
 mod walkthrough;
@@ -23,27 +25,7 @@ use serde_json::json;
 use crate::cli::{Cli, Command, InspectArgs, TransportArgs};
 use crate::config::FileConfig;
 
-/// A failure with its exit code.
-pub(crate) struct Failure {
-    pub code: u8,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn usage(message: impl Into<String>) -> Self {
-        Self {
-            code: 2,
-            message: message.into(),
-        }
-    }
-
-    pub fn transfer(message: impl Into<String>) -> Self {
-        Self {
-            code: 1,
-            message: message.into(),
-        }
-    }
-}
+pub(crate) use crate::failure::Failure;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -75,8 +57,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("error: {}", failure.message);
-            ExitCode::from(failure.code)
+            failure.print(None);
+            ExitCode::from(failure.exit.code())
         }
     }
 }
@@ -95,8 +77,18 @@ fn init_logging(verbose: u8, quiet: bool) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colours_on_stderr())
         .with_target(false)
         .init();
+}
+
+/// Colours only for a person at a terminal: never into a pipe or a file,
+/// never under CI, never with `NO_COLOR` set (<https://no-color.org>).
+fn colours_on_stderr() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal()
+        && std::env::var_os("CI").is_none()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 pub(crate) fn parse_reference(text: &str, what: &str) -> Result<Reference, Failure> {
@@ -143,14 +135,18 @@ pub(crate) fn client(transport: &TransportArgs) -> Result<RegistryClient, Failur
             .map_err(|e| Failure::usage(format!("{origin}: `{url}` for {host}: {e}")))?;
         endpoints.insert(host.trim().to_owned(), url);
     }
+    let mut insecure_registries = transport.insecure_registries.clone();
+    for host in &file.insecure_registries {
+        let origin = file_path
+            .as_ref()
+            .map_or_else(String::new, |path| format!(" in {}", path.display()));
+        insecure_registries.push(
+            cli::insecure_host(host)
+                .map_err(|e| Failure::usage(format!("insecure-registries{origin}: {e}")))?,
+        );
+    }
     let options = ClientOptions {
-        insecure_registries: file
-            .insecure_registries
-            .iter()
-            .chain(&transport.insecure_registries)
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
-            .collect(),
+        insecure_registries,
         ca_certs: file
             .ca_certs
             .iter()
@@ -160,12 +156,12 @@ pub(crate) fn client(transport: &TransportArgs) -> Result<RegistryClient, Failur
         endpoints,
         retry: RetryPolicy {
             max_attempts: transport.retries,
+            max_retry_after: std::time::Duration::from_secs(transport.max_retry_after),
             ..RetryPolicy::default()
         },
         ..ClientOptions::default()
     };
-    RegistryClient::new(options, CredentialStore::from_environment())
-        .map_err(|e| Failure::usage(e.to_string()))
+    RegistryClient::new(options, CredentialStore::from_environment()).map_err(Failure::from)
 }
 
 /// The destination reference as given, or with the source's tag when it has none.
@@ -328,9 +324,7 @@ fn referrers_summary(report: &CopyReport) -> String {
 
 /// `mirror inspect oci:DIR` / `oci-archive:FILE`: what a layout holds.
 async fn inspect_local(location: &mirror_layout::Location, json: bool) -> Result<(), Failure> {
-    let entries = mirror_layout::list(location)
-        .await
-        .map_err(|e| Failure::transfer(e.to_string()))?;
+    let entries = mirror_layout::list(location).await?;
     if json {
         let items: Vec<serde_json::Value> = entries
             .iter()
@@ -365,19 +359,15 @@ async fn inspect(args: InspectArgs) -> Result<(), Failure> {
     let reference = parse_reference(&args.reference, "reference")?;
     let creds = parse_credentials(args.creds.as_deref(), "--creds")?;
     let client = client(&args.transport)?;
-    let repo = client
-        .repository(&reference, creds)
-        .map_err(|e| Failure::usage(e.to_string()))?;
+    let repo = client.repository(&reference, creds)?;
     let wanted = source_reference(&reference);
     let head = repo
         .head_manifest(&wanted)
-        .await
-        .map_err(|e| Failure::transfer(e.to_string()))?
+        .await?
         .ok_or_else(|| Failure::transfer(format!("{reference} was not found")))?;
     let manifest = repo
         .get_manifest(head.digest.as_ref(), Some(&head.digest))
-        .await
-        .map_err(|e| Failure::transfer(e.to_string()))?;
+        .await?;
     let children: Vec<serde_json::Value> = manifest
         .children()
         .iter()

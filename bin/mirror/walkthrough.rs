@@ -25,9 +25,7 @@ pub(crate) async fn log_group(args: LogGroupArgs) -> Result<(), Failure> {
         ));
     }
     let client = aws_sdk_cloudwatchlogs::Client::new(&config);
-    let outcome = ensure_log_group(&client, &args.name, args.retention_days)
-        .await
-        .map_err(|e| Failure::transfer(e.to_string()))?;
+    let outcome = ensure_log_group(&client, &args.name, args.retention_days).await?;
     let what = if outcome.created { "created" } else { "exists" };
     let retention = match (outcome.retention_changed, args.retention_days) {
         (Some((old, new)), _) => format!(
@@ -61,13 +59,8 @@ pub(crate) async fn rewrite_from(args: RewriteFromArgs) -> Result<(), Failure> {
             continue;
         }
         let target = crate::jobs::ecr_target(&registry, &source, args.prefix.as_deref())?;
-        let repo = client
-            .repository_with_provider(&target, auth.clone())
-            .map_err(|e| Failure::usage(e.to_string()))?;
-        let head = repo
-            .head_manifest(&target.reference_str())
-            .await
-            .map_err(|e| Failure::transfer(e.to_string()))?;
+        let repo = client.repository_with_provider(&target, auth.clone())?;
+        let head = repo.head_manifest(&target.reference_str()).await?;
         match head {
             Some(head) => {
                 let shown = match target.tag() {

@@ -1,11 +1,13 @@
 //! Failures the user must understand: usage errors (exit 2) before any
-//! network traffic, registry errors (exit 1) with a readable `error:` line.
+//! network traffic, registry errors (exit 1) with a readable `error:` line,
+//! the cause of every final error on `cause:` lines (and in `--json`), and
+//! `hint:` lines that name flags that exist.
 
 use mirror_testkit::{Fault, PushAuth, Rule};
 
 use crate::support::{
-    Mirror, assert_no_manifest, describe, is_write, open_registry, proxy_to, seeded_registry,
-    small_image,
+    MIRROR, Mirror, Scratch, assert_no_manifest, describe, is_write, open_registry, proxy_to,
+    seeded_registry, small_image,
 };
 
 const ANON: PushAuth = PushAuth::Anonymous;
@@ -297,6 +299,338 @@ async fn the_headline_command_without_aws_names_what_works_without_it() {
             lines[0].contains(&format!("without AWS, {instead}")),
             "{}",
             out.describe()
+        );
+    }
+}
+
+/// The `cause:` lines of stderr, without their label.
+fn causes(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("cause: "))
+        .collect()
+}
+
+/// The `hint:` lines of stderr, without their label.
+fn hints(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("hint: "))
+        .collect()
+}
+
+/// Regression (issue 10.7): after retries stderr and `--json` said only
+/// "gave up after 2 attempts"; the registry's 500 body was only in WARN lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_final_error_carries_the_last_failure_after_retries() {
+    let image = small_image().await;
+    let src = seeded_registry(&image, "app", "v1").await;
+    let dst = open_registry().await;
+    let src_proxy = proxy_to(&src).await;
+    let layer = image.blobs[1].digest().to_string();
+    src_proxy.add_rule(
+        Rule::new(Fault::Status {
+            code: 500,
+            retry_after: None,
+            body: r#"{"errors":[{"code":"UNKNOWN","message":"disk on fire"}]}"#.to_owned(),
+        })
+        .method("GET")
+        .path_contains(&format!("/blobs/{layer}")),
+    );
+    let run = |json: bool| {
+        let mut run = Mirror::copy(
+            &format!("{}/app:v1", src_proxy.host()),
+            &format!("{}/app:v1", dst.host()),
+        )
+        .args(["--retries", "2"]);
+        if json {
+            run = run.arg("--json");
+        }
+        run.run()
+    };
+    let out = run(false).await;
+    out.expect_code(1);
+    let error_line = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("{}", out.describe()));
+    assert!(error_line.contains(&layer[..19]), "{}", out.describe());
+    let causes = causes(&out.stderr);
+    assert!(
+        causes
+            .iter()
+            .any(|c| c.contains("gave up after 2 attempts"))
+            && causes
+                .iter()
+                .any(|c| c.contains("500") && c.contains("disk on fire")),
+        "the last failure is a cause\n{}",
+        out.describe()
+    );
+
+    let out = run(true).await;
+    out.expect_code(1);
+    let report = out.json();
+    let json_causes: Vec<String> = crate::support::strings(&report, "/causes");
+    assert!(
+        json_causes.iter().any(|c| c.contains("disk on fire")),
+        "{report:#}"
+    );
+    assert!(
+        report["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&layer[..19]))
+    );
+    assert_no_manifest(&dst.host(), "app", "v1", &ANON).await;
+}
+
+/// Regression (issue 10.7): HTTPS to a plain-HTTP registry said only "gave
+/// up after 5 attempts"; the TLS error was in WARN lines and the fix
+/// (`--insecure-registry`) nowhere. It is not retried either: it would fail
+/// the same way five times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_to_a_plain_http_registry_says_tls_and_names_the_flag() {
+    let image = small_image().await;
+    let src = seeded_registry(&image, "app", "v1").await;
+    let dst = open_registry().await;
+    let out = Mirror::new([
+        "copy".to_owned(),
+        format!("{}/app:v1", src.host()),
+        format!("{}/app:v1", dst.host()),
+        "--insecure-registry".to_owned(),
+        dst.host(),
+    ])
+    .run()
+    .await;
+    out.expect_code(1);
+    assert!(
+        causes(&out.stderr)
+            .iter()
+            .any(|c| c.contains("TLS handshake failed")),
+        "{}",
+        out.describe()
+    );
+    let flag = format!("--insecure-registry {}", src.host());
+    assert!(
+        hints(&out.stderr).iter().any(|h| h.contains(&flag)),
+        "a hint names {flag}\n{}",
+        out.describe()
+    );
+    assert!(
+        !out.stderr.contains("retrying") && !out.stderr.contains("gave up"),
+        "a failed handshake is not retried\n{}",
+        out.describe()
+    );
+}
+
+/// Regression (issue 10.7): a digest mismatch read "connection failed:
+/// client error (SendRequest): error from user's Body stream: ... blob
+/// content does not match its digest": transport words over the cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_digest_mismatch_reads_as_one() {
+    let image = small_image().await;
+    let src = seeded_registry(&image, "app", "v1").await;
+    let dst = open_registry().await;
+    let src_proxy = proxy_to(&src).await;
+    let layer = image.blobs[1].digest().to_string();
+    src_proxy.add_rule(
+        Rule::new(Fault::FlipByte { offset: 100 })
+            .method("GET")
+            .path_contains(&format!("/blobs/{layer}")),
+    );
+    let out = Mirror::copy(
+        &format!("{}/app:v1", src_proxy.host()),
+        &format!("{}/app:v1", dst.host()),
+    )
+    .run()
+    .await;
+    out.expect_code(1);
+    let lower = out.stderr_lower();
+    for misleading in [
+        "sendrequest",
+        "client error",
+        "connection failed",
+        "body stream",
+    ] {
+        assert!(
+            !lower.contains(misleading),
+            "{misleading}\n{}",
+            out.describe()
+        );
+    }
+    assert!(
+        out.stderr.contains(&format!("blob {layer}"))
+            && out.stderr.contains("failed on the source")
+            && causes(&out.stderr)
+                .iter()
+                .any(|c| c.starts_with("blob content does not match its digest")),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        hints(&out.stderr)
+            .iter()
+            .any(|h| h.contains("does not match its digest; nothing referencing it was pushed")),
+        "{}",
+        out.describe()
+    );
+}
+
+/// Regression (issue 10.10): `--insecure-registry http://host:5000` or
+/// `host:5000/` was accepted and never matched any reference. From a flag,
+/// the environment or the config file: exit 2 with the form that works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insecure_registry_with_a_scheme_or_path_is_a_usage_error() {
+    let host = closed_port_host();
+    let (src, dst) = (format!("{host}/a:1"), format!("{host}/b:1"));
+    for given in [
+        format!("http://{host}"),
+        format!("{host}/"),
+        format!("https://{host}/v2/"),
+    ] {
+        let out = Mirror::new([
+            "copy",
+            src.as_str(),
+            dst.as_str(),
+            "--insecure-registry",
+            &given,
+        ])
+        .run()
+        .await;
+        out.expect_code(2);
+        assert!(
+            out.stderr
+                .contains(&format!("without a scheme or a path: {host}")),
+            "{}",
+            out.describe()
+        );
+        let out = Mirror::new(["copy", src.as_str(), dst.as_str()])
+            .env("MIRROR_INSECURE_REGISTRY", given.clone())
+            .run()
+            .await;
+        out.expect_code(2);
+    }
+    let scratch = Scratch::new("insecure-config");
+    let config = scratch.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("insecure-registries = [\"http://{host}\"]\n"),
+    )
+    .expect("write config");
+    let out = Mirror::new(["copy", src.as_str(), dst.as_str()])
+        .args(["--config", config.to_str().expect("utf-8 path")])
+        .run()
+        .await;
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("config.toml") && out.stderr.contains(&host),
+        "{}",
+        out.describe()
+    );
+}
+
+/// Regression (issue 10.10): with MIRROR_DEST_CREDS set, clap's usage line
+/// read `mirror copy --dest-creds <USER:PASS> <SOURCE> <DESTINATION>`, as if
+/// the flag were required.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flag_from_the_environment_is_not_shown_as_required() {
+    let out = Mirror::new(["copy"])
+        .env("MIRROR_DEST_CREDS", "user:secret-pw")
+        .env("MIRROR_INSECURE_REGISTRY", "localhost:5000")
+        .run()
+        .await;
+    out.expect_code(2);
+    let usage = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("Usage:"))
+        .unwrap_or_else(|| panic!("{}", out.describe()));
+    assert!(
+        !usage.contains("--dest-creds") && !usage.contains("--insecure-registry"),
+        "{}",
+        out.describe()
+    );
+    out.expect_not_leaked("secret-pw");
+}
+
+/// Runs mirror under a terminal (`script` gives it a pty); what the
+/// terminal showed.
+async fn in_terminal(args: &[String], env: &[(&str, &str)]) -> String {
+    let line = std::iter::once(MIRROR.to_owned())
+        .chain(args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut command = tokio::process::Command::new("script");
+    command
+        .args(["-qec", &line, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::temp_dir())
+        .env("TERM", "xterm");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = tokio::time::timeout(std::time::Duration::from_secs(120), command.output())
+        .await
+        .expect("mirror under script finished")
+        .expect("run script (util-linux)");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Regression (issue 10.10): log lines carried ANSI colours into pipes and
+/// CI logs. Colours only on a terminal without `CI` or `NO_COLOR`. Each run
+/// logs a WARN line: one 500 on a blob GET, retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_are_plain_in_a_pipe_under_ci_and_with_no_color() {
+    /// How a coloured level ends: the reset right after it.
+    const COLOURED_WARN: &str = "WARN\u{1b}[0m";
+    let image = small_image().await;
+    let src = seeded_registry(&image, "app", "v1").await;
+    let dst = open_registry().await;
+    let src_proxy = proxy_to(&src).await;
+    let fault = Rule::new(Fault::status(500))
+        .method("GET")
+        .path_contains(&format!("/blobs/{}", image.blobs[1].digest()))
+        .times(1);
+    // A new destination repository each run, so the blob is fetched again.
+    let args = |run: &str| -> Vec<String> {
+        vec![
+            "copy".to_owned(),
+            format!("{}/app:v1", src_proxy.host()),
+            format!("{}/{run}:v1", dst.host()),
+            "--insecure-registry".to_owned(),
+            src_proxy.host(),
+            "--insecure-registry".to_owned(),
+            dst.host(),
+        ]
+    };
+
+    src_proxy.add_rule(fault.clone());
+    let piped = Mirror::new(args("piped"))
+        .without_env("NO_COLOR")
+        .run()
+        .await;
+    piped.expect_success();
+    assert!(piped.stderr.contains("WARN"), "{}", piped.describe());
+    assert!(
+        !piped.stderr.contains('\u{1b}'),
+        "colours in a pipe\n{}",
+        piped.describe()
+    );
+
+    src_proxy.add_rule(fault.clone());
+    let coloured = in_terminal(&args("terminal"), &[]).await;
+    assert!(
+        coloured.contains(COLOURED_WARN),
+        "a terminal gets colours (else this test could not tell)\n{coloured:?}"
+    );
+    for (run, env) in [("ci", ("CI", "true")), ("no-color", ("NO_COLOR", "1"))] {
+        src_proxy.add_rule(fault.clone());
+        let plain = in_terminal(&args(run), &[env]).await;
+        assert!(plain.contains("WARN"), "{plain}");
+        assert!(
+            !plain.contains(COLOURED_WARN),
+            "{env:?}: colours in {plain:?}"
         );
     }
 }

@@ -13,6 +13,7 @@
 mod auth;
 mod copy;
 mod ecr;
+mod engine;
 mod errors;
 mod faults;
 mod fixture;

@@ -667,6 +667,11 @@ async fn require_signature_refuses_what_no_key_signed_and_others_carry_on() {
         .await;
     out.expect_code(1);
     let stderr = out.stderr.clone();
+    assert!(
+        stderr.contains("hint: sign it by digest with `cosign sign`"),
+        "no hint for a refused image\n{}",
+        out.describe()
+    );
     for (expected, reason) in [
         ("tampered", "does not verify with any of the keys"),
         ("stranger", "does not verify with any of the keys"),
@@ -719,6 +724,38 @@ async fn require_signature_refuses_what_no_key_signed_and_others_carry_on() {
         .await
         .is_err(),
         "a refused image's signature tag was copied"
+    );
+}
+
+/// A private key given as the public one is a usage error (exit 2) that
+/// says which file and how to get the public key, before any request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_key_to_require_signature_is_a_usage_error_with_a_hint() {
+    let scratch = Scratch::new("referrers-private-key");
+    let key = SigningKey::generate(scratch.path(), "cosign").expect("a key");
+    // Nothing listens there: the key is refused before any request.
+    let out = Mirror::copy("127.0.0.1:9/app:1", "127.0.0.1:9/copy:1")
+        .args([
+            "--require-signature",
+            &format!("cosign:{}", key.private_pem.display()),
+        ])
+        .run()
+        .await;
+    out.expect_code(2);
+    let private = key.private_pem.display().to_string();
+    assert!(
+        out.stderr.contains(&format!(
+            "error: {private} is a private key, not a public one"
+        )),
+        "{}",
+        out.describe()
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "hint: give the public key: the cosign.pub beside it, or what `cosign public-key` prints for {private}"
+        )),
+        "{}",
+        out.describe()
     );
 }
 

@@ -164,6 +164,8 @@ fn kind_of(value: &Value) -> &'static str {
 pub struct Mirror {
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    /// Variables the run must not have, even the harness's own (`NO_COLOR`).
+    unset: Vec<String>,
     timeout: Duration,
     measure_rss: bool,
 }
@@ -177,6 +179,7 @@ impl Mirror {
         Self {
             args: args.into_iter().map(Into::into).collect(),
             envs: Vec::new(),
+            unset: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
             measure_rss: false,
         }
@@ -220,6 +223,12 @@ impl Mirror {
         self
     }
 
+    /// Runs without this variable, even one the harness sets (`NO_COLOR`).
+    pub fn without_env(mut self, key: &str) -> Self {
+        self.unset.push(key.to_owned());
+        self
+    }
+
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -255,6 +264,9 @@ impl Mirror {
             .env("RUST_BACKTRACE", "1");
         for (key, value) in &self.envs {
             command.env(key, value);
+        }
+        for key in &self.unset {
+            command.env_remove(key);
         }
         command
             .stdin(Stdio::null())

@@ -62,10 +62,9 @@ impl EcrAuth {
     pub async fn registry(&self) -> Result<EcrHost, EcrError> {
         let (fresh, endpoint) = self.fetch().await?;
         *self.current.lock().await = Some(fresh);
-        EcrHost::parse(&endpoint).ok_or_else(|| {
-            EcrError::Invalid(format!(
-                "GetAuthorizationToken returned `{endpoint}`, which is not an ECR registry host"
-            ))
+        EcrHost::parse(&endpoint).ok_or_else(|| EcrError::Unusable {
+            action: "GetAuthorizationToken",
+            what: format!("`{endpoint}`, which is not an ECR registry host"),
         })
     }
 
@@ -77,25 +76,27 @@ impl EcrAuth {
             .send()
             .await
             .map_err(|e| classify("ecr:GetAuthorizationToken", e))?;
-        let data = output.authorization_data().first().ok_or_else(|| {
-            EcrError::Invalid("GetAuthorizationToken returned no authorization data".to_owned())
-        })?;
+        let data = output
+            .authorization_data()
+            .first()
+            .ok_or_else(|| EcrError::Unusable {
+                action: "GetAuthorizationToken",
+                what: "no authorization data".to_owned(),
+            })?;
         let token = data.authorization_token().unwrap_or_default();
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(token)
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
-            .ok_or_else(|| {
-                EcrError::Invalid(
-                    "GetAuthorizationToken returned a token that is not base64 USER:PASSWORD"
-                        .to_owned(),
-                )
+            .ok_or_else(|| EcrError::Unusable {
+                action: "GetAuthorizationToken",
+                what: "a token that is not base64 USER:PASSWORD".to_owned(),
             })?;
-        let credentials = Credentials::parse_user_password(&decoded).map_err(|_| {
-            EcrError::Invalid(
-                "GetAuthorizationToken returned a token that is not USER:PASSWORD".to_owned(),
-            )
-        })?;
+        let credentials =
+            Credentials::parse_user_password(&decoded).map_err(|_| EcrError::Unusable {
+                action: "GetAuthorizationToken",
+                what: "a token that is not USER:PASSWORD".to_owned(),
+            })?;
         let lifetime = self.lifetime_override.unwrap_or_else(|| {
             data.expires_at()
                 .and_then(|t| SystemTime::try_from(*t).ok())
@@ -137,7 +138,9 @@ impl EcrAuth {
                     warn!(%error, "refreshing the ECR token failed; using the current one");
                     Ok(c.credentials.clone())
                 }
-                _ => Err(RegistryError::Setup(error.to_string())),
+                _ => Err(RegistryError::CredentialProvider {
+                    source: Box::new(error),
+                }),
             },
         }
     }

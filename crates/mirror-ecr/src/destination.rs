@@ -6,12 +6,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use mirror_engine::{
-    Capabilities, Destination, EndpointError, Mount, MountOrigin, RegistryEndpoint, UploadSlot,
-};
+use mirror_engine::{Destination, EndpointError, Mount, MountOrigin, RegistryEndpoint, UploadSlot};
 use mirror_oci::{BlobStream, Descriptor, Digest, RawManifest};
 use mirror_registry::ErrorCode;
 
+use crate::error::EcrError;
 use crate::repository::{RepositoryOutcome, RepositorySettings, ensure_repository};
 
 /// Paces manifest PUTs to PutImage's quota (10/s per account and region by
@@ -121,19 +120,11 @@ impl Destination for EcrDestination {
         Destination::name(&self.registry)
     }
 
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            mount: true,
-            parallel_manifest_puts: true,
-            ..Capabilities::default()
-        }
-    }
-
     async fn ensure_repository(&self) -> Result<(), EndpointError> {
         self.ensured
             .get_or_try_init(|| ensure_repository(&self.client, &self.repository, &self.settings))
             .await
-            .map_err(|e| EndpointError::Other(e.to_string()))?;
+            .map_err(EndpointError::backend)?;
         Ok(())
     }
 
@@ -179,12 +170,12 @@ impl Destination for EcrDestination {
                 if existing.as_ref() == Some(manifest.digest()) {
                     return Ok(());
                 }
-                Err(EndpointError::Other(format!(
-                    "tag `{reference}` of immutable repository {} already holds {}; not overwriting it with {}\n  hint: push under a new tag (--to NAME:TAG), or make the repository mutable",
-                    self.repository,
-                    existing.map_or_else(|| "another image".to_owned(), |d| d.to_string()),
-                    manifest.digest()
-                )))
+                Err(EndpointError::backend(EcrError::ImmutableTag {
+                    repository: self.repository.clone(),
+                    tag: reference.to_owned(),
+                    existing: existing.map(|d| d.to_string()),
+                    new: manifest.digest().to_string(),
+                }))
             }
             other => other,
         }

@@ -1,11 +1,10 @@
-//! ECR errors, with the IAM action to grant when one is missing.
+//! ECR errors, naming the IAM action that was denied (the binary says what
+//! to grant and how).
 
-/// Why an ECR control-plane call failed.
+/// Why an ECR call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EcrError {
-    #[error(
-        "AWS denied {action}: {message}\n  hint: grant `{action}` to the caller (`mirror iam-policy --push REPO` prints a least-privilege policy)"
-    )]
+    #[error("AWS denied {action}: {message}")]
     AccessDenied {
         action: &'static str,
         message: String,
@@ -16,15 +15,56 @@ pub enum EcrError {
         "no AWS credentials found (tried environment, profiles, SSO, web identity, ECS, IMDS): set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
     )]
     NoCredentials { message: String },
-    #[error("repository {name} does not exist and --no-create forbids creating it")]
+    #[error("repository {name} does not exist, and creating repositories is turned off")]
     NotCreating { name: String },
+    /// An immutable repository's tag already holds another image.
+    #[error(
+        "tag `{tag}` of immutable repository {repository} already holds {}; not overwriting it with {new}",
+        .existing.as_deref().unwrap_or("another image")
+    )]
+    ImmutableTag {
+        repository: String,
+        tag: String,
+        /// The digest the tag holds, when the registry said.
+        existing: Option<String>,
+        new: String,
+    },
     #[error("{action} failed: {message}")]
     Api {
         action: &'static str,
         message: String,
     },
-    #[error("{0}")]
-    Invalid(String),
+    /// Repository settings that cannot be carried out as given; nothing was called.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// An AWS answer mirror cannot use.
+    #[error("{action} returned {what}")]
+    Unusable { action: &'static str, what: String },
+}
+
+/// Why repository settings were refused before any AWS call. Named by
+/// setting, not by flag: a sync file sets them too.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error(
+        "tag mutability `{0}` is not one of MUTABLE, IMMUTABLE, MUTABLE_WITH_EXCLUSION, IMMUTABLE_WITH_EXCLUSION"
+    )]
+    UnknownTagMutability(String),
+    #[error(
+        "tag mutability {0} needs at least one tag filter excluded from it (for example 'latest' or 'dev-*')"
+    )]
+    NoExclusions(String),
+    #[error(
+        "tag filters excluded from tag mutability apply only with MUTABLE_WITH_EXCLUSION or IMMUTABLE_WITH_EXCLUSION"
+    )]
+    UnusedExclusions,
+    #[error("encryption `{0}` is not one of AES256, KMS, KMS_DSSE")]
+    UnknownEncryption(String),
+    #[error("a KMS key needs encryption KMS or KMS_DSSE")]
+    KmsKeyWithoutKms,
+    /// The AWS SDK refused to build a setting (a value it cannot send).
+    #[error("{setting} was refused: {reason}")]
+    Refused { setting: String, reason: String },
 }
 
 /// The raw HTTP response type of every AWS SDK crate (ECR, CloudWatch Logs).

@@ -17,7 +17,7 @@ pub mod logs;
 
 pub use auth::EcrAuth;
 pub use destination::{EcrDestination, Pacer};
-pub use error::EcrError;
+pub use error::{EcrError, SettingsError};
 pub use host::{EcrHost, check_repository_name};
 pub use repository::{
     RepositoryOutcome, RepositorySettings, TAG_MUTABILITY_VALUES, ensure_repository,

@@ -7,7 +7,7 @@ use aws_sdk_ecr::types::{
 };
 use tracing::info;
 
-use crate::error::{EcrError, classify};
+use crate::error::{EcrError, SettingsError, classify};
 
 /// How a repository should be, when mirror creates it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -21,7 +21,7 @@ pub struct RepositorySettings {
     pub encryption: Option<String>,
     pub kms_key: Option<String>,
     pub tags: Vec<(String, String)>,
-    /// `--no-create`: only use an existing repository.
+    /// Only use an existing repository, never create one.
     pub no_create: bool,
 }
 
@@ -38,37 +38,27 @@ impl RepositorySettings {
         if let Some(m) = &self.tag_mutability
             && !TAG_MUTABILITY_VALUES.contains(&m.as_str())
         {
-            return Err(EcrError::Invalid(format!(
-                "--tag-mutability `{m}`: expected one of {}",
-                TAG_MUTABILITY_VALUES.join(", ")
-            )));
+            return Err(SettingsError::UnknownTagMutability(m.clone()).into());
         }
         let with_exclusion = self
             .tag_mutability
             .as_deref()
             .is_some_and(|m| m.ends_with("_WITH_EXCLUSION"));
         if with_exclusion && self.exclusion_filters.is_empty() {
-            return Err(EcrError::Invalid(
-                "--tag-mutability *_WITH_EXCLUSION needs at least one --tag-mutability-exclusion FILTER (for example 'latest' or 'dev-*')".to_owned(),
-            ));
+            let mode = self.tag_mutability.clone().unwrap_or_default();
+            return Err(SettingsError::NoExclusions(mode).into());
         }
         if !with_exclusion && !self.exclusion_filters.is_empty() {
-            return Err(EcrError::Invalid(
-                "--tag-mutability-exclusion only applies with MUTABLE_WITH_EXCLUSION or IMMUTABLE_WITH_EXCLUSION".to_owned(),
-            ));
+            return Err(SettingsError::UnusedExclusions.into());
         }
         if let Some(e) = &self.encryption
             && !matches!(e.as_str(), "AES256" | "KMS" | "KMS_DSSE")
         {
-            return Err(EcrError::Invalid(format!(
-                "--encryption `{e}`: expected AES256, KMS or KMS_DSSE"
-            )));
+            return Err(SettingsError::UnknownEncryption(e.clone()).into());
         }
         if self.kms_key.is_some() && !matches!(self.encryption.as_deref(), Some("KMS" | "KMS_DSSE"))
         {
-            return Err(EcrError::Invalid(
-                "--kms-key needs --encryption KMS or KMS_DSSE".to_owned(),
-            ));
+            return Err(SettingsError::KmsKeyWithoutKms.into());
         }
         Ok(())
     }
@@ -124,7 +114,10 @@ pub async fn ensure_repository(
                 .filter_type(ImageTagMutabilityExclusionFilterType::Wildcard)
                 .filter(filter)
                 .build()
-                .map_err(|e| EcrError::Invalid(e.to_string()))?;
+                .map_err(|e| SettingsError::Refused {
+                    setting: format!("tag filter `{filter}`"),
+                    reason: e.to_string(),
+                })?;
             request = request.image_tag_mutability_exclusion_filters(filter);
         }
     }
@@ -141,20 +134,20 @@ pub async fn ensure_repository(
         if let Some(key) = &settings.kms_key {
             config = config.kms_key(key);
         }
-        request = request.encryption_configuration(
-            config
-                .build()
-                .map_err(|e| EcrError::Invalid(e.to_string()))?,
-        );
+        request = request.encryption_configuration(config.build().map_err(|e| {
+            SettingsError::Refused {
+                setting: "the encryption configuration".to_owned(),
+                reason: e.to_string(),
+            }
+        })?);
     }
     for (key, value) in &settings.tags {
-        request = request.tags(
-            Tag::builder()
-                .key(key)
-                .value(value)
-                .build()
-                .map_err(|e| EcrError::Invalid(e.to_string()))?,
-        );
+        request = request.tags(Tag::builder().key(key).value(value).build().map_err(|e| {
+            SettingsError::Refused {
+                setting: format!("resource tag `{key}`"),
+                reason: e.to_string(),
+            }
+        })?);
     }
     match request.send().await {
         Ok(output) => {

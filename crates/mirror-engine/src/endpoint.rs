@@ -3,6 +3,7 @@
 //! [`Capabilities`], never in backend checks inside the engine.
 
 use std::any::Any;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use mirror_oci::{BlobStream, Descriptor, Digest, ManifestError, RawManifest, StreamError};
@@ -44,34 +45,23 @@ pub enum Mount {
     NotMounted(Option<UploadSlot>),
 }
 
-/// What a destination can do; the engine plans with these, not with backend names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a destination can take, as data: the engine plans with these, never
+/// with backend names. (Cross-repository mounts are asked per origin, with
+/// [`Destination::can_mount_from`]; manifest PUT pacing, where a registry
+/// needs it, lives in the backend.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Capabilities {
-    /// Cross-repository blob mounts are worth trying (same registry).
-    pub mount: bool,
-    /// Manifests may be pushed concurrently (ECR throttles PutImage).
-    pub parallel_manifest_puts: bool,
     /// Only an image manifest can be written (a docker-archive lists one
     /// config and its layers per image): a root that is still an index after
-    /// `--platform` is refused before anything is written.
+    /// the platform filter is refused before anything is written.
     pub single_platform: bool,
     /// Nothing can refer to an image here (a docker-archive): referrers are
     /// counted, left out and said so once, never a failure.
     pub without_referrers: bool,
 }
 
-impl Default for Capabilities {
-    fn default() -> Self {
-        Self {
-            mount: true,
-            parallel_manifest_puts: true,
-            single_platform: false,
-            without_referrers: false,
-        }
-    }
-}
-
-/// Why an endpoint operation failed.
+/// Why an endpoint operation failed. Each variant keeps its typed error, so
+/// the binary can tell a usage problem from a transfer failure and add hints.
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
     #[error(transparent)]
@@ -80,23 +70,31 @@ pub enum EndpointError {
     Manifest(#[from] ManifestError),
     #[error(transparent)]
     Stream(#[from] StreamError),
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Other(String),
+    /// A backend's own error (a local layout, ECR's control plane), typed:
+    /// the binary finds it in the chain by downcasting.
+    #[error(transparent)]
+    Backend(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 impl EndpointError {
+    /// Wraps a backend's own typed error.
+    pub fn backend(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Backend(Box::new(error))
+    }
+
     /// The blob-stream failure behind this error, if one caused it (an upload
     /// fails because the body it was streaming failed).
     pub fn stream_error(&self) -> Option<&StreamError> {
         match self {
             Self::Stream(e) => Some(e),
             Self::Registry(e) => StreamError::find_in(e),
+            Self::Backend(e) => StreamError::find_in(e.as_ref()),
             _ => None,
         }
     }
@@ -109,13 +107,20 @@ impl EndpointError {
         }
         match self {
             Self::Registry(e) => e.is_transient(),
-            Self::Io { .. } => false,
             _ => false,
+        }
+    }
+
+    /// How long the server asked to wait before another attempt (`Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Registry(e) => e.retry_after(),
+            _ => None,
         }
     }
 }
 
-/// Where images are read from: a registry, later an OCI layout or archive.
+/// Where images are read from: a registry, an OCI layout, an archive.
 #[async_trait]
 pub trait Source: Send + Sync {
     /// For messages: `127.0.0.1:5000/app`.
@@ -148,7 +153,7 @@ pub trait Source: Send + Sync {
     }
 }
 
-/// Where images are written to.
+/// Where images are written to: a registry (ECR included), an OCI layout, an archive.
 #[async_trait]
 pub trait Destination: Send + Sync {
     /// For messages: `127.0.0.1:5000/app`.

@@ -1,7 +1,11 @@
-//! Copy errors: which side, which object, what went wrong, what to do.
+//! Copy errors: which side, which object, what went wrong. Each error's own
+//! message says only its own part; what caused it is its `source()`, which
+//! the binary prints as `cause:` lines and turns into hints and exit codes.
+//! Nothing here names a command-line flag.
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use mirror_oci::Digest;
 
@@ -23,31 +27,69 @@ impl fmt::Display for Side {
     }
 }
 
+/// Why a blob transfer stopped trying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GaveUp {
+    /// The failure is not one a fresh attempt can fix (wrong content, refusal).
+    NotTransient,
+    /// Every attempt failed.
+    Attempts,
+    /// The server asked to wait longer than the retry budget allows.
+    RetryAfter { asked: Duration, budget: Duration },
+}
+
+/// A bound on how far one copy walks, hit by the source's manifests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Indexes nested deeper than this many levels (the root is level 1).
+    Nesting(usize),
+    /// More distinct manifests than this (root included).
+    Manifests(usize),
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Nesting(n) => write!(f, "nests indexes more than {n} levels deep"),
+            Self::Manifests(n) => write!(
+                f,
+                "references more than {n} distinct manifests, the most one copy walks"
+            ),
+        }
+    }
+}
+
 /// Why a copy failed. Nothing referencing a failed blob was pushed.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
-    #[error("{side} {name}: {source}")]
+    #[error("{side} {name} failed")]
     Endpoint {
         side: Side,
         name: String,
         #[source]
         source: EndpointError,
     },
-    #[error(
-        "{reference} was not found at the source\n  hint: check the tag or digest (`mirror inspect` shows what a reference resolves to)"
-    )]
+    #[error("{reference} was not found at the source")]
     NotFound { reference: String },
     #[error(
-        "blob {digest} ({size} bytes) failed on the {side} after {attempts} attempt(s): {source}{hint}",
-        hint = if matches!(side, Side::Source) && source.stream_error().is_some_and(|e| !e.is_transient()) {
-            "\n  hint: the source served content that does not match its digest; nothing referencing it was pushed"
-        } else { "" }
+        "blob {digest} ({size} bytes) failed on the {side}{}",
+        match gave_up {
+            GaveUp::NotTransient if *attempts <= 1 => String::new(),
+            GaveUp::NotTransient | GaveUp::Attempts => format!(
+                " after {attempts} attempt{}", if *attempts == 1 { "" } else { "s" }
+            ),
+            GaveUp::RetryAfter { asked, budget } => format!(
+                ": it asked to wait {:.0?} before another attempt, longer than the {:.0?} retry budget",
+                asked, budget
+            ),
+        }
     )]
     Blob {
         digest: Digest,
         size: u64,
         side: Side,
         attempts: u32,
+        gave_up: GaveUp,
         #[source]
         source: EndpointError,
     },
@@ -58,22 +100,23 @@ pub enum CopyError {
         available: String,
     },
     /// The destination takes one platform per image and the root (after
-    /// `--platform`) is an index. Refused before anything is written.
+    /// the platform filter) is an index. Refused before anything is written.
     #[error(
-        "{destination} holds one platform per image, and {reference} is an index of {}: choose \
-         one with --platform {}",
-        .platforms.join(", "),
-        .platforms.first().map_or("OS/ARCH", String::as_str)
+        "{destination} holds one platform per image, and {reference} is an index of {}",
+        .platforms.join(", ")
     )]
     SinglePlatform {
         destination: String,
         reference: String,
         platforms: Vec<String>,
     },
-    /// `--require-signature`: no valid signature by the given keys names
+    /// The source's manifests go past a bound on the walk; nothing was written.
+    #[error("{reference} {limit}")]
+    Limit { reference: String, limit: Limit },
+    /// A signature was required and no valid one by the given keys names
     /// the image. Checked before anything was written for it.
     #[error(
-        "refused {reference} ({digest}): no valid cosign signature by {} names it; nothing was written for it{}\n  hint: sign it (`cosign sign --key cosign.key IMAGE@DIGEST`), or require another key",
+        "refused {reference} ({digest}): no valid cosign signature by {} names it; nothing was written for it{}",
         .keys.join(", "),
         .reasons.iter().map(|r| format!("\n  - {r}")).collect::<String>()
     )]
@@ -85,8 +128,8 @@ pub enum CopyError {
     },
     #[error("the copy was cancelled")]
     Cancelled,
-    /// A blob shared with another copy of the same run failed there.
-    #[error("{0}")]
+    /// Work shared with other copies of the same run (a blob, a manifest) failed.
+    #[error(transparent)]
     Shared(Arc<CopyError>),
 }
 

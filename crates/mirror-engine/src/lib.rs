@@ -5,27 +5,55 @@
 //!
 //! - [`Source`], [`Destination`], [`Capabilities`]: the endpoint contract every
 //!   backend implements; [`RegistryEndpoint`] is the registry backend.
-//! - [`Engine`]: holds the blob bound and the run-wide dedup table; [`Engine::copy`]
-//!   runs one [`CopyRequest`] and returns a [`CopyReport`].
+//! - [`Engine`]: holds the blob bound and the run-wide tables of shared work;
+//!   [`Engine::copy`] runs one [`CopyRequest`] and returns a [`CopyReport`].
 //! - [`Referrer`], [`ReferrerSelection`]: signatures, SBOMs and attestations
 //!   that travel with an image (`--referrers`); `--require-signature` checks
 //!   a cosign signature before anything moves ([`CopyOptions`]).
 //! - [`Observer`]: progress events; byte counts are atomics read on a timer.
-//! - [`CopyError`]: which side, which object, what to do.
+//! - [`CopyError`]: which side, which object, and the cause as its source.
+//!
+//! ```no_run
+//! # async fn demo(source: std::sync::Arc<dyn mirror_engine::Source>,
+//! #               destination: std::sync::Arc<dyn mirror_engine::Destination>) {
+//! use mirror_engine::{CopyOptions, CopyRequest, Engine};
+//! let engine = Engine::default();
+//! let report = engine
+//!     .copy(CopyRequest {
+//!         source,
+//!         source_reference: "3.12".into(),
+//!         destination,
+//!         destination_reference: "3.12".into(),
+//!         source_label: "python:3.12".into(),
+//!         destination_label: "registry.example.com/python:3.12".into(),
+//!         options: CopyOptions::default(),
+//!     })
+//!     .await;
+//! # let _ = report;
+//! # }
+//! ```
 
 mod coalesce;
 mod copy;
 mod endpoint;
 mod error;
+mod inflight;
+mod platforms;
 mod referrers;
 mod registry;
 mod report;
+mod transfer;
+mod walk;
 
-pub use copy::{CopyOptions, CopyRequest, DEFAULT_CONCURRENT_BLOBS, Engine, EngineOptions};
+pub use copy::{
+    CopyOptions, CopyRequest, DEFAULT_CONCURRENT_BLOBS, DEFAULT_MAX_RETRY_AFTER, Engine,
+    EngineOptions,
+};
 pub use endpoint::{
     Capabilities, Destination, EndpointError, Mount, MountOrigin, Resolved, Source, UploadSlot,
 };
-pub use error::{CopyError, Side};
+pub use error::{CopyError, GaveUp, Limit, Side};
 pub use referrers::{Referrer, ReferrerCounts, ReferrerSelection, SelectionError, SignatureReport};
 pub use registry::RegistryEndpoint;
 pub use report::{BlobCounts, BlobOutcome, CopyReport, Filtered, ManifestCounts, Observer, Silent};
+pub use walk::{DEFAULT_MAX_MANIFESTS, MAX_NESTING};

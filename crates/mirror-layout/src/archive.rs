@@ -835,10 +835,8 @@ impl Destination for OciArchiveWriter {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            mount: false,
             single_platform: self.format == Format::Docker,
             without_referrers: self.format == Format::Docker,
-            ..Capabilities::default()
         }
     }
 

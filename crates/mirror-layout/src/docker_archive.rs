@@ -460,10 +460,10 @@ impl Source for DockerArchive {
 
     async fn manifest(&self, digest: &Digest) -> Result<RawManifest, EndpointError> {
         self.find_manifest(digest).await.ok_or_else(|| {
-            EndpointError::Other(format!(
-                "{}: no manifest {digest} (resolve the image first)",
-                self.label
-            ))
+            EndpointError::backend(LayoutError::UnknownManifest {
+                location: self.label.clone(),
+                digest: digest.to_string(),
+            })
         })
     }
 

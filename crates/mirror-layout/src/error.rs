@@ -1,4 +1,6 @@
-//! Errors that name the path and say what to do.
+//! Errors that name the path and say what went wrong. Hints that depend only
+//! on the kind of error are the binary's (`bin/mirror/failure.rs`); the ones
+//! here depend on the error's own data (how much space a commit needs).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -18,10 +20,7 @@ pub enum LayoutError {
     InvalidTag { tag: String },
     #[error("`{reference}` cannot name a docker-archive image: {reason}")]
     InvalidRepoTag { reference: String, reason: String },
-    #[error(
-        "{path} is not an OCI image layout (no oci-layout file)\n  hint: point at the directory \
-         that holds oci-layout, index.json and blobs/ (for a writable destination: a new or empty directory)"
-    )]
+    #[error("{path} is not an OCI image layout (no oci-layout file)")]
     NotALayout { path: PathBuf },
     #[error("{path} declares imageLayoutVersion {version:?}; only 1.x layouts are supported")]
     UnsupportedVersion { path: PathBuf, version: String },
@@ -44,10 +43,7 @@ pub enum LayoutError {
     },
     #[error("{location} holds no image")]
     Empty { location: String },
-    #[error(
-        "{archive}: refusing archive entry `{entry}`: {reason}\n  hint: this archive was not written \
-         by an OCI tool or was tampered with; nothing was extracted"
-    )]
+    #[error("{archive}: refusing archive entry `{entry}`: {reason}")]
     HostileEntry {
         archive: PathBuf,
         entry: String,
@@ -57,14 +53,9 @@ pub enum LayoutError {
         "invalid digest `{digest}` ({context}): only sha256 and sha512 with lowercase hex are accepted"
     )]
     InvalidDigest { digest: String, context: String },
-    #[error(
-        "{location} lacks blob {digest}\n  hint: the layout is incomplete; copy the image into it again"
-    )]
+    #[error("{location} lacks blob {digest}")]
     MissingBlob { location: String, digest: String },
-    #[error(
-        "blob {digest} in {location} is {actual} bytes but its descriptor says {expected}\n  hint: \
-         the layout is damaged; copy the image into it again"
-    )]
+    #[error("blob {digest} in {location} is {actual} bytes but its descriptor says {expected}")]
     SizeMismatch {
         location: String,
         digest: String,
@@ -111,7 +102,9 @@ pub enum LayoutError {
         size: u64,
         limit: usize,
     },
-    #[error("{location}: manifest {digest}: {source}")]
+    #[error("{location} has no manifest {digest}")]
+    UnknownManifest { location: String, digest: String },
+    #[error("{location}: manifest {digest}")]
     Manifest {
         location: String,
         digest: String,
@@ -124,12 +117,18 @@ pub enum LayoutError {
         reason: String,
         hint: String,
     },
+    #[error("the fallback tag index {tag}")]
+    ReferrersIndex {
+        tag: String,
+        #[source]
+        source: mirror_oci::ReferrersIndexError,
+    },
     #[error("{0} is a registry reference, not a local layout or archive")]
     NotLocal(String),
     /// A failure of the engine's side of a write (the blob stream).
     #[error(transparent)]
     Endpoint(EndpointError),
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]
@@ -220,7 +219,7 @@ impl From<LayoutError> for EndpointError {
             LayoutError::Manifest { source, .. } => EndpointError::Manifest(*source),
             LayoutError::Io { context, source } => EndpointError::Io { context, source },
             LayoutError::Endpoint(error) => error,
-            other => EndpointError::Other(other.to_string()),
+            other => EndpointError::backend(other),
         }
     }
 }

@@ -4,9 +4,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use futures::StreamExt as _;
-use mirror_engine::{
-    Capabilities, Destination, EndpointError, Referrer, Resolved, Source, UploadSlot,
-};
+use mirror_engine::{Destination, EndpointError, Referrer, Resolved, Source, UploadSlot};
 use mirror_oci::{BlobStream, Descriptor, Digest, Hasher, MAX_MANIFEST_BYTES, RawManifest};
 
 use crate::error::LayoutError;
@@ -277,10 +275,13 @@ impl OciLayout {
             }
         }
         if written != descriptor.size() {
-            return Err(LayoutError::Endpoint(EndpointError::Other(format!(
-                "blob {digest}: the stream ended after {written} of {} bytes",
-                descriptor.size()
-            ))));
+            return Err(LayoutError::Endpoint(EndpointError::Stream(
+                mirror_oci::StreamError::Truncated {
+                    digest: descriptor.digest().clone(),
+                    received: written,
+                    expected: descriptor.size(),
+                },
+            )));
         }
         let file = write_chunks(file, batch, &tmp).await?;
         tokio::fs::File::from_std(file)
@@ -433,13 +434,6 @@ impl Source for OciLayout {
 impl Destination for OciLayout {
     fn name(&self) -> String {
         self.reader.label.clone()
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            mount: false,
-            ..Capabilities::default()
-        }
     }
 
     async fn ensure_repository(&self) -> Result<(), EndpointError> {

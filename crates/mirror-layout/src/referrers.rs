@@ -43,10 +43,11 @@ where
         let name = ref_name(entry);
         if name == Some(fallback.as_str()) {
             if let Some(index) = load(entry.digest().clone()).await? {
-                let listed = referrers_of_index(index.bytes()).map_err(|reason| {
-                    LayoutError::Endpoint(mirror_engine::EndpointError::Other(format!(
-                        "the fallback tag index {fallback}: {reason}"
-                    )))
+                let listed = referrers_of_index(index.bytes()).map_err(|source| {
+                    LayoutError::ReferrersIndex {
+                        tag: fallback.clone(),
+                        source,
+                    }
                 })?;
                 found.extend(listed.into_iter().map(Referrer::listed));
             }
@@ -87,12 +88,8 @@ where
 
 /// The `index.json` entry of a referrer: its listing descriptor, unnamed.
 pub(crate) fn referrer_entry(manifest: &RawManifest) -> Result<Value, LayoutError> {
-    let mut entry = serde_json::to_value(manifest.referrer_descriptor()).map_err(|e| {
-        LayoutError::Endpoint(mirror_engine::EndpointError::Other(format!(
-            "describing referrer {}: {e}",
-            manifest.digest()
-        )))
-    })?;
+    let mut entry = serde_json::to_value(manifest.referrer_descriptor())
+        .map_err(|e| LayoutError::Endpoint(mirror_engine::EndpointError::backend(e)))?;
     if let Some(annotations) = entry.get_mut("annotations").and_then(Value::as_object_mut) {
         // A name would make it an image of the layout.
         annotations.remove(REF_NAME);

@@ -306,9 +306,9 @@ async fn unknown_and_ambiguous_tags_list_the_names() {
     assert!(err.to_string().contains("holds 2 images"), "{err}");
     assert!(err.to_string().contains(":TAG (tags: a, b)"), "{err}");
 
-    // Through the engine the message survives.
+    // Through the engine the message survives (as a cause).
     let err = copy(source, "nope", destination, "x").await.unwrap_err();
-    assert!(err.to_string().contains("it has: a, b"), "{err}");
+    assert!(chain(&err).contains("it has: a, b"), "{}", chain(&err));
 
     let listed = list(&Location::parse(&format!("oci:{}", out.display())).unwrap())
         .await
@@ -336,7 +336,7 @@ async fn destinations_refuse_what_they_must_not_touch() {
     let err = copy(layout(&src.layout).await, "", destination, "bad tag")
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("not a valid tag"), "{err}");
+    assert!(chain(&err).contains("not a valid tag"), "{}", chain(&err));
 
     let std_error = std::io::Error::from_raw_os_error(28);
     assert!(mirror_layout::is_storage_full(&std_error));
@@ -849,8 +849,9 @@ async fn a_corrupt_source_blob_fails_and_commits_nothing() {
     .await
     .unwrap_err();
     assert!(
-        err.to_string().contains("does not match its digest"),
-        "{err}"
+        chain(&err).contains("does not match its digest"),
+        "{}",
+        chain(&err)
     );
     let left = settle(&out).await;
     assert!(left.is_empty(), "{left:?}");
@@ -1312,9 +1313,7 @@ async fn docker_archives_are_written_one_platform_per_image() {
         let text = err.to_string();
         assert!(
             text.contains(&format!("docker-archive:{}", file.display()))
-                && text.contains(&format!(
-                    "is an index of {platforms}: choose one with --platform linux/amd64"
-                )),
+                && text.contains(&format!("is an index of {platforms}")),
             "{text}"
         );
         let left: Vec<_> = std::fs::read_dir(tmp.path())
@@ -1589,4 +1588,13 @@ async fn docker_archives_compute_what_they_do_not_store() {
             ),
         ]
     );
+}
+
+/// An error and every cause under it, as one line (each error says only its
+/// own part; the causes are its sources).
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(error), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }

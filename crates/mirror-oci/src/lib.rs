@@ -34,7 +34,7 @@ pub use oci_spec::image::{
 pub use platform::{PlatformFilter, PlatformParseError, platform_string};
 pub use reference::{Reference, ReferenceError};
 pub use referrers::{
-    COSIGN_SIGNATURE_ANNOTATION, IndexMerge, ReferrerKind, artifact_types, fallback_tag,
-    is_referrer_tag, legacy_tag, merge_referrers_index, referrers_of_index,
+    COSIGN_SIGNATURE_ANNOTATION, IndexMerge, ReferrerKind, ReferrersIndexError, artifact_types,
+    fallback_tag, is_referrer_tag, legacy_tag, merge_referrers_index, referrers_of_index,
 };
 pub use verify::{BlobStream, StreamError, VerifyingStream};

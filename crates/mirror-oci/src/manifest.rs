@@ -29,7 +29,7 @@ pub enum ManifestError {
     Schema1 { media_type: String },
     #[error("unsupported manifest media type `{media_type}`")]
     Unsupported { media_type: String },
-    #[error("manifest of type {media_type} is not valid JSON of that type: {source}")]
+    #[error("manifest of type {media_type} is not valid JSON of that type")]
     Malformed {
         media_type: String,
         #[source]

@@ -164,15 +164,24 @@ impl RawManifest {
     }
 }
 
+/// Why a referrers index (the API's answer, a fallback tag's index) could
+/// not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReferrersIndexError {
+    #[error("the referrers index is not JSON")]
+    NotJson(#[source] serde_json::Error),
+    #[error("the referrers index has no manifests list")]
+    NoManifests,
+}
+
 /// The entries of a referrers index (the API's answer, a fallback tag's
 /// index). Entries that are not descriptors are left out.
-pub fn referrers_of_index(bytes: &[u8]) -> Result<Vec<Descriptor>, String> {
-    let value: Value = serde_json::from_slice(bytes)
-        .map_err(|e| format!("the referrers index is not JSON: {e}"))?;
+pub fn referrers_of_index(bytes: &[u8]) -> Result<Vec<Descriptor>, ReferrersIndexError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(ReferrersIndexError::NotJson)?;
     let manifests = value
         .get("manifests")
         .and_then(Value::as_array)
-        .ok_or("the referrers index has no manifests list")?;
+        .ok_or(ReferrersIndexError::NoManifests)?;
     Ok(manifests
         .iter()
         .filter_map(|entry| serde_json::from_value::<Descriptor>(entry.clone()).ok())

@@ -25,7 +25,7 @@ pub type BlobStream = BoxStream<'static, Result<Bytes, StreamError>>;
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
     /// Reading from the source failed (connection reset, timeout, I/O error).
-    #[error("reading the blob failed: {0}")]
+    #[error("reading the blob failed")]
     Source(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("blob {digest} ended after {received} of {expected} bytes")]
     Truncated {

@@ -12,7 +12,7 @@ use url::Url;
 use crate::auth::{Scheme, Scopes, Token, TokenResponse};
 use crate::client::RegistryClient;
 use crate::credentials::Credentials;
-use crate::error::{RegistryError, decode_error_body};
+use crate::error::{AuthFailure, RegistryError, decode_error_body};
 use crate::execute::is_transient_status;
 use crate::host::{Host, lock};
 use crate::redact::redact_url;
@@ -64,8 +64,9 @@ impl RegistryClient {
             Some(c) => Ok(c.basic_header()),
             None => Err(RegistryError::Auth {
                 host: host.name.clone(),
-                detail: "the registry requires a username and password and none were found".to_owned(),
-                hint: "pass --src-creds/--dest-creds USER:PASSWORD, or run `docker login` for this registry".to_owned(),
+                detail: "the registry requires a username and password and none were found"
+                    .to_owned(),
+                failure: AuthFailure::NoCredentials,
             }),
         }
     }
@@ -108,15 +109,15 @@ impl RegistryClient {
         scopes: &Scopes,
         credentials: Option<&Credentials>,
     ) -> Result<Token, RegistryError> {
-        let auth_error = |detail: String, hint: &str| RegistryError::Auth {
+        let auth_error = |detail: String, failure: AuthFailure| RegistryError::Auth {
             host: host.name.clone(),
             detail,
-            hint: hint.to_owned(),
+            failure,
         };
         let mut url = Url::parse(realm).map_err(|_| {
             auth_error(
                 format!("the registry named `{realm}` as its token server, which is not a URL"),
-                "check the registry's auth configuration",
+                AuthFailure::TokenServer,
             )
         })?;
         if url.scheme() == "http" && credentials.is_some() && !host.insecure {
@@ -125,7 +126,7 @@ impl RegistryClient {
                     "the token server {} is plain HTTP; credentials are not sent over it",
                     redact_url(&url)
                 ),
-                "use an HTTPS token server, or name the registry with --insecure-registry if this is a test setup",
+                AuthFailure::PlainHttpTokenServer,
             ));
         }
         let http = self.http_for(host)?;
@@ -177,18 +178,21 @@ impl RegistryClient {
                 Ok(response) if response.status().is_success() => {
                     debug!(url = %redact_url(&url), elapsed = ?started.elapsed(), "token");
                     let body = response.bytes().await.map_err(|e| {
-                        auth_error(format!("reading the token answer failed: {e}"), "retry")
+                        auth_error(
+                            format!("reading the token answer failed: {e}"),
+                            AuthFailure::TokenServer,
+                        )
                     })?;
                     let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
                         auth_error(
                             "the token server answered something that is not a token".to_owned(),
-                            "check the registry's auth configuration",
+                            AuthFailure::TokenServer,
                         )
                     })?;
                     return parsed.into_token().ok_or_else(|| {
                         auth_error(
                             "the token server answered without a token".to_owned(),
-                            "check the registry's auth configuration",
+                            AuthFailure::TokenServer,
                         )
                     });
                 }
@@ -199,10 +203,10 @@ impl RegistryClient {
                     let status = response.status();
                     let body = response.bytes().await.unwrap_or_default();
                     let (_, message) = decode_error_body(&body);
-                    let hint = if credentials.is_some() {
-                        "the credentials were refused: check the username and password or token (--src-creds/--dest-creds, docker login)"
+                    let failure = if credentials.is_some() {
+                        AuthFailure::Refused
                     } else {
-                        "the registry wants credentials for this repository: pass --src-creds/--dest-creds or run `docker login`"
+                        AuthFailure::NoCredentials
                     };
                     return Err(auth_error(
                         format!(
@@ -214,7 +218,7 @@ impl RegistryClient {
                                 format!(": {message}")
                             }
                         ),
-                        hint,
+                        failure,
                     ));
                 }
                 Err(e) => format!("token request failed: {e}"),
@@ -229,10 +233,7 @@ impl RegistryClient {
                     tokio::time::sleep(delay).await;
                 }
                 None => {
-                    return Err(auth_error(
-                        transient,
-                        "the token server keeps failing; retry later",
-                    ));
+                    return Err(auth_error(transient, AuthFailure::TokenServer));
                 }
             }
         }

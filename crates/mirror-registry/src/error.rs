@@ -141,14 +141,57 @@ pub(crate) fn decode_error_body(body: &[u8]) -> (Option<ErrorCode>, String) {
     }
 }
 
-/// Everything that can go wrong talking to a registry.
+/// How a request failed to get an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    /// No connection (refused, unreachable, DNS).
+    Connect,
+    /// The TLS handshake failed: a plain-HTTP server, an untrusted or
+    /// mismatched certificate.
+    Tls,
+    Timeout,
+    /// The connection broke while the answer was being read.
+    Read,
+    Other,
+}
+
+impl fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Connect => "could not connect",
+            Self::Tls => "the TLS handshake failed",
+            Self::Timeout => "timed out",
+            Self::Read => "the connection broke while reading the answer",
+            Self::Other => "the connection failed",
+        })
+    }
+}
+
+/// Why authentication failed, for the binary to say what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// The registry wants credentials and none were found or sent.
+    NoCredentials,
+    /// The credentials sent were refused (wrong, expired, or lacking permission).
+    Refused,
+    /// The token server is plain HTTP; credentials are not sent over it.
+    PlainHttpTokenServer,
+    /// The token server is misconfigured or keeps failing.
+    TokenServer,
+    /// The registry sent a request on to another host (an upload location)
+    /// that wanted credentials; the registry's own are not sent there.
+    OtherHost,
+}
+
+/// Everything that can go wrong talking to a registry. Each message says its
+/// own part; the cause (the last failure, the transport error) is the source.
+/// Nothing here names a command-line flag: the binary adds hints.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     /// The registry answered with an error status.
-    #[error("{operation} {target} on {host}: {status}{code}{message}{hint}",
+    #[error("{operation} {target} on {host}: {status}{code}{message}",
         code = code.as_ref().map(|c| format!(" {}", c.as_str())).unwrap_or_default(),
-        message = if message.is_empty() { String::new() } else { format!(": {message}") },
-        hint = hint_for(*status, code.as_ref(), *operation).map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
+        message = if message.is_empty() { String::new() } else { format!(": {message}") })]
     Api {
         host: String,
         operation: Operation,
@@ -156,13 +199,17 @@ pub enum RegistryError {
         status: u16,
         code: Option<ErrorCode>,
         message: String,
+        /// How long the registry asked to wait before another attempt.
+        retry_after: Option<Duration>,
     },
     /// The request never got an answer (connection refused, reset, timeout, TLS).
-    #[error("{operation} {target} on {host}: {detail}")]
+    #[error("{operation} {target} on {host}: {kind}{detail}")]
     Transport {
         host: String,
         operation: Operation,
         target: String,
+        kind: TransportKind,
+        /// Where the request went, when that is not `host` (` (via http://...)`).
         detail: String,
         #[source]
         source: reqwest::Error,
@@ -179,11 +226,17 @@ pub enum RegistryError {
         last: Box<RegistryError>,
     },
     /// Authentication failed or was refused.
-    #[error("authentication to {host} failed: {detail}\n  hint: {hint}")]
+    #[error("authentication to {host} failed: {detail}")]
     Auth {
         host: String,
         detail: String,
-        hint: String,
+        failure: AuthFailure,
+    },
+    /// A credential provider (ECR's tokens) failed; its own typed error is the source.
+    #[error("getting registry credentials failed")]
+    CredentialProvider {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
     /// Expiring credentials (ECR tokens) were refused on a request that cannot be
     /// replayed (a streaming upload); they are refreshed, and a fresh attempt may pass.
@@ -194,18 +247,18 @@ pub enum RegistryError {
         target: String,
     },
     /// The registry asked us to wait longer than the retry budget allows.
-    #[error("{host} is rate limiting {operation} {target}: retry after {retry_after:?}{extra}\n  hint: {hint}",
+    #[error("{host} is rate limiting {operation} {target}: it asked to wait {retry_after:.0?}, longer than the {budget:.0?} retry budget{extra}",
         extra = limit.as_ref().map(|l| format!(" ({l})")).unwrap_or_default())]
     RateLimited {
         host: String,
         operation: Operation,
         target: String,
         retry_after: Duration,
+        budget: Duration,
         limit: Option<String>,
-        hint: String,
     },
     /// A manifest was refused (schema 1, too large, digest mismatch, malformed).
-    #[error("{operation} {target} on {host}: {source}")]
+    #[error("{operation} {target} on {host}")]
     Manifest {
         host: String,
         operation: Operation,
@@ -247,10 +300,10 @@ impl RegistryError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Api { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
-            Self::Transport { .. } | Self::CredentialsExpired { .. } => true,
+            Self::Transport { kind, .. } => *kind != TransportKind::Tls,
+            Self::CredentialsExpired { .. } => true,
             // A fresh GET gets a fresh presigned URL.
             Self::Storage { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
-            Self::RetriesExhausted { .. } => false,
             _ => false,
         }
     }
@@ -272,33 +325,46 @@ impl RegistryError {
             _ => None,
         }
     }
-}
 
-fn hint_for(status: u16, code: Option<&ErrorCode>, operation: Operation) -> Option<&'static str> {
-    Some(match (status, code) {
-        (_, Some(ErrorCode::Unauthorized)) | (401, _) => {
-            "the registry wants credentials: pass --src-creds/--dest-creds USER:PASSWORD, or log in with `docker login`"
+    /// How long the registry asked to wait before another attempt.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Api { retry_after, .. } => *retry_after,
+            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
-        (_, Some(ErrorCode::Denied)) | (403, _) => {
-            "the credentials are valid but lack permission for this repository and action"
+    }
+
+    /// The operation that failed, when the error names one.
+    pub fn operation(&self) -> Option<Operation> {
+        match self {
+            Self::Api { operation, .. }
+            | Self::Transport { operation, .. }
+            | Self::RetriesExhausted { operation, .. }
+            | Self::CredentialsExpired { operation, .. }
+            | Self::RateLimited { operation, .. }
+            | Self::Manifest { operation, .. }
+            | Self::Protocol { operation, .. }
+            | Self::Storage { operation, .. } => Some(*operation),
+            _ => None,
         }
-        (_, Some(ErrorCode::NameUnknown)) => {
-            "the repository does not exist on this registry: check the name, or create it first"
+    }
+
+    /// The registry host the error is about, when it names one.
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            Self::Api { host, .. }
+            | Self::Transport { host, .. }
+            | Self::RetriesExhausted { host, .. }
+            | Self::Auth { host, .. }
+            | Self::CredentialsExpired { host, .. }
+            | Self::RateLimited { host, .. }
+            | Self::Manifest { host, .. }
+            | Self::Protocol { host, .. }
+            | Self::Storage { host, .. } => Some(host),
+            Self::CredentialProvider { .. } | Self::Setup(_) => None,
         }
-        (_, Some(ErrorCode::ManifestUnknown)) if operation != Operation::PutManifest => {
-            "no manifest with that tag or digest: check the tag with `mirror inspect`"
-        }
-        (_, Some(ErrorCode::TagInvalid)) => {
-            "the tag exists in an immutable repository and cannot be overwritten"
-        }
-        (_, Some(ErrorCode::ManifestBlobUnknown)) => {
-            "the registry does not hold a blob this manifest references"
-        }
-        (_, Some(ErrorCode::TooManyRequests)) | (429, _) => {
-            "the registry is throttling requests: lower --jobs / --max-concurrent-blobs or retry later"
-        }
-        _ => return None,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -316,7 +382,7 @@ mod tests {
     }
 
     #[test]
-    fn api_errors_carry_a_hint() {
+    fn api_errors_say_what_failed_and_name_no_flags() {
         let e = RegistryError::Api {
             host: "r.example".into(),
             operation: Operation::PutManifest,
@@ -324,15 +390,11 @@ mod tests {
             status: 404,
             code: Some(ErrorCode::NameUnknown),
             message: "repository name not known to registry".into(),
+            retry_after: None,
         };
-        let text = e.to_string();
-        assert!(
-            text.contains("pushing manifest app:1 on r.example: 404 NAME_UNKNOWN"),
-            "{text}"
-        );
-        assert!(
-            text.contains("hint: the repository does not exist"),
-            "{text}"
+        assert_eq!(
+            e.to_string(),
+            "pushing manifest app:1 on r.example: 404 NAME_UNKNOWN: repository name not known to registry"
         );
     }
 }

@@ -18,7 +18,7 @@ use url::Url;
 
 use crate::auth::{Scheme, Scopes, parse_challenge};
 use crate::client::RegistryClient;
-use crate::error::{Operation, RegistryError, decode_error_body};
+use crate::error::{AuthFailure, Operation, RegistryError, TransportKind, decode_error_body};
 use crate::host::{Host, lock};
 use crate::ratelimit::RateLimit;
 use crate::redact::{redact_text, redact_url};
@@ -275,11 +275,10 @@ impl RegistryClient {
         self.inner.stats.count(&call.method);
         debug!(method = %call.method, url = %redact_url(&call.url), error = %source, "request failed");
         let detail = if on_registry {
-            describe_transport(&source) + &via(&host.name, &call.url)
+            via(&host.name, &call.url)
         } else {
             format!(
-                "{} (at {}, where {} sent it)",
-                describe_transport(&source),
+                " (at {}, where {} sent it)",
                 redact_url(&call.url),
                 host.name
             )
@@ -289,8 +288,9 @@ impl RegistryClient {
                 host: host.name.clone(),
                 operation: call.operation,
                 target: call.target.clone(),
+                kind: transport_kind(&source),
                 detail,
-                source,
+                source: source.without_url(),
             },
             retry_after: None,
         }
@@ -384,9 +384,7 @@ impl RegistryClient {
                     host.name,
                     host.name,
                 ),
-                hint: "the registry (or a proxy in front of it) hands out locations on a host it \
-                       does not serve from: check its external URL setting, or reach it directly"
-                    .to_owned(),
+                failure: AuthFailure::OtherHost,
             });
         }
         if is_transient_status(status) {
@@ -466,15 +464,21 @@ impl RegistryClient {
                 operation: call.operation,
                 target: call.target.clone(),
                 retry_after: wait,
+                budget: policy.max_retry_after,
                 limit: host.rate_limit().map(|l| l.to_string()),
-                hint: if host.name == "registry-1.docker.io" {
-                    "Docker Hub's pull limit is reached: log in (docker login or --src-creds) for a higher limit, or wait".to_owned()
-                } else {
-                    "wait and retry, or raise --max-retry-after".to_owned()
-                },
             });
         }
-        if !attempts.replayable || call.once {
+        // A failed TLS handshake fails the same way every time.
+        if !attempts.replayable || !error.is_transient() {
+            return Err(error);
+        }
+        if call.once {
+            // A best-effort clean-up gets one more try, at once, only when it
+            // never reached the registry: a pooled connection the server had
+            // closed (it just refused a streaming PUT without reading it).
+            if attempts.count == 1 && matches!(error, RegistryError::Transport { .. }) {
+                return Ok(());
+            }
             return Err(error);
         }
         let backoff = attempts.delays.next();
@@ -529,15 +533,14 @@ impl RegistryClient {
                 format!(": {message}")
             }
         );
-        let hint = if sent_credentials {
-            "the credentials lack permission for this repository and action, or have expired"
-        } else {
-            "pass --src-creds/--dest-creds USER:PASSWORD, or run `docker login` for this registry"
-        };
         RegistryError::Auth {
             host: host.name.clone(),
             detail,
-            hint: hint.to_owned(),
+            failure: if sent_credentials {
+                AuthFailure::Refused
+            } else {
+                AuthFailure::NoCredentials
+            },
         }
     }
 
@@ -586,12 +589,9 @@ impl RegistryClient {
                     host: host.name.clone(),
                     operation: call.operation,
                     target: call.target.clone(),
-                    detail: format!(
-                        "{} (redirected to {})",
-                        describe_transport(&source),
-                        redact_url(&url)
-                    ),
-                    source,
+                    kind: transport_kind(&source),
+                    detail: format!(" (redirected to {})", redact_url(&url)),
+                    source: source.without_url(),
                 })?;
             if !response.status().is_redirection() {
                 if response.status().is_success() {
@@ -634,6 +634,11 @@ async fn error_answer(
     response: reqwest::Response,
 ) -> RegistryError {
     let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
     let body = if *method == Method::HEAD {
         Bytes::new()
     } else {
@@ -647,6 +652,7 @@ async fn error_answer(
         status,
         code,
         message,
+        retry_after,
     }
 }
 
@@ -724,21 +730,38 @@ fn via(name: &str, url: &Url) -> String {
     }
 }
 
-fn describe_transport(error: &reqwest::Error) -> String {
-    let mut text = if error.is_timeout() {
-        "timed out".to_owned()
-    } else if error.is_connect() {
-        "could not connect".to_owned()
-    } else {
-        "connection failed".to_owned()
-    };
-    let mut source = std::error::Error::source(error);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
+/// What kind of failure kept a request from an answer. A TLS error sits deep
+/// in the chain, inside `io::Error`s (nested) whose `source()` skips it.
+pub(crate) fn transport_kind(error: &reqwest::Error) -> TransportKind {
+    fn is_tls(error: &(dyn std::error::Error + 'static)) -> bool {
+        if error.is::<rustls::Error>() {
+            return true;
+        }
+        let mut io = error.downcast_ref::<std::io::Error>();
+        while let Some(inner) = io.and_then(std::io::Error::get_ref) {
+            if inner.is::<rustls::Error>() {
+                return true;
+            }
+            io = inner.downcast_ref::<std::io::Error>();
+        }
+        false
     }
-    text
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if is_tls(e) {
+            return TransportKind::Tls;
+        }
+        current = e.source();
+    }
+    if error.is_timeout() {
+        TransportKind::Timeout
+    } else if error.is_connect() {
+        TransportKind::Connect
+    } else if error.is_body() || error.is_decode() {
+        TransportKind::Read
+    } else {
+        TransportKind::Other
+    }
 }
 
 pub(crate) fn header_value(text: &str) -> HeaderValue {

@@ -45,7 +45,7 @@ mod stats;
 
 pub use client::{ClientOptions, RegistryClient, RetryPolicy, TagListLimits};
 pub use credentials::{CredentialProvider, CredentialStore, Credentials};
-pub use error::{ErrorCode, Operation, RegistryError};
+pub use error::{AuthFailure, ErrorCode, Operation, RegistryError, TransportKind};
 pub use ratelimit::RateLimit;
 pub use redact::redact_url;
 pub use repository::{ManifestHead, MountOutcome, ReferrerListing, Repository, UploadSession};

@@ -18,7 +18,7 @@ use url::Url;
 
 use crate::auth::Scopes;
 use crate::client::{RegistryClient, TagListLimits};
-use crate::error::{Operation, RegistryError};
+use crate::error::{Operation, RegistryError, TransportKind};
 use crate::execute::{Answer, Call, CallBody, origin_of};
 use crate::host::Host;
 use crate::ratelimit::RateLimit;
@@ -273,8 +273,9 @@ impl Repository {
                     host: self.host.name.clone(),
                     operation: Operation::GetManifest,
                     target: target.clone(),
-                    detail: format!("reading the manifest failed: {source}"),
-                    source,
+                    kind: TransportKind::Read,
+                    detail: String::new(),
+                    source: source.without_url(),
                 })?
         {
             body.extend_from_slice(&chunk);
@@ -357,7 +358,8 @@ impl Repository {
         } = answer;
         let stream = response
             .bytes_stream()
-            .map_err(|e| StreamError::Source(Box::new(e)))
+            // Without the URL: a presigned one carries its signature.
+            .map_err(|e| StreamError::Source(Box::new(e.without_url())))
             .map(move |chunk| {
                 let _held = &permit;
                 chunk
@@ -545,8 +547,9 @@ impl Repository {
                     host: self.host.name.clone(),
                     operation: Operation::ListTags,
                     target: target.clone(),
-                    detail: "reading the tag list failed".to_owned(),
-                    source,
+                    kind: TransportKind::Read,
+                    detail: String::new(),
+                    source: source.without_url(),
                 })?
                 .ok_or_else(|| {
                     refused(format!(

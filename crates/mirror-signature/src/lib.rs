@@ -41,28 +41,23 @@ use serde_json::Value;
 /// The `critical.type` of a cosign signature payload.
 pub const COSIGN_PAYLOAD_TYPE: &str = "cosign container image signature";
 
-/// Why a signature requirement could not be set up.
+/// Why a signature requirement could not be set up. Messages say what is
+/// wrong; what to do about it is the caller's to add (it knows its flags).
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error(
-        "--require-signature `{0}`: expected cosign:KEY.pub (the public key file `cosign generate-key-pair` writes)"
-    )]
+    #[error("`{0}` is not a signature requirement: expected cosign:KEY.pub")]
     Spec(String),
-    #[error("cannot read the key {path}: {source}")]
+    #[error("cannot read the key {path}")]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "{path} is a private key: give the public key (cosign.pub, or `cosign public-key --key {path}`)"
-    )]
+    #[error("{path} is a private key, not a public one")]
     Private { path: PathBuf },
     #[error("{path} holds no PEM public key (-----BEGIN PUBLIC KEY-----)")]
     NoPublicKey { path: PathBuf },
-    #[error(
-        "{path} is not an ECDSA P-256 or P-384 public key (cosign's key-based signatures use P-256)"
-    )]
+    #[error("{path} is not an ECDSA P-256 or P-384 public key")]
     Unsupported { path: PathBuf },
 }
 

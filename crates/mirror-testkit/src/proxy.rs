@@ -144,6 +144,13 @@ impl Rule {
     }
 }
 
+/// Time since a fixed moment early in this process: the clock of
+/// [`RequestRecord::at`].
+pub fn since_start() -> Duration {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START.get_or_init(std::time::Instant::now).elapsed()
+}
+
 /// One request that went through the proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestRecord {
@@ -158,6 +165,10 @@ pub struct RequestRecord {
     pub request_content_length: Option<u64>,
     /// Body bytes handed to the client (after faults).
     pub response_bytes: u64,
+    /// When the request arrived, on a clock shared by every proxy of the
+    /// process: compare requests with each other (how long
+    /// a client waited between two), not with wall time.
+    pub at: Duration,
 }
 
 struct ActiveRule {
@@ -447,6 +458,7 @@ async fn handle(
         authorization: header(hyper::header::AUTHORIZATION),
         request_content_length: header(hyper::header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
         response_bytes: 0,
+        at: since_start(),
     };
     let index = match shared.records.lock() {
         Ok(mut records) => {

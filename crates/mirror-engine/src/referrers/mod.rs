@@ -233,6 +233,31 @@ impl ReferrerOutcome {
     }
 }
 
+/// An error with its causes, for a warning that has one line to say it in
+/// (each error's own message says only its own part).
+pub(crate) struct Said<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Said<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut last = String::new();
+        let mut error = Some(self.0);
+        let mut first = true;
+        while let Some(e) = error {
+            let text = e.to_string();
+            if !text.is_empty() && text != last && !last.ends_with(&text) {
+                if !first {
+                    f.write_str(": ")?;
+                }
+                f.write_str(&text)?;
+                first = false;
+                last = text;
+            }
+            error = e.source();
+        }
+        Ok(())
+    }
+}
+
 /// The manifests of an image whose referrers travel with it: the root and
 /// every child of the indexes walked, unless `--platform` made the root a
 /// new index (nothing refers to a digest that only now exists: the kept
@@ -301,12 +326,14 @@ impl Engine {
             };
             let source = &request.source;
             let found: Vec<(Digest, Result<Vec<Referrer>, String>)> =
-                futures::stream::iter(level.iter().map(|subject| async move {
+                // Owned digests: a future over a borrowed one would not be
+                // `Send` for every lifetime, and a copy must be spawnable.
+                futures::stream::iter(level.iter().cloned().map(|subject| async move {
                     let listed = source
-                        .referrers(subject, hint)
+                        .referrers(&subject, hint)
                         .await
-                        .map_err(|e| format!("source {}: {e}", source.name()));
-                    (subject.clone(), listed)
+                        .map_err(|e| format!("source {}: {}", source.name(), Said(&e)));
+                    (subject, listed)
                 }))
                 .buffered(concurrency)
                 .collect()
@@ -415,7 +442,8 @@ impl Walk<'_> {
                     Ok(found) => found,
                     Err(e) => {
                         outcome.counts.fail(format!(
-                            "referrer {digest} of {subject}: checking {tag} at the destination: {e}"
+                            "referrer {digest} of {subject}: checking {tag} at the destination: {}",
+                            Said(&e)
                         ));
                         continue;
                     }
@@ -442,7 +470,8 @@ impl Walk<'_> {
             && let Err(e) = destination.add_referrers(subject, &unlisted).await
         {
             outcome.counts.fail(format!(
-                "the referrers of {subject} were pushed but could not be listed at the destination: {e}"
+                "the referrers of {subject} were pushed but could not be listed at the destination: {}",
+                Said(&e)
             ));
         }
         (outcome, next)
@@ -468,7 +497,7 @@ impl Walk<'_> {
         let manifest = source
             .manifest(digest)
             .await
-            .map_err(|e| format!("{what}: source {}: {e}", source.name()))?;
+            .map_err(|e| format!("{what}: source {}: {}", source.name(), Said(&e)))?;
         if tag.is_none() && manifest.subject().map(Descriptor::digest) != Some(subject) {
             return Err(format!(
                 "{what} is listed as a referrer but names {} as its subject; left out",
@@ -499,7 +528,7 @@ impl Walk<'_> {
         let plan = engine
             .walk(request, &manifest)
             .await
-            .map_err(|e| format!("{what}: {e}"))?;
+            .map_err(|e| format!("{what}: {}", Said(&e)))?;
         // The walk left out foreign layers already (unless asked for).
         let mut blobs: Vec<Descriptor> = Vec::new();
         let mut unique = HashSet::new();
@@ -513,7 +542,7 @@ impl Walk<'_> {
         let (counts, bytes) = engine
             .copy_blobs(request, &blobs)
             .await
-            .map_err(|e| format!("{what}: {e}"))?;
+            .map_err(|e| format!("{what}: {}", Said(&e)))?;
         let outcome = ReferrerOutcome {
             blobs: counts,
             bytes,
@@ -532,7 +561,8 @@ impl Walk<'_> {
             destination
                 .put_manifest(child.digest().as_ref(), child)
                 .await
-                .map_err(|e| format!("{what}: destination {}: {e}", destination.name()))?;
+                .map_err(|e| format!("{what}: destination {}: {}", destination.name(), Said(&e)))?;
+            engine.mark_present(destination.as_ref(), child.digest());
         }
         if let Some(root) = self.pending_root
             && root.digest() == subject
@@ -542,14 +572,16 @@ impl Walk<'_> {
                     destination
                         .put_manifest(root.digest().as_ref(), root)
                         .await
-                        .map_err(|e| format!("{what}: pushing its subject {subject} first: {e}"))
+                        .map_err(|e| {
+                            format!("{what}: pushing its subject {subject} first: {}", Said(&e))
+                        })
                 })
                 .await?;
         }
         let indexed = destination
             .put_referrer(&manifest, tag)
             .await
-            .map_err(|e| format!("{what}: destination {}: {e}", destination.name()))?;
+            .map_err(|e| format!("{what}: destination {}: {}", destination.name(), Said(&e)))?;
         engine.observer().manifest_pushed(
             tag.map_or_else(|| digest.to_string(), str::to_owned)
                 .as_str(),

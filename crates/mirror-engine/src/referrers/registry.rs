@@ -115,7 +115,7 @@ impl RegistryReferrers {
             return Ok(Vec::new());
         }
         match repository.fallback_index(subject).await? {
-            Some(index) => referrers_of_index(index.bytes()).map_err(EndpointError::Other),
+            Some(index) => referrers_of_index(index.bytes()).map_err(EndpointError::backend),
             None => Ok(Vec::new()),
         }
     }

@@ -71,7 +71,7 @@ impl Engine {
             let manifest = match source.manifest(candidate.descriptor.digest()).await {
                 Ok(manifest) => manifest,
                 Err(e) => {
-                    reasons.push(format!("{place}: {e}"));
+                    reasons.push(format!("{place}: {}", super::Said(&e)));
                     continue;
                 }
             };

@@ -11,7 +11,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, StatusCode};
 
 use super::{Repository, next_link, read_page};
-use crate::error::{Operation, RegistryError};
+use crate::error::{Operation, RegistryError, TransportKind};
 use crate::execute::{CallBody, header_value, origin_of};
 
 /// Pages of one referrers listing followed at most: a hostile registry
@@ -97,8 +97,9 @@ impl Repository {
                     host: self.host.name.clone(),
                     operation: Operation::ListReferrers,
                     target: target.clone(),
-                    detail: format!("reading the referrers failed: {source}"),
-                    source,
+                    kind: TransportKind::Read,
+                    detail: String::new(),
+                    source: source.without_url(),
                 })?
                 .ok_or_else(|| {
                     protocol(format!(
@@ -107,7 +108,12 @@ impl Repository {
                 })?;
             listing
                 .descriptors
-                .extend(referrers_of_index(&body).map_err(protocol)?);
+                .extend(referrers_of_index(&body).map_err(|e| {
+                    protocol(match std::error::Error::source(&e) {
+                        Some(cause) => format!("{e}: {cause}"),
+                        None => e.to_string(),
+                    })
+                })?);
             let Some(link) = next else {
                 return Ok(Some(listing));
             };

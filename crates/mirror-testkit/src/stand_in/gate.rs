@@ -106,6 +106,7 @@ pub(super) fn start_record(records: &Mutex<Vec<RequestRecord>>, req: &Request<In
         authorization: header(header::AUTHORIZATION),
         request_content_length: header(header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
         response_bytes: 0,
+        at: crate::proxy::since_start(),
     };
     match records.lock() {
         Ok(mut records) => {

@@ -1,0 +1,242 @@
+//! One blob from a source to a destination: exists? skip; same registry?
+//! mount; else stream GET -> verify -> one upload, started over (fresh GET,
+//! fresh upload session) on a transient failure, after at least as long as
+//! the server asked. Runs on its own task, shared by every copy that wants
+//! the blob ([`crate::inflight`]), under the run-wide bound on transfers.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use bytes::Bytes;
+use futures::{Stream, StreamExt as _};
+use mirror_oci::{BlobStream, Descriptor, StreamError, VerifyingStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tracing::{debug, info};
+
+use crate::copy::Engine;
+use crate::endpoint::{Destination, EndpointError, Mount, Source, UploadSlot};
+use crate::error::{CopyError, GaveUp, Side};
+use crate::report::BlobOutcome;
+
+/// Hands out the run-wide transfer permits in the order they were asked for,
+/// so that each copy's largest blobs start first.
+pub(crate) struct Permits {
+    semaphore: Arc<Semaphore>,
+    queue: std::sync::OnceLock<mpsc::UnboundedSender<oneshot::Sender<OwnedSemaphorePermit>>>,
+}
+
+impl Permits {
+    pub(crate) fn new(permits: usize) -> Self {
+        Self {
+            semaphore: Arc::new(Semaphore::new(permits.max(1))),
+            queue: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Queues a request for a permit now; the permit arrives on the receiver
+    /// when its turn comes. A dropped receiver gives its turn away.
+    pub(crate) fn request(&self) -> oneshot::Receiver<OwnedSemaphorePermit> {
+        let (sender, receiver) = oneshot::channel();
+        let queue = self.queue.get_or_init(|| {
+            let (queue, mut requests) =
+                mpsc::unbounded_channel::<oneshot::Sender<OwnedSemaphorePermit>>();
+            let semaphore = self.semaphore.clone();
+            // Ends when the engine (the queue's only sender) is dropped.
+            tokio::spawn(async move {
+                while let Some(waiting) = requests.recv().await {
+                    if waiting.is_closed() {
+                        continue;
+                    }
+                    let Ok(permit) = semaphore.clone().acquire_owned().await else {
+                        return;
+                    };
+                    // A receiver gone means its transfer was cancelled; the permit returns.
+                    let _ = waiting.send(permit);
+                }
+            });
+            queue
+        });
+        let _ = queue.send(sender);
+        receiver
+    }
+}
+
+/// One blob transfer.
+pub(crate) struct Transfer {
+    pub source: Arc<dyn Source>,
+    pub destination: Arc<dyn Destination>,
+    pub descriptor: Descriptor,
+    pub dry_run: bool,
+    pub engine: Engine,
+}
+
+impl Transfer {
+    pub(crate) async fn run(
+        self,
+        turn: oneshot::Receiver<OwnedSemaphorePermit>,
+    ) -> Result<BlobOutcome, CopyError> {
+        let Ok(_permit) = turn.await else {
+            return Err(CopyError::Cancelled);
+        };
+        let descriptor = &self.descriptor;
+        let size = descriptor.size();
+        let observer = self.engine.observer();
+        let destination = &self.destination;
+        let exists = destination
+            .blob_exists(descriptor)
+            .await
+            .map_err(|e| CopyError::destination_side(destination.name(), e))?;
+        if exists {
+            observer.blob_finished(descriptor, BlobOutcome::Skipped);
+            return Ok(BlobOutcome::Skipped);
+        }
+        if self.dry_run {
+            observer.blob_finished(descriptor, BlobOutcome::Planned(size));
+            return Ok(BlobOutcome::Planned(size));
+        }
+        let mut slot = None;
+        if let Some(origin) = self.source.mount_origin()
+            && destination.can_mount_from(&origin)
+        {
+            match destination.mount_blob(descriptor, &origin).await {
+                Ok(Mount::Mounted) => {
+                    observer.blob_finished(descriptor, BlobOutcome::Mounted);
+                    return Ok(BlobOutcome::Mounted);
+                }
+                Ok(Mount::NotMounted(s)) => slot = s,
+                Err(error) => {
+                    debug!(digest = %descriptor.digest(), %error, "mount failed; copying");
+                }
+            }
+        }
+        let counter = Arc::new(AtomicU64::new(0));
+        observer.blob_started(descriptor, counter.clone());
+        let options = self.engine.options();
+        let attempts = options.blob_attempts.max(1);
+        let mut delays = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(10))
+            .with_jitter()
+            .with_max_times(attempts as usize)
+            .build();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            counter.store(0, Ordering::Relaxed);
+            let (side, error) = match self.attempt(slot.take(), &counter).await {
+                Ok(()) => {
+                    observer.blob_finished(descriptor, BlobOutcome::Copied(size));
+                    return Ok(BlobOutcome::Copied(size));
+                }
+                Err(failed) => failed,
+            };
+            let retry_after = error.retry_after();
+            let gave_up = if !error.is_transient() {
+                Some(GaveUp::NotTransient)
+            } else if attempt >= attempts {
+                Some(GaveUp::Attempts)
+            } else {
+                // The server's word is the least we wait; past the budget we
+                // stop instead of sleeping for however long it asked.
+                retry_after
+                    .filter(|asked| *asked > options.max_retry_after)
+                    .map(|asked| GaveUp::RetryAfter {
+                        asked,
+                        budget: options.max_retry_after,
+                    })
+            };
+            if let Some(gave_up) = gave_up {
+                return Err(CopyError::Blob {
+                    digest: descriptor.digest().clone(),
+                    size,
+                    side,
+                    attempts: attempt,
+                    gave_up,
+                    source: error,
+                });
+            }
+            let backoff = delays.next().unwrap_or(Duration::from_secs(1));
+            let delay = retry_after.map_or(backoff, |asked| backoff.max(asked));
+            let message = error.to_string();
+            info!(digest = %descriptor.digest(), attempt, ?delay, error = %message, "blob transfer failed; starting over");
+            observer.blob_retrying(descriptor, attempt, &message);
+            self.engine.count_retry();
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// GET -> verify -> upload, once. When the upload failed because its body
+    /// did (wrong content, a broken download), the body's own error is the
+    /// cause, on the source's side, not the transport words it became.
+    async fn attempt(
+        &self,
+        slot: Option<UploadSlot>,
+        counter: &Arc<AtomicU64>,
+    ) -> Result<(), (Side, EndpointError)> {
+        let descriptor = &self.descriptor;
+        let stream = self
+            .source
+            .blob(descriptor)
+            .await
+            .map_err(|e| (Side::Source, e))?;
+        let stream = crate::coalesce::Coalesce::new(stream).boxed();
+        let verified = VerifyingStream::new(stream, descriptor.digest().clone(), descriptor.size())
+            .count_into(counter.clone());
+        let failure = Arc::new(Mutex::new(None));
+        let body = Watched {
+            inner: verified.boxed(),
+            failure: failure.clone(),
+        };
+        let error = match self
+            .destination
+            .put_blob(descriptor, body.boxed(), slot)
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        let body_failure = failure
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        Err(match body_failure {
+            Some(body_failure) => (Side::Source, EndpointError::Stream(body_failure)),
+            None if error.stream_error().is_some() => (Side::Source, error),
+            None => (Side::Destination, error),
+        })
+    }
+}
+
+/// A blob body that keeps its own failure for the engine and hands the
+/// destination a stand-in (an upload only needs to know that it must fail).
+struct Watched {
+    inner: BlobStream,
+    failure: Arc<Mutex<Option<StreamError>>>,
+}
+
+/// What a destination sees in place of a body's failure.
+#[derive(Debug, thiserror::Error)]
+#[error("the blob stream failed: {0}")]
+struct BodyFailed(String);
+
+impl Stream for Watched {
+    type Item = Result<Bytes, StreamError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Err(error))) => {
+                let stand_in = StreamError::Source(Box::new(BodyFailed(error.to_string())));
+                *self
+                    .failure
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
+                Poll::Ready(Some(Err(stand_in)))
+            }
+            other => other,
+        }
+    }
+}
