@@ -105,7 +105,7 @@ async fn a_symlinked_partial_directory_is_refused() {
     symlink(&elsewhere, tmp.path().join("out.tar.partial")).expect("planting FILE.partial");
 
     let refused = match OciArchiveWriter::create(&file).await {
-        Err(e) => e.to_string(),
+        Err(e) => chain(&e),
         Ok(writer) => copy(source(&image).await, Arc::new(writer), "latest")
             .await
             .expect_err("a copy through a planted FILE.partial")
@@ -134,7 +134,7 @@ async fn a_symlinked_partial_directory_is_refused() {
     .expect("writing oci-layout");
     symlink(&elsewhere, partial.join("blobs")).expect("planting FILE.partial/blobs");
     let refused = match OciArchiveWriter::create(&file).await {
-        Err(e) => e.to_string(),
+        Err(e) => chain(&e),
         Ok(writer) => copy(source(&image).await, Arc::new(writer), "latest")
             .await
             .expect_err("a copy through a planted FILE.partial/blobs")
@@ -178,10 +178,10 @@ async fn a_linked_blob_in_the_partial_directory_is_not_archived() {
     symlink(&secret, blobs.join(layer.digest().digest())).expect("planting a blob link");
 
     let outcome = match OciArchiveWriter::create(&file).await {
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(chain(&e)),
         Ok(writer) => copy(source(&image).await, Arc::new(writer), "latest")
             .await
-            .map_err(|e| e.to_string()),
+            .map_err(|e| chain(&e)),
     };
     if file.exists() {
         let bytes = std::fs::read(&file).expect("the archive");
@@ -206,7 +206,7 @@ async fn a_planted_lock_link_creates_nothing() {
     symlink(&target, tmp.path().join("out.tar.lock")).expect("planting FILE.lock");
 
     let refused = match OciArchiveWriter::create(&file).await {
-        Err(e) => e.to_string(),
+        Err(e) => chain(&e),
         Ok(writer) => copy(source(&image).await, Arc::new(writer), "latest")
             .await
             .expect_err("a copy with a planted lock link")
@@ -223,7 +223,7 @@ async fn a_planted_lock_link_creates_nothing() {
     std::fs::create_dir(&layout).expect("a layout dir");
     symlink(&target, layout.join(".mirror.lock")).expect("planting .mirror.lock");
     let refused = match OciLayout::create(&layout).await {
-        Err(e) => e.to_string(),
+        Err(e) => chain(&e),
         Ok(writer) => copy(source(&image).await, Arc::new(writer), "latest")
             .await
             .expect_err("a copy with a planted lock link")
@@ -273,15 +273,15 @@ async fn layout_files_linking_outside_the_layout_are_refused() {
         }
         let out = tmp.path().join(format!("out-{case}"));
         let refused = match OciLayout::open(&dir).await {
-            Err(e) => e.to_string(),
+            Err(e) => chain(&e),
             Ok(layout) => copy(
                 Arc::new(layout),
                 Arc::new(OciLayout::create(&out).await.expect("a destination")),
                 "latest",
             )
             .await
-            .expect_err(&format!("a copy from a layout with {name} linked outside"))
-            .to_string(),
+            .map_err(|e| chain(&e))
+            .expect_err(&format!("a copy from a layout with {name} linked outside")),
         };
         assert!(refused.contains("outside the layout"), "{name}: {refused}");
         let landed = out.join("blobs/sha256").join(layer.digest().digest());
@@ -310,4 +310,16 @@ async fn layout_files_linking_outside_the_layout_are_refused() {
 
 fn copy_dir(from: &Path, to: &Path) {
     mirror_testkit::copy_dir(from, to).expect("copying a layout");
+}
+
+/// An error with every cause in its chain: what the binary prints.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
