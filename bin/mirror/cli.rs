@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use mirror_engine::ReferrerSelection;
 use mirror_oci::PlatformFilter;
 
 const EXAMPLES: &str = "\
@@ -29,6 +30,10 @@ Examples:
 
   # Every 3.12 tag of a repository (tags listed 1000 per page)
   mirror copy --all-tags --tag-regex '3\\.12.*' python registry.example.com/base/python
+
+  # Only images signed with this cosign key; only their signatures travel along
+  mirror copy --require-signature cosign:cosign.pub --referrers signature \\
+      ghcr.io/org/app:1.4 registry.example.com/app:1.4
 
   # What a reference is: digest, media type, platforms, sizes
   mirror inspect python:3.10-slim-buster
@@ -126,6 +131,16 @@ pub struct CommonCopyArgs {
     /// Images (tags) copied at once; blobs stay bounded by --max-concurrent-blobs.
     #[arg(long, default_value_t = mirror_sync::DEFAULT_CONCURRENT_IMAGES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub max_concurrent_images: usize,
+    /// Which referrers (signatures, SBOMs, attestations) travel with each
+    /// image: all, none, or a comma-separated list of signature, sbom,
+    /// attestation and artifact types (application/spdx+json).
+    #[arg(long, value_name = "all|none|KIND,TYPE,...", default_value = "all")]
+    pub referrers: ReferrerSelection,
+    /// Copy an image only if a cosign signature by this public key names it
+    /// (checked before anything is written; other images carry on).
+    /// Repeatable: any of the keys may match.
+    #[arg(long = "require-signature", value_name = "cosign:KEY.pub")]
+    pub require_signature: Vec<String>,
 }
 
 /// ECR settings: used when the destination is an ECR registry.
@@ -168,7 +183,7 @@ pub enum Command {
     // reads as if it were required.
     /// Copy an image (every platform of an index, or one image) to another registry.
     #[command(after_help = EXAMPLES, override_usage = "mirror copy [OPTIONS] <SOURCE> <DESTINATION>")]
-    Copy(CopyArgs),
+    Copy(Box<CopyArgs>),
     /// Keep every image of a YAML file in step with its source (default ./mirror.yaml).
     #[command(after_help = SYNC_EXAMPLES)]
     Sync(SyncArgs),
@@ -260,6 +275,17 @@ pub struct SyncArgs {
     /// attestations) before its copy stops: a bound against hostile sources.
     #[arg(long, value_name = "N", default_value_t = mirror_engine::DEFAULT_MAX_MANIFESTS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub max_manifests: usize,
+    /// Which referrers (signatures, SBOMs, attestations) travel with each
+    /// image: all, none, or a comma-separated list of signature, sbom,
+    /// attestation and artifact types. With any, a tag already current still
+    /// gets the referrers added since the last run.
+    #[arg(long, value_name = "all|none|KIND,TYPE,...", default_value = "all")]
+    pub referrers: ReferrerSelection,
+    /// Copy an image only if a cosign signature by this public key names it
+    /// (checked before anything is written; other images carry on).
+    /// Repeatable: any of the keys may match.
+    #[arg(long = "require-signature", value_name = "cosign:KEY.pub")]
+    pub require_signature: Vec<String>,
     /// USER:PASSWORD for every source registry.
     #[arg(
         long,

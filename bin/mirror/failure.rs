@@ -13,6 +13,7 @@ use mirror_ecr::{EcrError, SettingsError};
 use mirror_engine::{CopyError, EndpointError, GaveUp, Limit, Side};
 use mirror_layout::LayoutError;
 use mirror_registry::{AuthFailure, ErrorCode, Operation, RegistryError, TransportKind};
+use mirror_signature::KeyError;
 use mirror_sync::{ErrorKind, FileError, LocationError, SyncError};
 use serde_json::json;
 
@@ -47,6 +48,7 @@ impl Exit {
                     .is_some_and(CopyError::is_usage)
                     || e.is::<mirror_oci::ReferenceError>()
                     || e.is::<mirror_oci::PlatformParseError>()
+                    || e.is::<KeyError>()
                     || matches!(
                         e.downcast_ref::<LayoutError>(),
                         Some(
@@ -308,6 +310,8 @@ fn hints(error: &(dyn Error + 'static)) -> Vec<String> {
                 ecr_hint(ecr)
             } else if let Some(layout) = e.downcast_ref::<LayoutError>() {
                 layout_hint(layout)
+            } else if let Some(key) = e.downcast_ref::<KeyError>() {
+                key_hint(key)
             } else {
                 None
             };
@@ -351,6 +355,10 @@ fn copy_hint(error: &CopyError) -> Option<String> {
             limit: Limit::Manifests(_),
             ..
         } => "if the source is trusted, raise --max-manifests".to_owned(),
+        CopyError::Unsigned { .. } => {
+            "sign it by digest with `cosign sign` and the private key of one of these public keys, or pass --require-signature cosign:KEY.pub for the key that signed it"
+                .to_owned()
+        }
         _ => return None,
     })
 }
@@ -476,6 +484,22 @@ fn ecr_hint(error: &EcrError) -> Option<String> {
     })
 }
 
+fn key_hint(error: &KeyError) -> Option<String> {
+    Some(match error {
+        KeyError::Spec(_) | KeyError::Read { .. } | KeyError::NoPublicKey { .. } => {
+            "--require-signature cosign:KEY.pub names the public key file `cosign generate-key-pair` writes (repeatable: any of the keys may match)"
+                .to_owned()
+        }
+        KeyError::Private { path } => format!(
+            "give the public key: the cosign.pub beside it, or what `cosign public-key` prints for {}",
+            path.display()
+        ),
+        KeyError::Unsupported { .. } => {
+            "cosign's key-based signatures use ECDSA P-256 keys".to_owned()
+        }
+    })
+}
+
 fn layout_hint(error: &LayoutError) -> Option<String> {
     Some(match error {
         LayoutError::NotALayout { .. } => {
@@ -574,6 +598,46 @@ mod tests {
         assert!(
             destination[0].starts_with("pass --dest-creds"),
             "{destination:?}"
+        );
+    }
+
+    #[test]
+    fn a_bad_signature_key_is_a_usage_error_with_a_hint() {
+        let failure = Failure::from_error(KeyError::Private {
+            path: "cosign.key".into(),
+        });
+        assert_eq!(failure.exit, Exit::Usage);
+        assert_eq!(
+            failure.message,
+            "cosign.key is a private key, not a public one"
+        );
+        assert_eq!(
+            failure.hints(),
+            [
+                "give the public key: the cosign.pub beside it, or what `cosign public-key` prints for cosign.key"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unsigned_image_is_a_transfer_failure_whose_hint_names_the_flag() {
+        let failure = Failure::from_error(CopyError::Unsigned {
+            reference: "r.example/app:1".into(),
+            digest: mirror_oci::digest_of(b"app"),
+            keys: vec!["cosign.pub".into()],
+            reasons: vec!["no cosign signature found".into()],
+        });
+        assert_eq!(failure.exit, Exit::Transfer);
+        assert!(
+            failure.message.contains("\n  - no cosign signature found"),
+            "{}",
+            failure.message
+        );
+        assert!(!failure.message.contains("hint"), "{}", failure.message);
+        assert!(
+            failure.hints()[0].contains("--require-signature"),
+            "{:?}",
+            failure.hints()
         );
     }
 

@@ -186,8 +186,20 @@ fn run_options(
         max_concurrent_images: common.max_concurrent_images,
         max_manifests: common.max_manifests,
         max_retry_after: std::time::Duration::from_secs(transport.max_retry_after),
+        referrers: common.referrers.clone(),
+        require_signature: keyring(&common.require_signature)?,
         ..RunOptions::default()
     })
+}
+
+/// The keys of `--require-signature` (none given: no check).
+fn keyring(keys: &[String]) -> Result<Option<Arc<mirror_signature::Keyring>>, Failure> {
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(
+        mirror_signature::Keyring::load(keys).map_err(Failure::from)?,
+    )))
 }
 
 /// `mirror IMAGE...`: into the caller's ECR registry.
@@ -395,6 +407,8 @@ pub(crate) async fn sync(args: SyncArgs, quiet: bool) -> Result<(), Failure> {
         tag_regex: None,
         max_concurrent_images: args.max_concurrent_images,
         max_manifests: args.max_manifests,
+        referrers: args.referrers.clone(),
+        require_signature: args.require_signature.clone(),
     };
     let mut options = run_options(&common, &args.transport, args.dest_creds.as_deref())?;
     options.fail_fast = args.fail_fast;

@@ -46,7 +46,7 @@ fn main() -> ExitCode {
                 "no image given: try `mirror python:3.10-slim-buster` (into your ECR registry) or `mirror copy SRC DST`; see `mirror --help`",
             )),
             None => jobs::mirror_to_ecr(cli.mirror, cli.quiet).await,
-            Some(Command::Copy(args)) => jobs::copy(args, cli.quiet).await,
+            Some(Command::Copy(args)) => jobs::copy(*args, cli.quiet).await,
             Some(Command::Sync(args)) => jobs::sync(args, cli.quiet).await,
             Some(Command::Inspect(args)) => inspect(args).await,
             Some(Command::Verify(args)) => jobs::verify(args).await,

@@ -191,6 +191,8 @@ async fn source_by_digest_lands_under_the_destination_tag() {
 
 /// The second run of the same copy is one HEAD per side: the destination tag
 /// already points at the source digest, so nothing is read or written.
+/// (Referrers off: what looking for new ones costs on top is measured in
+/// `referrers::another_tools_referrer_survives_and_a_warm_run_costs_what_the_readme_says`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_rerun_is_one_head_per_registry() {
     let image = small_image().await;
@@ -212,7 +214,7 @@ async fn warm_rerun_is_one_head_per_registry() {
     src_proxy.clear_requests();
     dst_proxy.clear_requests();
     let second = Mirror::copy(&source, &destination)
-        .arg("--json")
+        .args(["--json", "--referrers", "none"])
         .run()
         .await;
     second.expect_success();

@@ -23,5 +23,6 @@ mod inspect;
 mod large;
 mod layout;
 mod platforms;
+mod referrers;
 mod support;
 mod sync;

@@ -180,6 +180,34 @@ impl Destination for EcrDestination {
             other => other,
         }
     }
+
+    async fn listed_referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>, EndpointError> {
+        self.registry.listed_referrers(subject).await
+    }
+
+    /// A referrer push is a PutImage like any other: paced. ECR answers it
+    /// with `OCI-Subject` (it keeps referrers itself).
+    async fn put_referrer(
+        &self,
+        manifest: &RawManifest,
+        tag: Option<&str>,
+    ) -> Result<bool, EndpointError> {
+        self.pacer.wait().await;
+        self.registry.put_referrer(manifest, tag).await
+    }
+
+    async fn add_referrers(
+        &self,
+        subject: &Digest,
+        referrers: &[Descriptor],
+    ) -> Result<(), EndpointError> {
+        self.pacer.wait().await;
+        self.registry.add_referrers(subject, referrers).await
+    }
+
+    async fn stored_manifest(&self, digest: &Digest) -> Result<Option<RawManifest>, EndpointError> {
+        self.registry.stored_manifest(digest).await
+    }
 }
 
 #[cfg(test)]

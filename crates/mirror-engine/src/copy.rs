@@ -8,7 +8,12 @@
 //! 5. Every blob, shared across the whole run by (destination, digest), largest
 //!    first, under one run-wide bound ([`crate::transfer`]).
 //! 6. Each image manifest is pushed by digest as soon as all its blobs are in,
-//!    indexes after their children, the root by tag last.
+//!    indexes after their children.
+//! 7. The referrers of the root and its children ([`crate::referrers`]), each
+//!    after its subject and its blobs; then the root by tag, last.
+//!
+//! A required signature is checked right after step 1, before anything is
+//! written for the image.
 //!
 //! Blob transfers and image pushes are shared work ([`crate::inflight`]): they
 //! run while any copy of the run wants them, so one image's failure never
@@ -28,6 +33,7 @@ use crate::endpoint::{Destination, Source};
 use crate::error::CopyError;
 use crate::inflight::{Claim, Outcome, Table};
 use crate::platforms::{Selected, platforms_of};
+use crate::referrers::{ReferrerCounts, ReferrerOutcome, ReferrerSelection, subjects_of};
 use crate::report::{BlobCounts, BlobOutcome, CopyReport, ManifestCounts, Observer, Silent};
 use crate::transfer::{Permits, Transfer};
 use crate::walk::{DEFAULT_MAX_MANIFESTS, ImageNode};
@@ -76,6 +82,10 @@ pub struct CopyOptions {
     pub include_foreign: bool,
     /// Plan and report; write nothing.
     pub dry_run: bool,
+    /// Which referrers (signatures, SBOMs, attestations) travel with the image.
+    pub referrers: ReferrerSelection,
+    /// Copy only an image a cosign signature by one of these keys names.
+    pub require_signature: Option<Arc<mirror_signature::Keyring>>,
 }
 
 /// One copy to run.
@@ -121,6 +131,8 @@ struct Inner {
     present: Mutex<HashSet<Key>>,
     observer: Arc<dyn Observer>,
     retries: AtomicU64,
+    /// Things said once per run (a destination that cannot hold referrers).
+    notes: Mutex<HashSet<String>>,
 }
 
 impl Default for Engine {
@@ -143,6 +155,7 @@ impl Engine {
                 present: Mutex::new(HashSet::new()),
                 observer,
                 retries: AtomicU64::new(0),
+                notes: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -157,6 +170,15 @@ impl Engine {
 
     pub(crate) fn tables(&self) -> &Tables {
         &self.inner.tables
+    }
+
+    /// True the first time `note` is given in this run.
+    pub(crate) fn note_once(&self, note: &str) -> bool {
+        self.inner
+            .notes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(note.to_owned())
     }
 
     pub(crate) fn count_retry(&self) {
@@ -196,6 +218,8 @@ impl Engine {
                 reference: request.source_label.clone(),
             })?;
         debug!(digest = %resolved.digest, "source resolved");
+        // A required signature: before anything is written or moved.
+        let signature = self.check_signature(&request, &resolved.digest).await?;
 
         let mut report = CopyReport {
             source: request.source_label.clone(),
@@ -212,6 +236,8 @@ impl Engine {
             bytes: 0,
             seconds: 0.0,
             retries: 0,
+            referrers: ReferrerCounts::default(),
+            signature,
         };
 
         // Without a platform filter the destination tag must hold the source
@@ -225,8 +251,12 @@ impl Engine {
         {
             report.up_to_date = true;
             report.kind = kind_of_media_type(&report.media_type).to_owned();
-            report.seconds = started.elapsed().as_secs_f64();
             info!(digest = %resolved.digest, "destination is up to date");
+            // New signatures may hang off an unchanged image.
+            self.referrers_of_up_to_date(&request, &resolved.digest, &report.kind)
+                .await
+                .add_to(&mut report);
+            report.seconds = started.elapsed().as_secs_f64();
             return Ok(report);
         }
 
@@ -250,6 +280,8 @@ impl Engine {
             Some(platform) => vec![platform],
             None => platforms_of(&root),
         };
+        // An index the platform filter made is new: nothing refers to it.
+        let root_is_new = filtered.as_ref().is_some_and(|f| f.kind == "index");
         if let Some(filtered) = filtered {
             report.filtered = Some(filtered);
             if self
@@ -259,6 +291,10 @@ impl Engine {
                 == Some(root.digest())
             {
                 report.up_to_date = true;
+                let subjects = subjects_of(&root, root_is_new, &[]);
+                self.copy_referrers(&request, subjects, None)
+                    .await
+                    .add_to(&mut report);
                 report.seconds = started.elapsed().as_secs_f64();
                 return Ok(report);
             }
@@ -342,6 +378,11 @@ impl Engine {
             }
         }
         report.manifests.copied += plan.indexes.len() as u64 + u64::from(root.is_index());
+        // Referrers before the root's tag: the tag never shows without them.
+        let subjects = subjects_of(&root, root_is_new, &plan.indexes);
+        self.copy_referrers(&request, subjects, Some(&root))
+            .await
+            .add_to(&mut report);
         if !options.dry_run {
             destination
                 .put_manifest(&request.destination_reference, &root)
@@ -370,6 +411,57 @@ impl Engine {
             .manifest_digest(reference)
             .await
             .map_err(|e| CopyError::destination_side(destination.name(), e))
+    }
+
+    /// Copies blobs (each once, shared with the run's other transfers) and
+    /// counts what happened to them.
+    pub(crate) async fn copy_blobs(
+        &self,
+        request: &CopyRequest,
+        blobs: &[Descriptor],
+    ) -> Result<(BlobCounts, u64), CopyError> {
+        let claims: Vec<BlobClaim> = blobs
+            .iter()
+            .map(|blob| self.claim_blob(request, blob))
+            .collect();
+        let mut counts = BlobCounts::default();
+        let mut bytes = 0;
+        for claim in &claims {
+            match claim.outcome().await.map_err(CopyError::Shared)? {
+                BlobOutcome::Copied(n) | BlobOutcome::Planned(n) => {
+                    counts.copied += 1;
+                    bytes += n;
+                }
+                BlobOutcome::Skipped => counts.skipped += 1,
+                BlobOutcome::Mounted => counts.mounted += 1,
+            }
+        }
+        Ok((counts, bytes))
+    }
+
+    /// The referrers of an image the destination holds already: of the root
+    /// and, for an index, of its children (read at the destination, which
+    /// costs no pull at the source).
+    async fn referrers_of_up_to_date(
+        &self,
+        request: &CopyRequest,
+        digest: &Digest,
+        kind: &str,
+    ) -> ReferrerOutcome {
+        if request.options.referrers.is_none() {
+            return ReferrerOutcome::default();
+        }
+        let mut subjects = vec![digest.clone()];
+        if kind == "index" {
+            let root = match request.destination.stored_manifest(digest).await {
+                Ok(Some(root)) => Some(root),
+                _ => request.source.manifest(digest).await.ok(),
+            };
+            if let Some(root) = root {
+                subjects = subjects_of(&root, false, &[]);
+            }
+        }
+        self.copy_referrers(request, subjects, None).await
     }
 
     /// Joins (or starts) the transfer of a blob to the request's destination.

@@ -9,6 +9,8 @@ use async_trait::async_trait;
 use mirror_oci::{BlobStream, Descriptor, Digest, ManifestError, RawManifest, StreamError};
 use mirror_registry::RegistryError;
 
+use crate::referrers::Referrer;
+
 /// A manifest as resolved without fetching it (HEAD).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
@@ -53,6 +55,9 @@ pub struct Capabilities {
     /// config and its layers per image): a root that is still an index after
     /// the platform filter is refused before anything is written.
     pub single_platform: bool,
+    /// Nothing can refer to an image here (a docker-archive): referrers are
+    /// counted, left out and said so once, never a failure.
+    pub without_referrers: bool,
 }
 
 /// Why an endpoint operation failed. Each variant keeps its typed error, so
@@ -134,6 +139,18 @@ pub trait Source: Send + Sync {
     fn mount_origin(&self) -> Option<MountOrigin> {
         None
     }
+
+    /// What refers to `subject` here: OCI 1.1 referrers (the referrers API,
+    /// else the fallback tag index; a layout's `index.json`) and cosign's
+    /// tags. `artifact_type` is a hint for a filtering server; the engine
+    /// filters again. Empty where the source holds none.
+    async fn referrers(
+        &self,
+        _subject: &Digest,
+        _artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>, EndpointError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Where images are written to: a registry (ECR included), an OCI layout, an archive.
@@ -186,6 +203,45 @@ pub trait Destination: Send + Sync {
         reference: &str,
         manifest: &RawManifest,
     ) -> Result<(), EndpointError>;
+
+    /// The referrers the destination lists for `subject` (its referrers
+    /// API, its fallback tag index, a layout's `index.json`).
+    async fn listed_referrers(&self, _subject: &Digest) -> Result<Vec<Descriptor>, EndpointError> {
+        Ok(Vec::new())
+    }
+
+    /// Pushes a referrer's exact bytes by digest (by `tag` when it was found
+    /// at one of cosign's tags). `Ok(true)` when the destination listed it
+    /// under its subject itself (`OCI-Subject`, a layout's `index.json`);
+    /// otherwise the engine adds it with [`Destination::add_referrers`].
+    async fn put_referrer(
+        &self,
+        manifest: &RawManifest,
+        tag: Option<&str>,
+    ) -> Result<bool, EndpointError> {
+        let reference = tag.map_or_else(|| manifest.digest().to_string(), str::to_owned);
+        self.put_manifest(&reference, manifest).await?;
+        Ok(false)
+    }
+
+    /// Lists referrers under `subject` where the destination does not do so
+    /// itself: a registry's fallback tag index, merged with what is there.
+    async fn add_referrers(
+        &self,
+        _subject: &Digest,
+        _referrers: &[Descriptor],
+    ) -> Result<(), EndpointError> {
+        Ok(())
+    }
+
+    /// A manifest the destination holds, by digest; `None` when it does not
+    /// hold it or cannot tell (the engine then reads the source's).
+    async fn stored_manifest(
+        &self,
+        _digest: &Digest,
+    ) -> Result<Option<RawManifest>, EndpointError> {
+        Ok(None)
+    }
 
     /// Called once after the root manifest is pushed (layout index, archive close).
     async fn finish(&self) -> Result<(), EndpointError> {

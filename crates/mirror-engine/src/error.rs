@@ -113,6 +113,19 @@ pub enum CopyError {
     /// The source's manifests go past a bound on the walk; nothing was written.
     #[error("{reference} {limit}")]
     Limit { reference: String, limit: Limit },
+    /// A signature was required and no valid one by the given keys names
+    /// the image. Checked before anything was written for it.
+    #[error(
+        "refused {reference} ({digest}): no valid cosign signature by {} names it; nothing was written for it{}",
+        .keys.join(", "),
+        .reasons.iter().map(|r| format!("\n  - {r}")).collect::<String>()
+    )]
+    Unsigned {
+        reference: String,
+        digest: Digest,
+        keys: Vec<String>,
+        reasons: Vec<String>,
+    },
     #[error("the copy was cancelled")]
     Cancelled,
     /// Work shared with other copies of the same run (a blob, a manifest) failed.

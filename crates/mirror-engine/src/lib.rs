@@ -7,6 +7,9 @@
 //!   backend implements; [`RegistryEndpoint`] is the registry backend.
 //! - [`Engine`]: holds the blob bound and the run-wide tables of shared work;
 //!   [`Engine::copy`] runs one [`CopyRequest`] and returns a [`CopyReport`].
+//! - [`Referrer`], [`ReferrerSelection`]: signatures, SBOMs and attestations
+//!   that travel with an image (`--referrers`); `--require-signature` checks
+//!   a cosign signature before anything moves ([`CopyOptions`]).
 //! - [`Observer`]: progress events; byte counts are atomics read on a timer.
 //! - [`CopyError`]: which side, which object, and the cause as its source.
 //!
@@ -36,6 +39,7 @@ mod endpoint;
 mod error;
 mod inflight;
 mod platforms;
+mod referrers;
 mod registry;
 mod report;
 mod transfer;
@@ -49,6 +53,7 @@ pub use endpoint::{
     Capabilities, Destination, EndpointError, Mount, MountOrigin, Resolved, Source, UploadSlot,
 };
 pub use error::{CopyError, GaveUp, Limit, Side};
+pub use referrers::{Referrer, ReferrerCounts, ReferrerSelection, SelectionError, SignatureReport};
 pub use registry::RegistryEndpoint;
 pub use report::{BlobCounts, BlobOutcome, CopyReport, Filtered, ManifestCounts, Observer, Silent};
 pub use walk::{DEFAULT_MAX_MANIFESTS, MAX_NESTING};

@@ -1,5 +1,7 @@
 //! The registry backend: any OCI distribution registry through `mirror-registry`.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use mirror_oci::{BlobStream, Descriptor, Digest, RawManifest};
 use mirror_registry::{MountOutcome, Repository, UploadSession};
@@ -7,16 +9,35 @@ use mirror_registry::{MountOutcome, Repository, UploadSession};
 use crate::endpoint::{
     Destination, EndpointError, Mount, MountOrigin, Resolved, Source, UploadSlot,
 };
+use crate::referrers::{Referrer, RegistryReferrers};
 
 /// A repository on a registry, as a source or a destination.
 #[derive(Debug, Clone)]
 pub struct RegistryEndpoint {
     repository: Repository,
+    /// What this run learned about the registry's referrers.
+    referrers: Arc<RegistryReferrers>,
 }
 
 impl RegistryEndpoint {
     pub fn new(repository: Repository) -> Self {
-        Self { repository }
+        Self {
+            repository,
+            referrers: Arc::default(),
+        }
+    }
+
+    /// The same endpoint, told the repository's tags (already listed by the
+    /// caller): finding cosign's and fallback tags then lists nothing.
+    pub fn knowing_tags(self, tags: impl IntoIterator<Item = String>) -> Self {
+        self.know_tags(tags);
+        self
+    }
+
+    /// Tells a shared endpoint the repository's tags (the first listing
+    /// wins; later ones are ignored).
+    pub fn know_tags(&self, tags: impl IntoIterator<Item = String>) {
+        self.referrers.know_tags(tags);
     }
 
     pub fn repository(&self) -> &Repository {
@@ -58,6 +79,16 @@ impl Source for RegistryEndpoint {
             host: self.repository.api_host().to_owned(),
             repository: self.repository.name().to_owned(),
         })
+    }
+
+    async fn referrers(
+        &self,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>, EndpointError> {
+        self.referrers
+            .source_referrers(&self.repository, subject, artifact_type)
+            .await
     }
 }
 
@@ -121,5 +152,32 @@ impl Destination for RegistryEndpoint {
         manifest: &RawManifest,
     ) -> Result<(), EndpointError> {
         Ok(self.repository.put_manifest(reference, manifest).await?)
+    }
+
+    async fn listed_referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>, EndpointError> {
+        self.referrers.listed(&self.repository, subject).await
+    }
+
+    async fn put_referrer(
+        &self,
+        manifest: &RawManifest,
+        tag: Option<&str>,
+    ) -> Result<bool, EndpointError> {
+        RegistryReferrers::put(&self.repository, manifest, tag).await
+    }
+
+    async fn add_referrers(
+        &self,
+        subject: &Digest,
+        referrers: &[Descriptor],
+    ) -> Result<(), EndpointError> {
+        self.repository
+            .add_to_fallback_index(subject, referrers)
+            .await?;
+        Ok(())
+    }
+
+    async fn stored_manifest(&self, digest: &Digest) -> Result<Option<RawManifest>, EndpointError> {
+        RegistryReferrers::stored(&self.repository, digest).await
     }
 }

@@ -92,4 +92,8 @@ pub struct CopyReport {
     pub seconds: f64,
     /// Blob transfers started over.
     pub retries: u64,
+    /// Signatures, SBOMs and attestations that travel with the image.
+    pub referrers: crate::referrers::ReferrerCounts,
+    /// The signature that let the image through (`--require-signature`).
+    pub signature: Option<crate::referrers::SignatureReport>,
 }

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use mirror_engine::{Capabilities, Destination, EndpointError, Resolved, Source, UploadSlot};
+use mirror_engine::{
+    Capabilities, Destination, EndpointError, Referrer, Resolved, Source, UploadSlot,
+};
 use mirror_oci::{
     BlobStream, Descriptor, Digest, MAX_MANIFEST_BYTES, RawManifest, media_types, parse_digest,
 };
@@ -98,6 +100,14 @@ impl Source for OciArchive {
 
     async fn blob(&self, descriptor: &Descriptor) -> Result<BlobStream, EndpointError> {
         Ok(self.reader.blob(descriptor).await?)
+    }
+
+    async fn referrers(
+        &self,
+        subject: &Digest,
+        _artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>, EndpointError> {
+        Ok(self.reader.referrers(subject).await?)
     }
 }
 
@@ -277,6 +287,36 @@ impl OciArchiveWriter {
             }
             _ => Ok(None),
         }
+    }
+
+    /// A manifest staged in the partial layout or in the committed archive.
+    async fn any_manifest(&self, digest: &Digest) -> Result<Option<RawManifest>, LayoutError> {
+        if self.partial.has_manifest(digest).await? {
+            return self.partial.reader().manifest(digest).await.map(Some);
+        }
+        match self.archived_manifest_bytes(digest).await? {
+            Some(bytes) => RawManifest::parse_verified(bytes.into(), None, digest)
+                .map(Some)
+                .map_err(|source| LayoutError::Manifest {
+                    location: self.label.clone(),
+                    digest: digest.to_string(),
+                    source: Box::new(source),
+                }),
+            None => Ok(None),
+        }
+    }
+
+    /// What refers to `subject` in the archive and the partial layout.
+    async fn referrers_here(&self, subject: &Digest) -> Result<Vec<Referrer>, LayoutError> {
+        let mut entries = self.partial.reader().entries().await?.unwrap_or_default();
+        if let Some(tar) = self.existing() {
+            let reader = LayoutReader::new(Store::Tar(tar), self.format.transport());
+            entries.extend(reader.entries().await?.unwrap_or_default());
+        }
+        crate::referrers::referrers_among(&entries, subject, |digest| async move {
+            self.any_manifest(&digest).await
+        })
+        .await
     }
 
     /// Whether the committed archive's `manifest.json` lists the image of
@@ -834,6 +874,7 @@ impl Destination for OciArchiveWriter {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             single_platform: self.format == Format::Docker,
+            without_referrers: self.format == Format::Docker,
         }
     }
 
@@ -932,6 +973,50 @@ impl Destination for OciArchiveWriter {
             Ok(())
         };
         Ok(staged.await.map_err(|e| self.full(e))?)
+    }
+
+    async fn listed_referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>, EndpointError> {
+        let gate = path_lock(&self.target);
+        let _open = gate.read().await;
+        Ok(self
+            .referrers_here(subject)
+            .await?
+            .into_iter()
+            .filter(|r| r.legacy.is_none())
+            .map(|r| r.descriptor)
+            .collect())
+    }
+
+    async fn put_referrer(
+        &self,
+        manifest: &RawManifest,
+        tag: Option<&str>,
+    ) -> Result<bool, EndpointError> {
+        let staged = async {
+            let _held = lock(&self.target, Mode::Shared).await?;
+            self.partial.ensure_layout().await?;
+            self.partial.write_manifest_blob(manifest).await?;
+            match tag {
+                Some(tag) => {
+                    crate::transport::validate_tag(tag)?;
+                    self.partial.record(&manifest.descriptor(), Some(tag)).await
+                }
+                None => {
+                    let entry = crate::referrers::referrer_entry(manifest)?;
+                    self.partial
+                        .update_index(|index| upsert_value(index, entry))
+                        .await
+                }
+            }
+        };
+        staged.await.map_err(|e| self.full(e))?;
+        Ok(true)
+    }
+
+    async fn stored_manifest(&self, digest: &Digest) -> Result<Option<RawManifest>, EndpointError> {
+        let gate = path_lock(&self.target);
+        let _open = gate.read().await;
+        Ok(self.any_manifest(digest).await?)
     }
 
     async fn finish(&self) -> Result<(), EndpointError> {

@@ -117,6 +117,14 @@ pub enum LayoutError {
         reason: String,
         hint: String,
     },
+    #[error("the fallback tag index {tag}")]
+    ReferrersIndex {
+        tag: String,
+        #[source]
+        source: mirror_oci::ReferrersIndexError,
+    },
+    #[error("{0} is a registry reference, not a local layout or archive")]
+    NotLocal(String),
     /// A failure of the engine's side of a write (the blob stream).
     #[error(transparent)]
     Endpoint(EndpointError),

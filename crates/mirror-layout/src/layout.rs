@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use futures::StreamExt as _;
-use mirror_engine::{Destination, EndpointError, Resolved, Source, UploadSlot};
+use mirror_engine::{Destination, EndpointError, Referrer, Resolved, Source, UploadSlot};
 use mirror_oci::{BlobStream, Descriptor, Digest, Hasher, MAX_MANIFEST_BYTES, RawManifest};
 
 use crate::error::LayoutError;
@@ -365,6 +365,16 @@ impl OciLayout {
         descriptor: &Descriptor,
         tag: Option<&str>,
     ) -> Result<(), LayoutError> {
+        self.update_index(|index| upsert(index, descriptor, tag))
+            .await
+    }
+
+    /// Changes `index.json` under the lock: as it is now (another process
+    /// may just have replaced it), changed, replaced atomically.
+    pub(crate) async fn update_index(
+        &self,
+        change: impl FnOnce(&mut serde_json::Value),
+    ) -> Result<(), LayoutError> {
         let _held = self.lock().await?;
         self.create_files().await?;
         let mut index = match self
@@ -379,7 +389,7 @@ impl OciLayout {
             })?,
             None => empty_index(),
         };
-        upsert(&mut index, descriptor, tag);
+        change(&mut index);
         let bytes = serde_json::to_vec(&index).map_err(|e| LayoutError::Malformed {
             path: self.root.join("index.json"),
             reason: e.to_string(),
@@ -455,6 +465,14 @@ impl Source for OciLayout {
     async fn blob(&self, descriptor: &Descriptor) -> Result<BlobStream, EndpointError> {
         Ok(self.reader.blob(descriptor).await?)
     }
+
+    async fn referrers(
+        &self,
+        subject: &Digest,
+        _artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>, EndpointError> {
+        Ok(self.reader.referrers(subject).await?)
+    }
 }
 
 #[async_trait]
@@ -503,6 +521,44 @@ impl Destination for OciLayout {
             self.record(&manifest.descriptor(), tag).await?;
         }
         Ok(())
+    }
+
+    async fn listed_referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>, EndpointError> {
+        Ok(self
+            .reader
+            .referrers(subject)
+            .await?
+            .into_iter()
+            .filter(|r| r.legacy.is_none())
+            .map(|r| r.descriptor)
+            .collect())
+    }
+
+    async fn put_referrer(
+        &self,
+        manifest: &RawManifest,
+        tag: Option<&str>,
+    ) -> Result<bool, EndpointError> {
+        self.write_manifest_blob(manifest).await?;
+        match tag {
+            Some(tag) => {
+                validate_tag(tag)?;
+                self.record(&manifest.descriptor(), Some(tag)).await?;
+            }
+            None => {
+                let entry = crate::referrers::referrer_entry(manifest)?;
+                self.update_index(|index| crate::index::upsert_value(index, entry))
+                    .await?;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn stored_manifest(&self, digest: &Digest) -> Result<Option<RawManifest>, EndpointError> {
+        if !self.has_manifest(digest).await? {
+            return Ok(None);
+        }
+        Ok(Some(self.reader.manifest(digest).await?))
     }
 
     async fn finish(&self) -> Result<(), EndpointError> {

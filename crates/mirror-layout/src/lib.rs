@@ -16,6 +16,8 @@
 //!   image store) and docker-archive readers keep the config (image ID) and
 //!   layers, not the registry manifest digest ([`saved_image`] says what
 //!   Docker sees).
+//! - Referrers (signatures, SBOMs, attestations) are kept in `index.json`,
+//!   unnamed and with their artifact type; cosign's tags as named entries.
 //! - [`list`]: every named image of a local location, for `mirror inspect`.
 //!
 //! References handed to the engine for these endpoints are
@@ -52,6 +54,7 @@ mod index;
 mod layout;
 mod lock;
 mod reader;
+mod referrers;
 mod store;
 mod transport;
 

@@ -105,7 +105,12 @@ impl LayoutReader {
         }
         let entries = self.required_entries().await?;
         if reference.is_empty() {
-            return match entries.as_slice() {
+            let images: Vec<Descriptor> = entries
+                .iter()
+                .filter(|d| !crate::referrers::is_referrer_entry(d))
+                .cloned()
+                .collect();
+            return match images.as_slice() {
                 [] => Err(LayoutError::Empty {
                     location: self.label.clone(),
                 }),
@@ -138,6 +143,21 @@ impl LayoutReader {
             .or_else(|| by(CONTAINERD_NAME))
             .map(resolved)
             .ok_or_else(unknown)
+    }
+
+    /// What refers to `subject` in this layout (see [`crate::referrers`]).
+    pub(crate) async fn referrers(
+        &self,
+        subject: &Digest,
+    ) -> Result<Vec<mirror_engine::Referrer>, LayoutError> {
+        let entries = self.entries().await?.unwrap_or_default();
+        crate::referrers::referrers_among(&entries, subject, |digest| async move {
+            match self.store.blob_len(&digest).await? {
+                Some(_) => self.manifest(&digest).await.map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
     }
 
     /// A manifest by digest: size-capped, verified against the digest.

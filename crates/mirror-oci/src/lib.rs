@@ -5,6 +5,8 @@
 //! - [`Digest`], [`Descriptor`], [`Platform`]: re-exported from `oci-spec`.
 //! - [`RawManifest`]: the exact bytes of a manifest plus a parsed view; the digest is
 //!   always over the bytes and nothing is ever re-serialized.
+//! - [`fallback_tag`], [`legacy_tag`], [`merge_referrers_index`]: referrers
+//!   (OCI 1.1 `subject`, the fallback tag index, cosign's tags) as names and data.
 //! - [`VerifyingStream`]: wraps a blob body and fails in place of its last chunk when
 //!   the size or digest is wrong, so an upload fed by it can never be committed.
 //!
@@ -20,6 +22,7 @@ mod manifest;
 mod media;
 mod platform;
 mod reference;
+mod referrers;
 mod verify;
 
 pub use digest::{DigestError, Hasher, digest_of, parse_digest};
@@ -30,4 +33,8 @@ pub use oci_spec::image::{
 };
 pub use platform::{PlatformFilter, PlatformParseError, platform_string};
 pub use reference::{Reference, ReferenceError};
+pub use referrers::{
+    COSIGN_SIGNATURE_ANNOTATION, IndexMerge, ReferrerKind, ReferrersIndexError, artifact_types,
+    fallback_tag, is_referrer_tag, legacy_tag, merge_referrers_index, referrers_of_index,
+};
 pub use verify::{BlobStream, StreamError, VerifyingStream};

@@ -19,6 +19,7 @@ pub enum Operation {
     PutBlob,
     MountBlob,
     ListTags,
+    ListReferrers,
     Token,
     CancelUpload,
 }
@@ -35,6 +36,7 @@ impl fmt::Display for Operation {
             Self::PutBlob => "uploading blob",
             Self::MountBlob => "mounting blob",
             Self::ListTags => "listing tags",
+            Self::ListReferrers => "listing referrers of",
             Self::Token => "fetching a token",
             Self::CancelUpload => "cancelling upload",
         })

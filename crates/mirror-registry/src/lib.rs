@@ -13,7 +13,8 @@
 //! - [`RegistryClient`]: one per run; holds the HTTP clients, per-host state (auth
 //!   scheme, token cache with single flight, request bound, rate-limit reading).
 //! - [`Repository`]: one repository on one registry; HEAD/GET/PUT manifests,
-//!   HEAD/GET/mount/upload blobs, tag listing.
+//!   HEAD/GET/mount/upload blobs, tag listing, referrers (the OCI 1.1 API, the
+//!   fallback tag index, `OCI-Subject`).
 //! - [`Credentials`] and [`CredentialStore`]: explicit flags, docker config.json
 //!   (`auths`, `credHelpers`, `credsStore`) and containers' auth.json.
 //! - [`RegistryError`]: side-agnostic errors naming host, operation and object,
@@ -48,5 +49,5 @@ pub use credentials::{CredentialProvider, CredentialStore, Credentials};
 pub use error::{AuthFailure, ErrorCode, Operation, RegistryError, TransportKind};
 pub use ratelimit::RateLimit;
 pub use redact::redact_url;
-pub use repository::{ManifestHead, MountOutcome, Repository, UploadSession};
+pub use repository::{ManifestHead, MountOutcome, ReferrerListing, Repository, UploadSession};
 pub use stats::{RequestStats, StatsSnapshot};

@@ -19,10 +19,14 @@ use url::Url;
 use crate::auth::Scopes;
 use crate::client::{RegistryClient, TagListLimits};
 use crate::error::{Operation, RegistryError, TransportKind};
-use crate::execute::{Answer, Call, CallBody, header_value, origin_of, refuse_downgrade};
+use crate::execute::{Answer, Call, CallBody, origin_of, refuse_downgrade};
 use crate::host::Host;
 use crate::ratelimit::RateLimit;
 use crate::redact::redact_url;
+
+mod referrers;
+
+pub use referrers::ReferrerListing;
 
 /// What a manifest HEAD tells without spending a pull.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,39 +304,9 @@ impl Repository {
         reference: &str,
         manifest: &RawManifest,
     ) -> Result<(), RegistryError> {
-        let target = self.target(reference);
-        let mut call = self.call(
-            Operation::PutManifest,
-            target.clone(),
-            Method::PUT,
-            self.url(&format!("manifests/{reference}")),
-            true,
-        );
-        call.headers
-            .insert(CONTENT_TYPE, header_value(manifest.media_type()));
-        call.body = CallBody::Bytes(manifest.bytes().clone());
-        let answer = self.send(call).await?;
-        if !answer.response.status().is_success() {
-            return Err(answer.into_error(&self.host).await);
-        }
-        if let Some(stored) = answer
-            .response
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            && stored != manifest.digest().as_ref()
-        {
-            return Err(RegistryError::Protocol {
-                host: self.host.name.clone(),
-                operation: Operation::PutManifest,
-                target,
-                detail: format!(
-                    "the registry stored the manifest as {stored}, not {}: it rewrote the bytes",
-                    manifest.digest()
-                ),
-            });
-        }
-        Ok(())
+        self.put_manifest_with_subject(reference, manifest)
+            .await
+            .map(|_| ())
     }
 
     /// Whether the repository holds a blob of the right size. 404 and 403 mean

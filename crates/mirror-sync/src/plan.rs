@@ -375,6 +375,8 @@ impl Session {
                 platforms: platforms_of(entries, &tag.job).to_vec(),
                 include_foreign: self.options.include_foreign,
                 dry_run: true,
+                referrers: self.options.referrers.clone(),
+                require_signature: self.options.require_signature.clone(),
             },
         };
         self.engine.copy(request).await.ok()

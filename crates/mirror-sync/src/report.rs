@@ -57,11 +57,18 @@ pub fn copy_summary(
         _ => "image".to_owned(),
     };
     if report.up_to_date {
+        let referrers = &report.referrers;
+        let written = if referrers.copied > 0 {
+            format!("only its {} new referrer(s) were copied", referrers.copied)
+        } else {
+            "nothing was written".to_owned()
+        };
         let _ = writeln!(
             out,
-            "up to date: {} already points at {} ({}); nothing was written ({cost})",
+            "up to date: {} already points at {} ({}); {written} ({cost})",
             report.destination, report.digest, report.kind
         );
+        out.push_str(&referrers_summary(report));
         return out;
     }
     let verb = if report.dry_run {
@@ -90,6 +97,7 @@ pub fn copy_summary(
             );
         }
     }
+    out.push_str(&referrers_summary(report));
     let rate = report.bytes as f64 / report.seconds.max(0.001);
     let _ = writeln!(
         out,
@@ -118,6 +126,41 @@ pub fn copy_summary(
         report.seconds,
         human_bytes(rate as u64),
     );
+    out
+}
+
+/// What travelled with the image (signatures, SBOMs, attestations) and the
+/// signature that let it through; empty when there is nothing to say.
+fn referrers_summary(report: &CopyReport) -> String {
+    let mut out = String::new();
+    if let Some(signature) = &report.signature {
+        let _ = writeln!(
+            out,
+            "  signature: verified with {} ({} {})",
+            signature.key, signature.found_at, signature.signature
+        );
+    }
+    let counts = &report.referrers;
+    let mut parts = Vec::new();
+    if counts.copied > 0 {
+        let verb = if report.dry_run { "to copy" } else { "copied" };
+        parts.push(format!("{} {verb}", counts.copied));
+    }
+    if counts.skipped > 0 {
+        parts.push(format!("{} already there", counts.skipped));
+    }
+    if counts.left_out > 0 {
+        parts.push(format!("{} left out", counts.left_out));
+    }
+    if counts.failed > 0 {
+        parts.push(format!("{} failed", counts.failed));
+    }
+    if !parts.is_empty() {
+        let _ = writeln!(out, "  referrers: {}", parts.join(", "));
+    }
+    for error in &counts.errors {
+        let _ = writeln!(out, "  warning: {error}");
+    }
     out
 }
 

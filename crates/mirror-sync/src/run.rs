@@ -269,6 +269,9 @@ impl Session {
             docker_archive_location: None,
         };
         match &tag.state {
+            // Referrers added since the image landed travel too: the engine
+            // finds the image current and copies only them.
+            TagState::UpToDate if !self.options.referrers.is_none() => {}
             TagState::UpToDate => {
                 result.outcome = Outcome::UpToDate(up_to_date_report(tag));
                 result.rate_limit = self.rate_limit_of(tag).await;
@@ -395,6 +398,8 @@ impl Session {
                 platforms: platforms_of(&plan.entries, &tag.job).to_vec(),
                 include_foreign: self.options.include_foreign,
                 dry_run: self.options.dry_run,
+                referrers: self.options.referrers.clone(),
+                require_signature: self.options.require_signature.clone(),
             },
         };
         let copied = engine.copy(request).await;
@@ -412,7 +417,11 @@ impl Session {
                         Err(error) => return destination_failed(location.to_string(), error),
                     }
                 }
-                (Outcome::Copied(report), None)
+                if report.up_to_date {
+                    (Outcome::UpToDate(report), None)
+                } else {
+                    (Outcome::Copied(report), None)
+                }
             }
             Err(_) if counted_source.was_deferred() => (Outcome::Deferred, None),
             Err(error) => {
@@ -505,5 +514,7 @@ fn up_to_date_report(tag: &PlannedTag) -> CopyReport {
         bytes: 0,
         seconds: 0.0,
         retries: 0,
+        referrers: Default::default(),
+        signature: None,
     }
 }

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use mirror_ecr::{EcrDestination, EcrHost, RepositoryOutcome, RepositorySettings};
-use mirror_engine::{Destination, Engine, EngineOptions, Observer, RegistryEndpoint, Source};
+use mirror_engine::{
+    Destination, Engine, EngineOptions, Observer, ReferrerSelection, RegistryEndpoint, Source,
+};
 use mirror_layout::FileLocation;
 use mirror_oci::PlatformFilter;
 use mirror_registry::{Credentials, Repository};
@@ -44,6 +46,12 @@ pub struct RunOptions {
     pub max_manifests: usize,
     /// The longest `Retry-After` a blob transfer waits for.
     pub max_retry_after: std::time::Duration,
+    /// Which referrers (signatures, SBOMs, attestations) travel with each
+    /// image; with any, a tag found up to date still goes through the engine
+    /// so that referrers added since the last run travel too.
+    pub referrers: ReferrerSelection,
+    /// Copy only images a cosign signature by one of these keys names.
+    pub require_signature: Option<Arc<mirror_signature::Keyring>>,
 }
 
 impl Default for RunOptions {
@@ -60,6 +68,8 @@ impl Default for RunOptions {
             max_source_pulls: None,
             max_manifests: mirror_engine::DEFAULT_MAX_MANIFESTS,
             max_retry_after: mirror_engine::DEFAULT_MAX_RETRY_AFTER,
+            referrers: ReferrerSelection::default(),
+            require_signature: None,
         }
     }
 }
@@ -102,6 +112,8 @@ pub(crate) struct DestinationHandle {
 pub(crate) struct SourceHandle {
     pub endpoint: Arc<dyn Source>,
     pub repository: Option<Repository>,
+    /// The same endpoint as a registry's, told the tags once they are listed.
+    pub registry: Option<Arc<RegistryEndpoint>>,
 }
 
 /// The state of one run: registries, endpoints, budgets, the engine.
@@ -212,7 +224,10 @@ impl Session {
             Tags::Named => Ok(vec![entry.from.clone()]),
             Tags::List(tags) => Ok(tags.iter().map(|t| entry.from.with_tag(t)).collect()),
             Tags::Select(filter) => {
-                let all = self.list_tags(entry).await?;
+                // Referrer tags (`sha256-<hex>`, cosign's `.sig`/`.att`/`.sbom`)
+                // are no images: they travel with the image they name.
+                let mut all = self.list_tags(entry).await?;
+                all.retain(|t| !mirror_oci::is_referrer_tag(t));
                 let selected = filter.select(&all);
                 if selected.is_empty() {
                     return Err(SyncError::NothingSelected {
@@ -241,6 +256,7 @@ impl Session {
         let tags = match &entry.from {
             ImageLocation::Registry(reference) => {
                 let handle = self.source(&entry.from).await?;
+                let registry = handle.registry.clone();
                 let repository = match handle.repository {
                     Some(repository) => repository,
                     None => {
@@ -250,10 +266,15 @@ impl Session {
                             .0
                     }
                 };
-                repository
+                let tags = repository
                     .tags()
                     .await
-                    .map_err(|e| failed(ListingError::Registry(e)))?
+                    .map_err(|e| failed(ListingError::Registry(e)))?;
+                // Finding cosign's and fallback tags then lists nothing again.
+                if let Some(registry) = registry {
+                    registry.know_tags(tags.iter().cloned());
+                }
+                tags
             }
             ImageLocation::File(
                 file @ (FileLocation::OciDir { .. } | FileLocation::OciArchive { .. }),
@@ -344,9 +365,11 @@ impl Session {
                     .registries
                     .repository(reference, self.options.source_credentials.clone())
                     .await?;
+                let registry = Arc::new(RegistryEndpoint::new(repository.clone()));
                 SourceHandle {
-                    endpoint: Arc::new(RegistryEndpoint::new(repository.clone())),
+                    endpoint: registry.clone(),
                     repository: Some(repository),
+                    registry: Some(registry),
                 }
             }
             ImageLocation::File(file) => SourceHandle {
@@ -357,6 +380,7 @@ impl Session {
                     }
                 })?,
                 repository: None,
+                registry: None,
             },
         };
         self.sources.lock().await.insert(key, handle.clone());

@@ -21,6 +21,11 @@
 //! - [`push_layout`], [`PushTarget`], [`PushAuth`], [`fetch_manifest`],
 //!   [`fetch_blob_digest`], [`blob_exists`]: a minimal pusher and fetcher to
 //!   seed registries and to check what landed.
+//! - [`SigningKey`], [`cosign_signature`], [`spdx_sbom`], [`in_toto_provenance`]:
+//!   signatures (made by Python's `cryptography`), SBOMs and provenance that
+//!   hang off an image, as OCI 1.1 referrers or at cosign's tags;
+//!   [`push_artifact`] puts them on a registry; the ECR stand-in answers the
+//!   referrers API ([`ReferrersApi`]).
 //! - [`skopeo_inspect_raw`] and [`skopeo_digest`]: a second, unrelated witness;
 //!   [`skopeo`] and [`skopeo_copy`] run it for anything else.
 //! - [`tar_entries`], [`write_raw_tar`], [`RawEntry`], [`copy_dir`] and the
@@ -65,6 +70,7 @@ mod proxy;
 mod push;
 mod registry;
 mod server;
+mod signing;
 mod skopeo;
 mod stand_in;
 mod token;
@@ -78,10 +84,19 @@ pub use image::{
 };
 pub use moto::{MOTO_ACCOUNT, MOTO_REGION, Moto, MotoCall, MotoClient, find_moto_server};
 pub use proxy::{Fault, Proxy, RequestRecord, Rule};
-pub use push::{PushAuth, PushTarget, blob_exists, fetch_blob_digest, fetch_manifest, push_layout};
+pub use push::{
+    PushAuth, PushTarget, blob_exists, fetch_blob_digest, fetch_manifest, fetch_referrers,
+    list_tags, push_artifact, push_layout, push_manifest_bytes,
+};
 pub use registry::Registry;
+pub use signing::{
+    Artifact, SignedPayload, SigningKey, Subject, cosign_attestation, cosign_payload,
+    cosign_signature, fallback_index, find_python, in_toto_provenance, spdx_sbom,
+};
 pub use skopeo::{skopeo, skopeo_copy, skopeo_digest, skopeo_inspect_raw};
-pub use stand_in::{DOCKER_HUB_HOST, DockerHubOptions, DockerHubStandIn, EcrOptions, EcrStandIn};
+pub use stand_in::{
+    DOCKER_HUB_HOST, DockerHubOptions, DockerHubStandIn, EcrOptions, EcrStandIn, ReferrersApi,
+};
 pub use token::{TokenOptions, TokenRequest, TokenServer};
 
 use std::path::PathBuf;

@@ -85,6 +85,80 @@ pub async fn push_layout(image: &GeneratedImage, target: &PushTarget) -> anyhow:
     put_manifest(&mut session, image, &image.root, &target.tag).await
 }
 
+/// Pushes an artifact's blobs and then its manifest as `reference` (a tag
+/// or its digest); returns the `OCI-Subject` the registry answered with.
+pub async fn push_artifact(
+    host: &str,
+    repository: &str,
+    auth: &PushAuth,
+    artifact: &crate::signing::Artifact,
+    reference: &str,
+) -> anyhow::Result<Option<String>> {
+    let mut session = Session::new(host, repository, auth, "pull,push")?;
+    for blob in &artifact.blobs {
+        push_bytes(&mut session, blob)
+            .await
+            .with_context(|| format!("pushing a blob of {}", artifact.digest))?;
+    }
+    put_manifest_bytes(
+        &mut session,
+        &artifact.manifest,
+        &artifact.media_type,
+        reference,
+    )
+    .await
+}
+
+/// PUTs manifest bytes as `reference` (a referrers index by its tag, say);
+/// returns the `OCI-Subject` answer header.
+pub async fn push_manifest_bytes(
+    host: &str,
+    repository: &str,
+    auth: &PushAuth,
+    manifest: &[u8],
+    media_type: &str,
+    reference: &str,
+) -> anyhow::Result<Option<String>> {
+    let mut session = Session::new(host, repository, auth, "pull,push")?;
+    let manifest = Bytes::copy_from_slice(manifest);
+    put_manifest_bytes(&mut session, &manifest, media_type, reference).await
+}
+
+/// Every tag of a repository (one page of up to 1000).
+pub async fn list_tags(
+    host: &str,
+    repository: &str,
+    auth: &PushAuth,
+) -> anyhow::Result<Vec<String>> {
+    let mut session = Session::new(host, repository, auth, "pull")?;
+    let url = session.url("tags/list?n=1000");
+    let response = session.send(|c| Ok(c.get(&url))).await?;
+    let response = expect_status(response, &[StatusCode::OK], "GET", &url).await?;
+    let body: serde_json::Value = response.json().await?;
+    Ok(body["tags"]
+        .as_array()
+        .map(|tags| {
+            tags.iter()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The referrers API's answer for `digest` (first page), as JSON.
+pub async fn fetch_referrers(
+    host: &str,
+    repository: &str,
+    digest: &str,
+    auth: &PushAuth,
+) -> anyhow::Result<serde_json::Value> {
+    let mut session = Session::new(host, repository, auth, "pull")?;
+    let url = session.url(&format!("referrers/{digest}"));
+    let response = session.send(|c| Ok(c.get(&url))).await?;
+    let response = expect_status(response, &[StatusCode::OK], "GET", &url).await?;
+    Ok(response.json().await?)
+}
+
 /// `GET` a manifest with the full Accept list: its exact bytes, its
 /// `Content-Type` and the `Docker-Content-Digest` header if any.
 pub async fn fetch_manifest(
@@ -179,6 +253,52 @@ async fn push_blob(
         .await?;
     expect_status(response, &[StatusCode::CREATED], "PUT", &put_url).await?;
     Ok(())
+}
+
+async fn push_bytes(session: &mut Session, blob: &Bytes) -> anyhow::Result<()> {
+    let digest = mirror_oci::digest_of(blob).to_string();
+    let url = session.url(&format!("blobs/{digest}"));
+    let head = session.send(|c| Ok(c.head(&url))).await?;
+    if head.status() == StatusCode::OK {
+        return Ok(());
+    }
+    let uploads = session.url("blobs/uploads/");
+    let started = session
+        .send(|c| Ok(c.post(&uploads).header(header::CONTENT_LENGTH, 0)))
+        .await?;
+    let started = expect_status(started, &[StatusCode::ACCEPTED], "POST", &uploads).await?;
+    let location = header_text(&started, header::LOCATION)
+        .with_context(|| format!("POST {uploads}: no Location header"))?;
+    let mut put_url = url::Url::parse(&session.base)?.join(&location)?;
+    put_url.query_pairs_mut().append_pair("digest", &digest);
+    let put_url = put_url.to_string();
+    let response = session
+        .send(|c| {
+            Ok(c.put(&put_url)
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .body(blob.clone()))
+        })
+        .await?;
+    expect_status(response, &[StatusCode::CREATED], "PUT", &put_url).await?;
+    Ok(())
+}
+
+async fn put_manifest_bytes(
+    session: &mut Session,
+    bytes: &Bytes,
+    media_type: &str,
+    reference: &str,
+) -> anyhow::Result<Option<String>> {
+    let url = session.url(&format!("manifests/{reference}"));
+    let response = session
+        .send(|c| {
+            Ok(c.put(&url)
+                .header(header::CONTENT_TYPE, media_type)
+                .body(bytes.clone()))
+        })
+        .await?;
+    let response = expect_status(response, &[StatusCode::CREATED], "PUT", &url).await?;
+    Ok(header_text(&response, "oci-subject"))
 }
 
 async fn put_manifest(

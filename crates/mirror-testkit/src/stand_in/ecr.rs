@@ -3,7 +3,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -17,6 +17,7 @@ use super::gate::{
     Gate, GateBody, GateShared, Manners, Route, boxed, forward, full, header_text, parse_route,
     registry_error,
 };
+use super::referrers::ReferrersApi;
 use crate::moto::{MOTO_ACCOUNT, Moto, MotoClient};
 use crate::proxy::{Proxy, RequestRecord};
 use crate::push::{MANIFEST_ACCEPT, PushAuth};
@@ -67,6 +68,7 @@ pub struct EcrStandIn {
     registry_host: String,
     user: String,
     password: Mutex<String>,
+    referrers: Arc<ReferrersApi>,
     // Dropped after the gate that uses them.
     faults: Proxy,
     registry: Registry,
@@ -96,7 +98,9 @@ impl EcrStandIn {
             .to_owned();
         let registry = Registry::htpasswd(&user, &password).await?;
         let faults = Proxy::start(registry.addr()).await?;
+        let referrers = Arc::new(ReferrersApi::default());
         let manners = Manners::Ecr(EcrManners {
+            referrers: referrers.clone(),
             moto: client,
             options,
             challenge: format!(
@@ -112,6 +116,7 @@ impl EcrStandIn {
             registry_host,
             user,
             password: Mutex::new(password),
+            referrers,
             faults,
             registry,
         })
@@ -188,9 +193,16 @@ impl EcrStandIn {
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
+
+    /// The stand-in's referrers API (ECR keeps referrers itself).
+    pub fn referrers(&self) -> &ReferrersApi {
+        &self.referrers
+    }
 }
 
 pub(super) struct EcrManners {
+    /// ECR's referrers API, which the registry behind the gate lacks.
+    referrers: Arc<ReferrersApi>,
     moto: MotoClient,
     options: EcrOptions,
     /// ECR's Basic challenge, in place of distribution's.
@@ -251,6 +263,21 @@ impl EcrManners {
                     *response.status_mut() = StatusCode::CREATED;
                 }
                 response
+            }
+            (&Method::GET, Route::Referrers) => {
+                if !self.authorized(shared, authorization.as_deref()).await {
+                    // The registry behind has no such route to challenge from.
+                    let mut denied = registry_error(401, "UNAUTHORIZED", "authentication required");
+                    if let Ok(challenge) = HeaderValue::from_str(&self.challenge) {
+                        denied
+                            .headers_mut()
+                            .insert(header::WWW_AUTHENTICATE, challenge);
+                    }
+                    return denied;
+                }
+                self.referrers
+                    .answer(name, &path, req.uri().query())
+                    .map(full)
             }
             (&Method::GET, Route::Upload) => registry_error(
                 404,
@@ -327,10 +354,18 @@ impl EcrManners {
             }
             _ => forward(shared, req).await,
         };
-        let response = self.finish(response, self.options.omit_manifest_location);
+        let mut response = self.finish(response, self.options.omit_manifest_location);
+        let digest = header_text(response.headers(), "docker-content-digest")
+            .unwrap_or_else(|| mirror_oci::digest_of(&manifest).to_string());
+        if response.status() == StatusCode::CREATED
+            && let Some(subject) =
+                self.referrers
+                    .record(name, &manifest, media_type.as_deref(), &digest)
+            && let Ok(value) = HeaderValue::from_str(&subject)
+        {
+            response.headers_mut().insert("oci-subject", value);
+        }
         if response.status() == StatusCode::CREATED && self.options.sync_images_to_moto {
-            let digest = header_text(response.headers(), "docker-content-digest")
-                .unwrap_or_else(|| mirror_oci::digest_of(&manifest).to_string());
             self.put_image(name, &manifest, media_type, tag, &digest)
                 .await;
         }
@@ -542,6 +577,7 @@ mod tests {
 
     fn manners(limit: u32, window: Duration) -> EcrManners {
         EcrManners {
+            referrers: Arc::default(),
             moto: MotoClient::new("http://127.0.0.1:9").expect("client"),
             options: EcrOptions {
                 manifest_puts_per_second: Some(limit),

@@ -17,6 +17,9 @@
 //!   404 to GET on an upload session, drops cross-repository mount requests
 //!   unless blob mounting is on, omits `Location` on manifest PUTs, and tells
 //!   moto about every pushed manifest (PutImage) so DescribeImages agrees.
+//!   ECR keeps referrers itself: the gate answers a manifest PUT naming a
+//!   `subject` with `OCI-Subject` and serves the referrers API
+//!   ([`ReferrersApi`], module `referrers`).
 //! - [`DockerHubStandIn`]: a bearer-token registry (service
 //!   `registry.docker.io`, anonymous pull) whose manifest GETs carry
 //!   `ratelimit-limit` / `ratelimit-remaining` and run out (429), and whose
@@ -49,6 +52,8 @@
 mod docker_hub;
 mod ecr;
 mod gate;
+mod referrers;
 
 pub use docker_hub::{DOCKER_HUB_HOST, DockerHubOptions, DockerHubStandIn};
 pub use ecr::{EcrOptions, EcrStandIn};
+pub use referrers::ReferrersApi;
