@@ -7,6 +7,10 @@
 //!   backend implements; [`RegistryEndpoint`] is the registry backend.
 //! - [`Engine`]: holds the blob bound and the run-wide tables of shared work;
 //!   [`Engine::copy`] runs one [`CopyRequest`] and returns a [`CopyReport`].
+//! - Cross-repository mounts: within a run, the first repository of a
+//!   registry to need a blob transfers it and the others mount it
+//!   ([`MountWhen`] says when a registry allows that, [`MountNote`] what an
+//!   account with mounts off cost).
 //! - [`Observer`]: progress events; byte counts are atomics read on a timer.
 //! - [`CopyError`]: which side, which object, and the cause as its source.
 //!
@@ -35,6 +39,7 @@ mod copy;
 mod endpoint;
 mod error;
 mod inflight;
+mod mounts;
 mod platforms;
 mod registry;
 mod report;
@@ -46,9 +51,11 @@ pub use copy::{
     EngineOptions,
 };
 pub use endpoint::{
-    Capabilities, Destination, EndpointError, Mount, MountOrigin, Resolved, Source, UploadSlot,
+    Capabilities, Destination, EndpointError, Mount, MountOrigin, MountSetting, MountWhen,
+    Resolved, Source, UploadSlot,
 };
 pub use error::{CopyError, GaveUp, Limit, Side};
+pub use mounts::MountNote;
 pub use registry::RegistryEndpoint;
 pub use report::{BlobCounts, BlobOutcome, CopyReport, Filtered, ManifestCounts, Observer, Silent};
 pub use walk::{DEFAULT_MAX_MANIFESTS, MAX_NESTING};

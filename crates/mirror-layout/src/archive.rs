@@ -796,6 +796,7 @@ impl Destination for OciArchiveWriter {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             single_platform: self.format == Format::Docker,
+            ..Capabilities::default()
         }
     }
 
