@@ -711,6 +711,11 @@ async fn run_jobs(
             }
         }
     }
+    if !quiet {
+        for note in engine.mount_notes() {
+            eprintln!("note: {note}");
+        }
+    }
     if common.json {
         if json_reports.len() == 1 {
             println!("{}", json_reports[0]);

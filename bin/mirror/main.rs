@@ -249,7 +249,7 @@ pub(crate) fn summary(
     let rate = report.bytes as f64 / report.seconds.max(0.001);
     let _ = writeln!(
         out,
-        "  manifests: {} {}, {} already there; blobs: {} {}, {} already there, {} mounted{}",
+        "  manifests: {} {}, {} already there; blobs: {} {}, {} already there, {} {}{}{}",
         report.manifests.copied,
         if report.dry_run { "to push" } else { "pushed" },
         report.manifests.skipped,
@@ -257,6 +257,16 @@ pub(crate) fn summary(
         if report.dry_run { "to copy" } else { "copied" },
         report.blobs.skipped,
         report.blobs.mounted,
+        if report.dry_run {
+            "to mount"
+        } else {
+            "mounted"
+        },
+        if report.bytes_mounted > 0 {
+            format!(" ({} not moved)", BinaryBytes(report.bytes_mounted))
+        } else {
+            String::new()
+        },
         if report.blobs.foreign_skipped > 0 {
             format!(
                 ", {} foreign layers left out (--include-foreign copies them)",

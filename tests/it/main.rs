@@ -21,5 +21,6 @@ mod hostile;
 mod inspect;
 mod large;
 mod layout;
+mod mounts;
 mod platforms;
 mod support;
