@@ -108,7 +108,7 @@ impl EcrStandIn {
             known: Mutex::new(HashSet::new()),
             manifest_puts: Mutex::new(VecDeque::new()),
             tag_lock: tokio::sync::Mutex::new(()),
-            committed: Mutex::new(HashMap::new()),
+            committed: Box::default(),
         });
         let gate = Gate::start(faults.addr(), registry.addr(), manners).await?;
         Ok(Self {
@@ -225,8 +225,9 @@ pub(super) struct EcrManners {
     /// Makes "does the tag exist, then PUT" atomic for immutable tags.
     tag_lock: tokio::sync::Mutex<()>,
     /// Per repository, the blobs that manifests pushed through the gate
-    /// reference: what ECR lets other repositories mount.
-    committed: Mutex<HashMap<String, HashSet<String>>>,
+    /// reference: what ECR lets other repositories mount. (Boxed: keeps
+    /// the gate's `Manners` variants close in size.)
+    committed: Box<Mutex<HashMap<String, HashSet<String>>>>,
 }
 
 /// How a repository treats a tag push.
@@ -678,7 +679,7 @@ mod tests {
             known: Mutex::new(HashSet::new()),
             manifest_puts: Mutex::new(VecDeque::new()),
             tag_lock: tokio::sync::Mutex::new(()),
-            committed: Mutex::new(HashMap::new()),
+            committed: Box::default(),
         }
     }
 
