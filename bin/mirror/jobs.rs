@@ -347,6 +347,11 @@ fn print_copies(report: &RunReport, platforms: &[PlatformFilter], json: bool, qu
         }
         values.push(tag_value(tag, requests));
     }
+    if !quiet {
+        for note in &report.notes {
+            eprintln!("note: {note}");
+        }
+    }
     if json {
         if values.len() == 1 {
             println!("{}", values[0]);

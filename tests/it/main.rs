@@ -22,6 +22,7 @@ mod hostile;
 mod inspect;
 mod large;
 mod layout;
+mod mounts;
 mod platforms;
 mod referrers;
 mod support;

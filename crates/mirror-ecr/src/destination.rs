@@ -1,12 +1,17 @@
 //! ECR as a copy destination: the registry backend plus ECR's manners
-//! (repository first, paced manifest PUTs, immutable tags).
+//! (repository first, paced manifest PUTs, immutable tags, mounts only of
+//! blobs that a committed manifest references, and only when the account's
+//! BLOB_MOUNTING setting is on).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use mirror_engine::{Destination, EndpointError, Mount, MountOrigin, RegistryEndpoint, UploadSlot};
+use mirror_engine::{
+    Capabilities, Destination, EndpointError, Mount, MountOrigin, MountSetting, MountWhen,
+    RegistryEndpoint, UploadSlot,
+};
 use mirror_oci::{BlobStream, Descriptor, Digest, RawManifest};
 use mirror_registry::ErrorCode;
 
@@ -136,8 +141,26 @@ impl Destination for EcrDestination {
         self.registry.blob_exists(descriptor).await
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            mount: MountWhen::ManifestCommitted,
+            ..Capabilities::default()
+        }
+    }
+
     fn can_mount_from(&self, origin: &MountOrigin) -> bool {
         self.registry.can_mount_from(origin)
+    }
+
+    fn location(&self) -> Option<MountOrigin> {
+        self.registry.location()
+    }
+
+    /// The account setting BLOB_MOUNTING (GetAccountSetting); the engine asks
+    /// once per run and registry. Unreadable (not supported by an emulator,
+    /// denied by a policy) counts as off, and says so.
+    async fn mount_setting(&self) -> MountSetting {
+        blob_mounting(&self.client).await
     }
 
     async fn mount_blob(
@@ -207,6 +230,48 @@ impl Destination for EcrDestination {
 
     async fn stored_manifest(&self, digest: &Digest) -> Result<Option<RawManifest>, EndpointError> {
         self.registry.stored_manifest(digest).await
+    }
+}
+
+/// The account setting that lets ECR mount blobs across repositories.
+const BLOB_MOUNTING: &str = "BLOB_MOUNTING";
+
+/// Reads BLOB_MOUNTING; anything but ENABLED, or no answer, is off.
+pub(crate) async fn blob_mounting(client: &aws_sdk_ecr::Client) -> MountSetting {
+    let fix = Some(format!(
+        "`aws ecr put-account-setting --name {BLOB_MOUNTING} --value ENABLED` turns them on"
+    ));
+    match client
+        .get_account_setting()
+        .name(BLOB_MOUNTING)
+        .send()
+        .await
+    {
+        Ok(answer) if answer.value() == Some("ENABLED") => MountSetting::Enabled,
+        Ok(answer) => MountSetting::Disabled {
+            reason: format!(
+                "the account setting {BLOB_MOUNTING} is {}",
+                answer.value().unwrap_or("not set")
+            ),
+            fix,
+        },
+        Err(error) => {
+            let detail = match error
+                .as_service_error()
+                .and_then(|e| aws_sdk_ecr::error::ProvideErrorMetadata::code(e).map(str::to_owned))
+            {
+                Some(code) => code,
+                None => aws_sdk_ecr::error::DisplayErrorContext(&error).to_string(),
+            };
+            MountSetting::Disabled {
+                reason: format!(
+                    "GetAccountSetting {BLOB_MOUNTING} gave no answer ({detail}), so mounts are treated as off"
+                ),
+                fix: Some(format!(
+                    "allow ecr:GetAccountSetting, and `aws ecr put-account-setting --name {BLOB_MOUNTING} --value ENABLED` turns them on"
+                )),
+            }
+        }
     }
 }
 

@@ -45,6 +45,11 @@ pub const PUSH_ACTIONS: &[&str] = &[
     "ecr:TagResource",
 ];
 
+/// What `mirror` reads once per run at the account level: whether
+/// cross-repository blob mounts are on (`BLOB_MOUNTING`). IAM cannot scope it
+/// to a repository, so it sits next to `ecr:GetAuthorizationToken` on `*`.
+pub const PUSH_ACCOUNT_ACTIONS: &[&str] = &["ecr:GetAuthorizationToken", "ecr:GetAccountSetting"];
+
 /// What `docker pull` (and ECS) needs on a repository.
 pub const PULL_ACTIONS: &[&str] = &[
     "ecr:BatchCheckLayerAvailability",
@@ -105,15 +110,19 @@ pub fn policy(
         }
     }));
 
-    let (sid, actions) = match access {
-        Access::Push => ("MirrorPushRepositories", PUSH_ACTIONS),
-        Access::Pull => ("PullRepositories", PULL_ACTIONS),
+    let (sid, actions, account_actions) = match access {
+        Access::Push => ("MirrorPushRepositories", PUSH_ACTIONS, PUSH_ACCOUNT_ACTIONS),
+        Access::Pull => (
+            "PullRepositories",
+            PULL_ACTIONS,
+            &["ecr:GetAuthorizationToken"][..],
+        ),
     };
     let mut statements = vec![
         json!({
             "Sid": "GetAuthorizationToken",
             "Effect": "Allow",
-            "Action": ["ecr:GetAuthorizationToken"],
+            "Action": account_actions,
             "Resource": "*",
         }),
         json!({
@@ -217,7 +226,7 @@ mod tests {
                     {
                         "Sid": "GetAuthorizationToken",
                         "Effect": "Allow",
-                        "Action": ["ecr:GetAuthorizationToken"],
+                        "Action": ["ecr:GetAuthorizationToken", "ecr:GetAccountSetting"],
                         "Resource": "*",
                     },
                     {

@@ -29,9 +29,10 @@ use futures::future::BoxFuture;
 use mirror_oci::{Descriptor, Digest, RawManifest};
 use tracing::{debug, info};
 
-use crate::endpoint::{Destination, Source};
+use crate::endpoint::{Destination, MountWhen, Source};
 use crate::error::CopyError;
 use crate::inflight::{Claim, Outcome, Table};
+use crate::mounts::{Leader, MountNote, Mounts};
 use crate::platforms::{Selected, platforms_of};
 use crate::referrers::{ReferrerCounts, ReferrerOutcome, ReferrerSelection, subjects_of};
 use crate::report::{BlobCounts, BlobOutcome, CopyReport, ManifestCounts, Observer, Silent};
@@ -133,6 +134,8 @@ struct Inner {
     retries: AtomicU64,
     /// Things said once per run (a destination that cannot hold referrers).
     notes: Mutex<HashSet<String>>,
+    /// Who leads each blob at each registry, for cross-repository mounts.
+    mounts: Arc<Mounts>,
 }
 
 impl Default for Engine {
@@ -156,6 +159,7 @@ impl Engine {
                 observer,
                 retries: AtomicU64::new(0),
                 notes: Mutex::new(HashSet::new()),
+                mounts: Arc::new(Mounts::default()),
             }),
         }
     }
@@ -179,6 +183,24 @@ impl Engine {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(note.to_owned())
+    }
+
+    pub(crate) fn mounts(&self) -> &Arc<Mounts> {
+        &self.inner.mounts
+    }
+
+    /// What mounting would have saved at each registry of this run whose
+    /// account has cross-repository mounts off: one line each, for the end
+    /// of the run.
+    pub fn mount_notes(&self) -> Vec<MountNote> {
+        self.inner.mounts.notes()
+    }
+
+    /// Queues a request for a run-wide transfer permit.
+    pub(crate) fn request_permit(
+        &self,
+    ) -> tokio::sync::oneshot::Receiver<tokio::sync::OwnedSemaphorePermit> {
+        self.inner.permits.request()
     }
 
     pub(crate) fn count_retry(&self) {
@@ -234,6 +256,7 @@ impl Engine {
             manifests: ManifestCounts::default(),
             blobs: BlobCounts::default(),
             bytes: 0,
+            bytes_mounted: 0,
             seconds: 0.0,
             retries: 0,
             referrers: ReferrerCounts::default(),
@@ -325,6 +348,18 @@ impl Engine {
         self.inner
             .observer
             .planned(unique.len(), unique.iter().map(|d| d.size()).sum());
+        // Where other repositories mount only blobs of committed manifests,
+        // they may wait for ours until this copy is over.
+        let _commits = (destination.capabilities().mount == MountWhen::ManifestCommitted
+            && !options.dry_run)
+            .then(|| {
+                self.inner.mounts.could_commit(
+                    &destination.name(),
+                    plan.images
+                        .iter()
+                        .flat_map(|image| image.blobs.iter().map(|b| b.digest().clone())),
+                )
+            });
         let blobs: HashMap<Digest, BlobClaim> = unique
             .iter()
             .map(|blob| (blob.digest().clone(), self.claim_blob(&request, blob)))
@@ -361,7 +396,10 @@ impl Engine {
                         report.bytes += n;
                     }
                     BlobOutcome::Skipped => report.blobs.skipped += 1,
-                    BlobOutcome::Mounted => report.blobs.mounted += 1,
+                    BlobOutcome::Mounted(n) => {
+                        report.blobs.mounted += 1;
+                        report.bytes_mounted += n;
+                    }
                 }
             }
         }
@@ -389,6 +427,12 @@ impl Engine {
                 .await
                 .map_err(|e| CopyError::destination_side(destination.name(), e))?;
             self.mark_present(destination.as_ref(), root.digest());
+            if let Some(image) = plan.images.iter().find(|image| image.is_root) {
+                self.inner.mounts.committed(
+                    &destination.name(),
+                    image.blobs.iter().map(|b| b.digest().clone()),
+                );
+            }
             self.inner
                 .observer
                 .manifest_pushed(&request.destination_reference, root.digest());
@@ -433,7 +477,7 @@ impl Engine {
                     bytes += n;
                 }
                 BlobOutcome::Skipped => counts.skipped += 1,
-                BlobOutcome::Mounted => counts.mounted += 1,
+                BlobOutcome::Mounted(_) => counts.mounted += 1,
             }
         }
         Ok((counts, bytes))
@@ -466,16 +510,42 @@ impl Engine {
 
     /// Joins (or starts) the transfer of a blob to the request's destination.
     /// Turns for the run-wide bound are queued here, in the caller's order.
+    ///
+    /// The first repository of a registry to claim a digest leads it; a later
+    /// one of the same registry follows: it asks for its turn only once it
+    /// is done waiting for the leader, so waiting never holds a permit.
     fn claim_blob(&self, request: &CopyRequest, descriptor: &Descriptor) -> BlobClaim {
         let key = (request.destination.name(), descriptor.digest().clone());
-        self.inner.tables.blobs.claim(key, || {
-            let turn = self.inner.permits.request();
+        self.inner.tables.blobs.claim(key.clone(), || {
+            let destination = &request.destination;
+            let mount = destination.capabilities().mount;
+            let mut here = None;
+            let mut leader = None;
+            if mount != MountWhen::Never
+                && let Some(origin) = destination.location()
+            {
+                let me = Leader {
+                    origin,
+                    order: self.inner.mounts.order_of(&key.0),
+                    key,
+                };
+                leader = self
+                    .inner
+                    .mounts
+                    .lead_or_follow(descriptor.digest(), me.clone())
+                    .filter(|leader| destination.can_mount_from(&leader.origin));
+                here = Some(me);
+            }
+            let turn = leader.is_none().then(|| self.inner.permits.request());
             let transfer = Transfer {
                 source: request.source.clone(),
                 destination: request.destination.clone(),
                 descriptor: descriptor.clone(),
                 dry_run: request.options.dry_run,
                 engine: self.clone(),
+                mount,
+                here,
+                leader,
             };
             async move { transfer.run(turn).await.map_err(Arc::new) }.boxed()
         })
@@ -495,6 +565,8 @@ impl Engine {
             let manifest = image.manifest.clone();
             let dry_run = request.options.dry_run;
             let engine = self.clone();
+            let blob_digests: Vec<Digest> =
+                image.blobs.iter().map(|b| b.digest().clone()).collect();
             async move {
                 all_in(blobs).await?;
                 if !dry_run {
@@ -506,6 +578,7 @@ impl Engine {
                             Arc::new(CopyError::destination_side(destination.name(), e))
                         })?;
                     engine.mark_present(destination.as_ref(), manifest.digest());
+                    engine.mounts().committed(&destination.name(), blob_digests);
                     engine
                         .observer()
                         .manifest_pushed(&reference, manifest.digest());

@@ -45,10 +45,39 @@ pub enum Mount {
     NotMounted(Option<UploadSlot>),
 }
 
+/// When a registry lets one repository mount a blob that another of its
+/// repositories holds (`POST /v2/<name>/blobs/uploads/?mount=D&from=R`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MountWhen {
+    /// No cross-repository mounts (local layouts and archives).
+    #[default]
+    Never,
+    /// Any blob linked in `from` (distribution): once the first repository
+    /// of a run has the blob, every other one can mount it.
+    BlobLinked,
+    /// Only a blob referenced by an image manifest committed in `from`
+    /// (ECR): a repository that wants to mount waits for that manifest, not
+    /// just for the blob.
+    ManifestCommitted,
+}
+
+/// Whether the registry's account lets mounts happen at all, read once per
+/// run and registry ([`Destination::mount_setting`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountSetting {
+    Enabled,
+    /// Mounts are off; `reason` says why (the setting's value, or why it
+    /// could not be read), `fix` how to turn them on, if anything can.
+    Disabled {
+        reason: String,
+        fix: Option<String>,
+    },
+}
+
 /// What a destination can take, as data: the engine plans with these, never
-/// with backend names. (Cross-repository mounts are asked per origin, with
-/// [`Destination::can_mount_from`]; manifest PUT pacing, where a registry
-/// needs it, lives in the backend.)
+/// with backend names. (Whether a mount from one particular origin can work
+/// is asked with [`Destination::can_mount_from`]; manifest PUT pacing, where
+/// a registry needs it, lives in the backend.)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Capabilities {
     /// Only an image manifest can be written (a docker-archive lists one
@@ -58,6 +87,8 @@ pub struct Capabilities {
     /// Nothing can refer to an image here (a docker-archive): referrers are
     /// counted, left out and said so once, never a failure.
     pub without_referrers: bool,
+    /// When other repositories of this registry can mount what this one holds.
+    pub mount: MountWhen,
 }
 
 /// Why an endpoint operation failed. Each variant keeps its typed error, so
@@ -183,9 +214,22 @@ pub trait Destination: Send + Sync {
         Ok(Mount::NotMounted(None))
     }
 
-    /// Whether a blob from `origin` can be mounted here (same host, other repo).
+    /// Whether a blob from `origin` can be mounted here (same host, other
+    /// repository, and whatever else the registry asks of the pair).
     fn can_mount_from(&self, _origin: &MountOrigin) -> bool {
         false
+    }
+
+    /// The registry host and repository this destination writes to, as the
+    /// `from` of other repositories' mounts; `None` where nothing mounts.
+    fn location(&self) -> Option<MountOrigin> {
+        None
+    }
+
+    /// Whether the registry lets mounts happen at all (an account setting);
+    /// asked once per run and registry, only when a mount is wanted.
+    async fn mount_setting(&self) -> MountSetting {
+        MountSetting::Enabled
     }
 
     /// Uploads a blob from a verifying stream. If the stream fails, even in place

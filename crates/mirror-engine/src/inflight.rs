@@ -115,6 +115,22 @@ where
         }
     }
 
+    /// Joins the work under `key` if there is any (in flight, or a success
+    /// remembered); `None` when there is none (never started, failed, or
+    /// aborted). Never starts anything: a follower waits on a leader's work
+    /// this way without owning it, and keeps it alive while it waits.
+    pub(crate) fn join(self: &Arc<Self>, key: &K) -> Option<Claim<K, T>> {
+        let mut entries = self.entries();
+        let entry = entries.get_mut(key)?;
+        entry.claims += 1;
+        Some(Claim {
+            table: Arc::downgrade(self),
+            key: key.clone(),
+            id: entry.id,
+            outcome: entry.outcome.clone(),
+        })
+    }
+
     /// The work finished: a failure is forgotten, a success kept if remembered.
     fn settle(&self, key: &K, id: u64, succeeded: bool) {
         let mut entries = self.entries();
@@ -231,6 +247,28 @@ mod tests {
         let c = table.claim("k", || counted(&runs, Ok(9)));
         assert_eq!(c.outcome().await.ok(), Some(7));
         assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn join_finds_work_in_flight_or_remembered_and_never_starts_any() {
+        let table = Table::<&str, u32>::new(true);
+        let runs = Arc::new(AtomicUsize::new(0));
+        assert!(table.join(&"k").is_none(), "nothing to join");
+        let first = table.claim("k", || counted(&runs, Ok(3)));
+        let joined = table.join(&"k").expect("in flight");
+        drop(first);
+        assert_eq!(
+            joined.outcome().await.ok(),
+            Some(3),
+            "the join kept it alive"
+        );
+        drop(joined);
+        let again = table.join(&"k").expect("remembered");
+        assert_eq!(again.outcome().await.ok(), Some(3));
+        let failed = table.claim("f", || counted(&runs, Err(Arc::new(CopyError::Cancelled))));
+        assert!(failed.outcome().await.is_err());
+        assert!(table.join(&"f").is_none(), "a failure is forgotten");
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

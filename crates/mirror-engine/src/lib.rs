@@ -10,6 +10,10 @@
 //! - [`Referrer`], [`ReferrerSelection`]: signatures, SBOMs and attestations
 //!   that travel with an image (`--referrers`); `--require-signature` checks
 //!   a cosign signature before anything moves ([`CopyOptions`]).
+//! - Cross-repository mounts: within a run, the first repository of a
+//!   registry to need a blob transfers it and the others mount it
+//!   ([`MountWhen`] says when a registry allows that, [`MountNote`] what an
+//!   account with mounts off cost).
 //! - [`Observer`]: progress events; byte counts are atomics read on a timer.
 //! - [`CopyError`]: which side, which object, and the cause as its source.
 //!
@@ -38,6 +42,7 @@ mod copy;
 mod endpoint;
 mod error;
 mod inflight;
+mod mounts;
 mod platforms;
 mod referrers;
 mod registry;
@@ -50,9 +55,11 @@ pub use copy::{
     EngineOptions,
 };
 pub use endpoint::{
-    Capabilities, Destination, EndpointError, Mount, MountOrigin, Resolved, Source, UploadSlot,
+    Capabilities, Destination, EndpointError, Mount, MountOrigin, MountSetting, MountWhen,
+    Resolved, Source, UploadSlot,
 };
 pub use error::{CopyError, GaveUp, Limit, Side};
+pub use mounts::MountNote;
 pub use referrers::{Referrer, ReferrerCounts, ReferrerSelection, SelectionError, SignatureReport};
 pub use registry::RegistryEndpoint;
 pub use report::{BlobCounts, BlobOutcome, CopyReport, Filtered, ManifestCounts, Observer, Silent};

@@ -7,9 +7,13 @@ use mirror_oci::{BlobStream, Descriptor, Digest, RawManifest};
 use mirror_registry::{MountOutcome, Repository, UploadSession};
 
 use crate::endpoint::{
-    Destination, EndpointError, Mount, MountOrigin, Resolved, Source, UploadSlot,
+    Capabilities, Destination, EndpointError, Mount, MountOrigin, MountWhen, Resolved, Source,
+    UploadSlot,
 };
 use crate::referrers::{Referrer, RegistryReferrers};
+
+/// Docker Hub's API host: it mounts only between repositories of one owner.
+const DOCKER_HUB_API_HOST: &str = "registry-1.docker.io";
 
 /// A repository on a registry, as a source or a destination.
 #[derive(Debug, Clone)]
@@ -110,8 +114,22 @@ impl Destination for RegistryEndpoint {
         Ok(self.repository.blob_exists(descriptor).await?)
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            mount: MountWhen::BlobLinked,
+            ..Capabilities::default()
+        }
+    }
+
     fn can_mount_from(&self, origin: &MountOrigin) -> bool {
-        origin.host == self.repository.api_host() && origin.repository != self.repository.name()
+        let here = self.repository.name();
+        origin.host == self.repository.api_host()
+            && origin.repository != here
+            && (origin.host != DOCKER_HUB_API_HOST || owner(&origin.repository) == owner(here))
+    }
+
+    fn location(&self) -> Option<MountOrigin> {
+        Source::mount_origin(self)
     }
 
     async fn mount_blob(
@@ -180,4 +198,9 @@ impl Destination for RegistryEndpoint {
     async fn stored_manifest(&self, digest: &Digest) -> Result<Option<RawManifest>, EndpointError> {
         RegistryReferrers::stored(&self.repository, digest).await
     }
+}
+
+/// The first path segment of a repository (`library` of `library/python`).
+fn owner(repository: &str) -> &str {
+    repository.split('/').next().unwrap_or(repository)
 }

@@ -14,8 +14,9 @@ pub enum BlobOutcome {
     Copied(u64),
     /// Already at the destination.
     Skipped,
-    /// Mounted from another repository of the same registry.
-    Mounted,
+    /// Mounted from another repository of the same registry; carries the
+    /// bytes that did not have to move.
+    Mounted(u64),
     /// `--dry-run`: would be copied.
     Planned(u64),
 }
@@ -89,6 +90,9 @@ pub struct CopyReport {
     pub blobs: BlobCounts,
     /// Blob bytes streamed from source to destination (planned, in a dry run).
     pub bytes: u64,
+    /// Blob bytes not moved because a mount put them in place (planned, in
+    /// a dry run).
+    pub bytes_mounted: u64,
     pub seconds: f64,
     /// Blob transfers started over.
     pub retries: u64,

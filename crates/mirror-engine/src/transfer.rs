@@ -1,8 +1,11 @@
-//! One blob from a source to a destination: exists? skip; same registry?
-//! mount; else stream GET -> verify -> one upload, started over (fresh GET,
-//! fresh upload session) on a transient failure, after at least as long as
-//! the server asked. Runs on its own task, shared by every copy that wants
-//! the blob ([`crate::inflight`]), under the run-wide bound on transfers.
+//! One blob from a source to a destination: another repository of the
+//! registry leads it? wait for the leader, then mount from it ([`crate::mounts`]);
+//! exists? skip; same registry as the source? mount; else stream GET ->
+//! verify -> one upload, started over (fresh GET, fresh upload session) on a
+//! transient failure, after at least as long as the server asked. A refused
+//! mount's session carries the upload. Runs on its own task, shared by every
+//! copy that wants the blob ([`crate::inflight`]), under the run-wide bound
+//! on transfers, which a follower asks for only once it is done waiting.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,8 +21,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::{debug, info};
 
 use crate::copy::Engine;
-use crate::endpoint::{Destination, EndpointError, Mount, Source, UploadSlot};
+use crate::endpoint::{
+    Destination, EndpointError, Mount, MountOrigin, MountSetting, MountWhen, Source, UploadSlot,
+};
 use crate::error::{CopyError, GaveUp, Side};
+use crate::mounts::Leader;
 use crate::report::BlobOutcome;
 
 /// Hands out the run-wide transfer permits in the order they were asked for,
@@ -72,13 +78,37 @@ pub(crate) struct Transfer {
     pub descriptor: Descriptor,
     pub dry_run: bool,
     pub engine: Engine,
+    /// When the destination's registry mounts across repositories.
+    pub mount: MountWhen,
+    /// This transfer as a leader (where others would mount from).
+    pub here: Option<Leader>,
+    /// The repository of the same registry that leads this digest, if another.
+    pub leader: Option<Leader>,
+}
+
+/// Why a follower transfers a blob itself rather than mounting it.
+enum Alone {
+    /// The leader failed or went: this transfer leads from now on.
+    LeaderGone,
+    /// The registry's account has mounts off.
+    MountsOff,
+    /// The leader's repository came later in the run (ECR's manifest wait
+    /// goes one way only), or no manifest of it will hold the blob.
+    NotWaiting,
 }
 
 impl Transfer {
+    /// `turn`: the run-wide permit asked for when the work was claimed;
+    /// `None` for a follower, which asks once it is done waiting.
     pub(crate) async fn run(
         self,
-        turn: oneshot::Receiver<OwnedSemaphorePermit>,
+        turn: Option<oneshot::Receiver<OwnedSemaphorePermit>>,
     ) -> Result<BlobOutcome, CopyError> {
+        let follow = match &self.leader {
+            Some(leader) => Some(self.follow(leader).await),
+            None => None,
+        };
+        let turn = turn.unwrap_or_else(|| self.engine.request_permit());
         let Ok(_permit) = turn.await else {
             return Err(CopyError::Cancelled);
         };
@@ -95,24 +125,51 @@ impl Transfer {
             return Ok(BlobOutcome::Skipped);
         }
         if self.dry_run {
-            observer.blob_finished(descriptor, BlobOutcome::Planned(size));
-            return Ok(BlobOutcome::Planned(size));
+            let outcome = match follow {
+                Some(Ok(_)) => BlobOutcome::Mounted(size),
+                _ => BlobOutcome::Planned(size),
+            };
+            observer.blob_finished(descriptor, outcome);
+            return Ok(outcome);
         }
         let mut slot = None;
+        let mut origins: Vec<MountOrigin> = Vec::new();
+        match &follow {
+            Some(Ok(origin)) => origins.push(origin.clone()),
+            Some(Err(Alone::LeaderGone)) => {
+                if let (Some(here), Some(leader)) = (&self.here, &self.leader) {
+                    self.engine
+                        .mounts()
+                        .take_over(descriptor.digest(), leader, here.clone());
+                }
+            }
+            _ => {}
+        }
         if let Some(origin) = self.source.mount_origin()
             && destination.can_mount_from(&origin)
+            && !origins.contains(&origin)
         {
-            match destination.mount_blob(descriptor, &origin).await {
+            origins.push(origin);
+        }
+        for origin in &origins {
+            match destination.mount_blob(descriptor, origin).await {
                 Ok(Mount::Mounted) => {
-                    observer.blob_finished(descriptor, BlobOutcome::Mounted);
-                    return Ok(BlobOutcome::Mounted);
+                    debug!(digest = %descriptor.digest(), from = %origin.repository, "mounted");
+                    observer.blob_finished(descriptor, BlobOutcome::Mounted(size));
+                    return Ok(BlobOutcome::Mounted(size));
                 }
-                Ok(Mount::NotMounted(s)) => slot = s,
+                // Refused: the session it opened carries the upload (a
+                // later refusal's session replaces it, which cancels it).
+                Ok(Mount::NotMounted(s)) => {
+                    debug!(digest = %descriptor.digest(), from = %origin.repository, "mount refused; copying");
+                    slot = s.or(slot);
+                }
                 Err(error) => {
                     debug!(digest = %descriptor.digest(), %error, "mount failed; copying");
                 }
             }
         }
+        let missed = matches!(follow, Some(Err(Alone::MountsOff)));
         let counter = Arc::new(AtomicU64::new(0));
         observer.blob_started(descriptor, counter.clone());
         let options = self.engine.options();
@@ -129,6 +186,9 @@ impl Transfer {
             counter.store(0, Ordering::Relaxed);
             let (side, error) = match self.attempt(slot.take(), &counter).await {
                 Ok(()) => {
+                    if missed && let Some(here) = &self.here {
+                        self.engine.mounts().missed(&here.origin.host, size);
+                    }
                     observer.blob_finished(descriptor, BlobOutcome::Copied(size));
                     return Ok(BlobOutcome::Copied(size));
                 }
@@ -167,6 +227,46 @@ impl Transfer {
             self.engine.count_retry();
             tokio::time::sleep(delay).await;
         }
+    }
+
+    /// Waits for the leader: where to mount from once it holds the blob
+    /// (and, where the registry asks for one, a committed manifest holding
+    /// it), or why this transfer goes alone. Holds no permit.
+    async fn follow(&self, leader: &Leader) -> Result<MountOrigin, Alone> {
+        let mounts = self.engine.mounts();
+        let here = self.here.as_ref().ok_or(Alone::NotWaiting)?;
+        if let MountSetting::Disabled { reason, .. } = mounts
+            .setting(&here.origin.host, self.destination.as_ref())
+            .await
+        {
+            debug!(digest = %self.descriptor.digest(), %reason, "mounts are off; copying");
+            return Err(Alone::MountsOff);
+        }
+        let committed = self.mount == MountWhen::ManifestCommitted;
+        if committed && leader.order >= here.order {
+            return Err(Alone::NotWaiting);
+        }
+        let claim = self
+            .engine
+            .tables()
+            .blobs
+            .join(&leader.key)
+            .ok_or(Alone::LeaderGone)?;
+        let outcome = claim.outcome().await;
+        drop(claim);
+        if let Err(error) = outcome {
+            debug!(digest = %self.descriptor.digest(), %error, "the leading transfer failed; copying");
+            return Err(Alone::LeaderGone);
+        }
+        if committed
+            && !self.dry_run
+            && !mounts
+                .wait_committed(&(leader.key.0.clone(), self.descriptor.digest().clone()))
+                .await
+        {
+            return Err(Alone::NotWaiting);
+        }
+        Ok(leader.origin.clone())
     }
 
     /// GET -> verify -> upload, once. When the upload failed because its body

@@ -875,6 +875,7 @@ impl Destination for OciArchiveWriter {
         Capabilities {
             single_platform: self.format == Format::Docker,
             without_referrers: self.format == Format::Docker,
+            ..Capabilities::default()
         }
     }
 

@@ -101,7 +101,7 @@ pub fn copy_summary(
     let rate = report.bytes as f64 / report.seconds.max(0.001);
     let _ = writeln!(
         out,
-        "  manifests: {} {}, {} already there; blobs: {} {}, {} already there, {} mounted{}",
+        "  manifests: {} {}, {} already there; blobs: {} {}, {} already there, {} {}{}{}",
         report.manifests.copied,
         if report.dry_run { "to push" } else { "pushed" },
         report.manifests.skipped,
@@ -109,6 +109,16 @@ pub fn copy_summary(
         if report.dry_run { "to copy" } else { "copied" },
         report.blobs.skipped,
         report.blobs.mounted,
+        if report.dry_run {
+            "to mount"
+        } else {
+            "mounted"
+        },
+        if report.bytes_mounted > 0 {
+            format!(" ({} not moved)", human_bytes(report.bytes_mounted))
+        } else {
+            String::new()
+        },
         if report.blobs.foreign_skipped > 0 {
             format!(
                 ", {} foreign layers left out (copying them must be asked for)",
@@ -427,6 +437,9 @@ pub fn run_summary(report: &RunReport) -> String {
             pulls.host
         );
     }
+    for note in &report.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
     out
 }
 
@@ -451,6 +464,7 @@ pub fn run_json(report: &RunReport) -> Value {
         "pulls": report.pulls,
         "failed": report.failed(),
         "deferred": report.deferred(),
+        "notes": report.notes,
         "requests": requests_json(&report.requests),
         "seconds": report.seconds,
     })

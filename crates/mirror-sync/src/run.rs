@@ -87,6 +87,9 @@ pub struct RunReport {
     pub requests: StatsSnapshot,
     pub seconds: f64,
     pub dry_run: bool,
+    /// Things said once for the whole run (cross-repository mounts that were
+    /// off at a registry, and what they would have saved).
+    pub notes: Vec<String>,
 }
 
 impl RunReport {
@@ -124,6 +127,12 @@ impl Session {
         let log_groups = self.ensure_log_groups(&plan).await;
         let stop = AtomicBool::new(false);
         let mut results = self.run_tags(&plan, &plan.tags, &self.engine, &stop).await;
+        let mut notes: Vec<String> = self
+            .engine
+            .mount_notes()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
 
         // A tag that failed only because of another tag gets one more chance,
         // on a fresh engine, once the others are done: its blob transfer was
@@ -151,6 +160,12 @@ impl Session {
                 .run_tags(&plan, &retry, &engine, &stop)
                 .await
                 .into_iter();
+            for note in engine.mount_notes() {
+                let note = note.to_string();
+                if !notes.contains(&note) {
+                    notes.push(note);
+                }
+            }
             for (result, redo) in results.iter_mut().zip(&retried) {
                 if *redo && let Some(second) = again.next() {
                     *result = second;
@@ -198,6 +213,7 @@ impl Session {
             requests: self.registries.client().stats().snapshot(),
             seconds: started.elapsed().as_secs_f64(),
             dry_run: self.options.dry_run,
+            notes,
         }
     }
 
@@ -512,6 +528,7 @@ fn up_to_date_report(tag: &PlannedTag) -> CopyReport {
         manifests: Default::default(),
         blobs: Default::default(),
         bytes: 0,
+        bytes_mounted: 0,
         seconds: 0.0,
         retries: 0,
         referrers: Default::default(),

@@ -2,6 +2,7 @@
 //! cancellation and failure isolation between copies, in milliseconds.
 
 mod memory;
+mod mounts;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,14 +3,19 @@
 //! in milliseconds. Every endpoint of a test writes to one shared [`Log`], in
 //! the order things happened; faults (corrupt bytes, failing GETs, answers to
 //! uploads, gates that hold a blob until the test lets it go) are set per blob.
+//! Repositories made on one [`MemoryHost`] mount from each other by that
+//! host's rule ([`MountWhen`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt as _;
-use mirror_engine::{Destination, EndpointError, Mount, MountOrigin, Resolved, Source, UploadSlot};
+use mirror_engine::{
+    Capabilities, Destination, EndpointError, Mount, MountOrigin, MountSetting, MountWhen,
+    Resolved, Source, UploadSlot,
+};
 use mirror_oci::{BlobStream, Descriptor, Digest, RawManifest, StreamError, digest_of};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -39,6 +44,13 @@ pub enum Op {
         reference: String,
         digest: Digest,
     },
+    /// A blob mounted from another repository of the host.
+    Mounted {
+        digest: Digest,
+        from: String,
+    },
+    /// A mount the host refused (nothing to mount, or no committed manifest).
+    MountRefused(Digest),
     EnsureRepository,
     Finish,
 }
@@ -119,8 +131,51 @@ struct Faults {
     upload_errors: HashMap<Digest, VecDeque<EndpointError>>,
 }
 
+/// A registry holding several in-memory repositories that mount from each
+/// other by its rule.
+pub struct MemoryHost {
+    name: String,
+    mount: MountWhen,
+    setting: MountSetting,
+    repositories: Mutex<HashMap<String, Weak<Memory>>>,
+}
+
+impl MemoryHost {
+    pub fn new(name: &str, mount: MountWhen) -> Arc<Self> {
+        Self::with_setting(name, mount, MountSetting::Enabled)
+    }
+
+    pub fn with_setting(name: &str, mount: MountWhen, setting: MountSetting) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.to_owned(),
+            mount,
+            setting,
+            repositories: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A repository on this host, named `HOST/REPOSITORY` in the log.
+    pub fn repository(self: &Arc<Self>, repository: &str, log: &Arc<Log>) -> Arc<Memory> {
+        let memory = Arc::new(Memory {
+            name: format!("{}/{repository}", self.name),
+            log: log.clone(),
+            manifests: Mutex::new(HashMap::new()),
+            blobs: Mutex::new(HashMap::new()),
+            faults: Mutex::new(Faults::default()),
+            host: Some((self.clone(), repository.to_owned())),
+        });
+        self.repositories
+            .lock()
+            .expect("repositories lock")
+            .insert(repository.to_owned(), Arc::downgrade(&memory));
+        memory
+    }
+}
+
 /// An in-memory registry repository.
 pub struct Memory {
+    /// The host it is on, and its repository name there.
+    host: Option<(Arc<MemoryHost>, String)>,
     name: String,
     log: Arc<Log>,
     /// Manifests by digest (`sha256:...`) and by tag.
@@ -137,7 +192,17 @@ impl Memory {
             manifests: Mutex::new(HashMap::new()),
             blobs: Mutex::new(HashMap::new()),
             faults: Mutex::new(Faults::default()),
+            host: None,
         })
+    }
+
+    /// Whether a pushed image manifest references the blob.
+    fn committed(&self, digest: &Digest) -> bool {
+        self.manifests
+            .lock()
+            .expect("manifests lock")
+            .values()
+            .any(|m| !m.is_index() && m.blobs().iter().any(|b| b.digest() == digest))
     }
 
     fn log(&self, op: Op) {
@@ -342,12 +407,78 @@ impl Destination for Memory {
         Ok(self.has_blob(descriptor.digest()))
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            mount: self
+                .host
+                .as_ref()
+                .map_or(MountWhen::Never, |(host, _)| host.mount),
+            ..Capabilities::default()
+        }
+    }
+
+    fn location(&self) -> Option<MountOrigin> {
+        self.host.as_ref().map(|(host, repository)| MountOrigin {
+            host: host.name.clone(),
+            repository: repository.clone(),
+        })
+    }
+
+    fn can_mount_from(&self, origin: &MountOrigin) -> bool {
+        self.location()
+            .is_some_and(|here| here.host == origin.host && here.repository != origin.repository)
+    }
+
+    async fn mount_setting(&self) -> MountSetting {
+        self.host
+            .as_ref()
+            .map_or(MountSetting::Enabled, |(host, _)| host.setting.clone())
+    }
+
     async fn mount_blob(
         &self,
-        _descriptor: &Descriptor,
-        _from: &MountOrigin,
+        descriptor: &Descriptor,
+        from: &MountOrigin,
     ) -> Result<Mount, EndpointError> {
-        Ok(Mount::NotMounted(None))
+        let digest = descriptor.digest().clone();
+        let origin = self.host.as_ref().and_then(|(host, _)| {
+            host.repositories
+                .lock()
+                .expect("repositories lock")
+                .get(&from.repository)
+                .and_then(Weak::upgrade)
+        });
+        let bytes = origin.as_ref().and_then(|origin| {
+            let linked = origin
+                .blobs
+                .lock()
+                .expect("blobs lock")
+                .get(&digest)
+                .cloned();
+            let allowed = match self.capabilities().mount {
+                MountWhen::Never => false,
+                MountWhen::BlobLinked => true,
+                MountWhen::ManifestCommitted => origin.committed(&digest),
+            };
+            linked.filter(|_| allowed)
+        });
+        match bytes {
+            Some(bytes) => {
+                self.blobs
+                    .lock()
+                    .expect("blobs lock")
+                    .insert(digest.clone(), bytes);
+                self.log(Op::Mounted {
+                    digest,
+                    from: from.repository.clone(),
+                });
+                Ok(Mount::Mounted)
+            }
+            None => {
+                self.log(Op::MountRefused(digest));
+                Ok(Mount::NotMounted(None))
+            }
+        }
     }
 
     async fn put_blob(

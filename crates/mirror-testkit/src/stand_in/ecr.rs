@@ -1,7 +1,7 @@
 //! The ECR stand-in: moto's repositories and credentials, a registry, and
 //! the gate with ECR's manners (see the parent module for the list).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -40,7 +40,10 @@ pub struct EcrOptions {
     pub manifest_put_window: Duration,
     /// The account setting BLOB_MOUNTING. Off (the default, as for a new
     /// account): a mount POST is forwarded without `mount` and `from`, so it
-    /// opens a normal upload session (202).
+    /// opens a normal upload session (202). On: a mount is forwarded only
+    /// when a manifest pushed through the gate to `from` references the
+    /// blob, as ECR requires; otherwise it opens a session too. The gate
+    /// answers GetAccountSetting with it ([`EcrStandIn::aws_env`]).
     pub blob_mounting: bool,
     /// Answer manifest PUTs without `Location`, as ECR does (default on).
     pub omit_manifest_location: bool,
@@ -109,6 +112,7 @@ impl EcrStandIn {
             known: Mutex::new(HashSet::new()),
             manifest_puts: Mutex::new(VecDeque::new()),
             tag_lock: tokio::sync::Mutex::new(()),
+            committed: Box::default(),
         });
         let gate = Gate::start(faults.addr(), registry.addr(), manners).await?;
         Ok(Self {
@@ -130,6 +134,24 @@ impl EcrStandIn {
     /// The gate's socket address.
     pub fn addr(&self) -> SocketAddr {
         self.gate.addr
+    }
+
+    /// moto's environment with the ECR API sent through the gate, which
+    /// answers GetAccountSetting BLOB_MOUNTING from
+    /// [`EcrOptions::blob_mounting`] (moto has no account settings) and
+    /// passes every other call on to moto.
+    pub fn aws_env(&self, moto: &Moto) -> Vec<(String, String)> {
+        let gate = format!("http://{}", self.gate.addr);
+        moto.env()
+            .into_iter()
+            .map(|(key, value)| {
+                if key == "AWS_ENDPOINT_URL_ECR" {
+                    (key, gate.clone())
+                } else {
+                    (key, value)
+                }
+            })
+            .collect()
     }
 
     /// The registry host name moto's proxyEndpoint names:
@@ -214,6 +236,10 @@ pub(super) struct EcrManners {
     manifest_puts: Mutex<VecDeque<Instant>>,
     /// Makes "does the tag exist, then PUT" atomic for immutable tags.
     tag_lock: tokio::sync::Mutex<()>,
+    /// Per repository, the blobs that manifests pushed through the gate
+    /// reference: what ECR lets other repositories mount. (Boxed: keeps
+    /// the gate's `Manners` variants close in size.)
+    committed: Box<Mutex<HashMap<String, HashSet<String>>>>,
 }
 
 /// How a repository treats a tag push.
@@ -229,6 +255,9 @@ impl EcrManners {
         shared: &GateShared,
         req: Request<Incoming>,
     ) -> Response<GateBody> {
+        if req.headers().contains_key("x-amz-target") {
+            return self.control_plane(shared, req).await;
+        }
         let path = req.uri().path().to_owned();
         let Some((name, route)) = parse_route(&path) else {
             return self.finish(forward(shared, req.map(boxed)).await, false);
@@ -300,7 +329,7 @@ impl EcrManners {
                     "invalid number of results requested: n must be between 1 and 1000",
                 )
             }
-            (&Method::POST, Route::UploadStart) if !self.options.blob_mounting => {
+            (&Method::POST, Route::UploadStart) if !self.mount_allowed(req.uri().query()) => {
                 let req = without_mount(req);
                 self.finish(forward(shared, req.map(boxed)).await, false)
             }
@@ -357,6 +386,9 @@ impl EcrManners {
         let mut response = self.finish(response, self.options.omit_manifest_location);
         let digest = header_text(response.headers(), "docker-content-digest")
             .unwrap_or_else(|| mirror_oci::digest_of(&manifest).to_string());
+        if response.status() == StatusCode::CREATED {
+            self.record_commit(name, &manifest);
+        }
         if response.status() == StatusCode::CREATED
             && let Some(subject) =
                 self.referrers
@@ -385,6 +417,101 @@ impl EcrManners {
             headers.remove(header::LOCATION);
         }
         response
+    }
+
+    /// Whether a mount POST may mount: blob mounting is on and a manifest
+    /// committed in `from` references the blob. A POST without `mount` is
+    /// a plain upload start and always passes.
+    fn mount_allowed(&self, query: Option<&str>) -> bool {
+        let pairs: HashMap<String, String> =
+            url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+                .into_owned()
+                .collect();
+        let (Some(digest), Some(from)) = (pairs.get("mount"), pairs.get("from")) else {
+            return true;
+        };
+        self.options.blob_mounting
+            && self
+                .committed
+                .lock()
+                .is_ok_and(|c| c.get(from).is_some_and(|blobs| blobs.contains(digest)))
+    }
+
+    /// Remembers the blobs an image manifest pushed to `name` references.
+    fn record_commit(&self, name: &str, manifest: &[u8]) {
+        let Ok(value) = serde_json::from_slice::<Value>(manifest) else {
+            return;
+        };
+        let digests = std::iter::once(&value["config"])
+            .chain(value["layers"].as_array().into_iter().flatten())
+            .filter_map(|d| d["digest"].as_str().map(str::to_owned));
+        if let Ok(mut committed) = self.committed.lock() {
+            committed
+                .entry(name.to_owned())
+                .or_default()
+                .extend(digests);
+        }
+    }
+
+    /// The ECR API sent to the gate ([`EcrStandIn::aws_env`]):
+    /// GetAccountSetting BLOB_MOUNTING answered here, the rest passed to moto.
+    async fn control_plane(
+        &self,
+        shared: &GateShared,
+        req: Request<Incoming>,
+    ) -> Response<GateBody> {
+        let target = header_text(req.headers(), "x-amz-target").unwrap_or_default();
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, 1 << 20).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => return registry_error(400, "UNKNOWN", &format!("gate: request body: {e}")),
+        };
+        let asked: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if target.ends_with(".GetAccountSetting") && asked["name"] == "BLOB_MOUNTING" {
+            let value = if self.options.blob_mounting {
+                "ENABLED"
+            } else {
+                "DISABLED"
+            };
+            let mut response = Response::new(full(
+                json!({"name": "BLOB_MOUNTING", "value": value}).to_string(),
+            ));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-amz-json-1.1"),
+            );
+            return response;
+        }
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .to_owned();
+        let mut request = shared.lookups.request(
+            parts.method.clone(),
+            format!("{}{path}", self.moto.endpoint()),
+        );
+        for (name, value) in &parts.headers {
+            if name != header::HOST && name != header::CONTENT_LENGTH {
+                request = request.header(name, value);
+            }
+        }
+        match request.body(body).send().await {
+            Ok(answer) => {
+                let status = answer.status();
+                let headers = answer.headers().clone();
+                let bytes = answer.bytes().await.unwrap_or_default();
+                let mut response = Response::new(full(bytes));
+                *response.status_mut() = status;
+                for (name, value) in &headers {
+                    if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
+                        response.headers_mut().insert(name, value.clone());
+                    }
+                }
+                response
+            }
+            Err(e) => registry_error(502, "UNKNOWN", &format!("gate: moto: {e}")),
+        }
     }
 
     /// Whether moto knows the repository (positive answers are cached).
@@ -588,6 +715,7 @@ mod tests {
             known: Mutex::new(HashSet::new()),
             manifest_puts: Mutex::new(VecDeque::new()),
             tag_lock: tokio::sync::Mutex::new(()),
+            committed: Box::default(),
         }
     }
 
