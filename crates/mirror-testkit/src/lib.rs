@@ -25,8 +25,8 @@
 //! - [`require_tool`]: fails with the apt command that installs a missing tool.
 //!
 //! Every server binds 127.0.0.1 on a free port (unless placed in a network
-//! namespace) and stops when dropped. The `mirror-bench` binary of this crate
-//! compares `mirror` with skopeo on these servers (see its `--help`).
+//! namespace) and stops when dropped. The `mirror-bench` crate compares
+//! `mirror` with skopeo on these servers.
 //!
 //! ```no_run
 //! use mirror_testkit::{Fault, ImageSpec, Proxy, PushTarget, Registry, Rule};
