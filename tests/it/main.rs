@@ -20,3 +20,4 @@ mod large;
 mod layout;
 mod platforms;
 mod support;
+mod tls;

@@ -62,6 +62,7 @@ mod push;
 mod registry;
 mod server;
 mod skopeo;
+mod tls;
 mod token;
 
 pub use ecr::{DOCKER_HUB_HOST, DockerHubOptions, DockerHubStandIn, EcrOptions, EcrStandIn};
@@ -73,6 +74,7 @@ pub use proxy::{Fault, Proxy, RequestRecord, Rule};
 pub use push::{PushAuth, PushTarget, blob_exists, fetch_blob_digest, fetch_manifest, push_layout};
 pub use registry::Registry;
 pub use skopeo::{skopeo_digest, skopeo_inspect_raw};
+pub use tls::{ServerCert, TestCa};
 pub use token::{TokenOptions, TokenRequest, TokenServer};
 
 use std::path::PathBuf;
