@@ -11,12 +11,14 @@ use clap::{Parser, ValueEnum};
     about = "Benchmark mirror (`mirror copy`, and `mirror IMAGE` into an ECR stand-in) against `skopeo copy --all` on real registries (run as root)"
 )]
 pub(crate) struct Args {
-    /// Network conditions: loopback, wan (source registry in a network
-    /// namespace behind a rate limit and an added RTT), ecr (the headline
-    /// command `mirror IMAGE` into an ECR stand-in: moto and a gated
-    /// registry), or all three.
-    #[arg(long, value_enum, default_value_t = ProfileArg::Loopback)]
-    pub(crate) profile: ProfileArg,
+    /// Network conditions, one or more: loopback-tls and wan-tls (the
+    /// headline: HTTPS with a CA made by the bench, HTTP/2 negotiated),
+    /// loopback and wan (plain HTTP), where wan puts the source registry in
+    /// a network namespace behind a rate limit and an added RTT; ecr (the
+    /// headline command `mirror IMAGE` into an ECR stand-in: moto and a
+    /// gated registry); tls (both TLS profiles) or all.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [ProfileArg::LoopbackTls])]
+    pub(crate) profile: Vec<ProfileArg>,
     /// Runs per scenario; the tables show the median.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) runs: u32,
@@ -32,7 +34,7 @@ pub(crate) struct Args {
     pub(crate) markdown: bool,
     /// Scenarios to run: python (the python-like index, cold and warm), big
     /// (the 1 GiB image, cold), archive (export to and import from an
-    /// oci-archive; loopback only).
+    /// oci-archive; loopback profiles only).
     #[arg(
         long,
         value_enum,
@@ -65,10 +67,41 @@ pub(crate) struct Args {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum ProfileArg {
+    LoopbackTls,
+    WanTls,
     Loopback,
     Wan,
     Ecr,
+    Tls,
     All,
+}
+
+impl ProfileArg {
+    /// The profiles named, in the order they run: the loopback ones first,
+    /// then the WAN ones (which share one link), then ECR.
+    pub(crate) fn expand(args: &[ProfileArg]) -> Vec<Profile> {
+        let mut profiles: Vec<Profile> = args
+            .iter()
+            .flat_map(|arg| match arg {
+                ProfileArg::LoopbackTls => vec![Profile::LoopbackTls],
+                ProfileArg::WanTls => vec![Profile::WanTls],
+                ProfileArg::Loopback => vec![Profile::Loopback],
+                ProfileArg::Wan => vec![Profile::Wan],
+                ProfileArg::Ecr => vec![Profile::Ecr],
+                ProfileArg::Tls => vec![Profile::LoopbackTls, Profile::WanTls],
+                ProfileArg::All => vec![
+                    Profile::LoopbackTls,
+                    Profile::WanTls,
+                    Profile::Loopback,
+                    Profile::Wan,
+                    Profile::Ecr,
+                ],
+            })
+            .collect();
+        profiles.sort_by_key(|p| (p.is_wan(), *p == Profile::Ecr, *p));
+        profiles.dedup();
+        profiles
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -93,8 +126,12 @@ impl Tool {
     }
 }
 
+/// Network conditions; the report lists them in this order (the TLS
+/// profiles are the headline rows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Profile {
+    LoopbackTls,
+    WanTls,
     Loopback,
     Wan,
     Ecr,
@@ -103,10 +140,24 @@ pub(crate) enum Profile {
 impl Profile {
     pub(crate) fn name(self) -> &'static str {
         match self {
+            Profile::LoopbackTls => "loopback tls",
+            Profile::WanTls => "wan tls",
             Profile::Loopback => "loopback",
             Profile::Wan => "wan",
             Profile::Ecr => "ecr",
         }
+    }
+
+    pub(crate) fn is_tls(self) -> bool {
+        matches!(self, Profile::LoopbackTls | Profile::WanTls)
+    }
+
+    pub(crate) fn is_wan(self) -> bool {
+        matches!(self, Profile::WanTls | Profile::Wan)
+    }
+
+    pub(crate) fn is_loopback(self) -> bool {
+        matches!(self, Profile::LoopbackTls | Profile::Loopback)
     }
 }
 

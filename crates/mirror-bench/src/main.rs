@@ -1,23 +1,35 @@
 //! `mirror-bench`: `mirror copy` against `skopeo copy --all` on real
-//! registries, cold and warm, on loopback and over an emulated WAN link; and
-//! the headline command `mirror IMAGE` against skopeo into an ECR stand-in.
+//! registries, cold and warm, on loopback and over an emulated WAN link, over
+//! HTTPS (the headline rows) and plain HTTP; and the headline command
+//! `mirror IMAGE` against skopeo into an ECR stand-in.
 //!
 //! Not a test: run by hand, as root (mount and network namespaces), after a
 //! release build of the CLI (`scripts/bench.sh` does both):
 //!
 //! ```text
 //! cargo run --release -p mirror-bench -- \
-//!     [--profile loopback|wan|ecr|all] [--scenarios python,big,archive] [--runs N]
+//!     [--profile loopback-tls,wan-tls,loopback,wan,ecr|tls|all]
+//!     [--scenarios python,big,archive] [--runs N]
 //!     [--mirror PATH] [--python VENV/bin/python] [--markdown]
 //! ```
 //!
 //! What it does:
+//! - measures the CPU floor on the machine: sha256 of every byte once (the
+//!   `sha2` crate mirror uses, and aws-lc) plus one user-space relay between
+//!   two loopback sockets, reported as `x floor` (CPU / floor) per row; on the
+//!   WAN profiles also the link floor (blob bytes at the link rate, `x link`);
 //! - generates the python-like corpus (an index of 7 platforms, about 230 MB of
 //!   blobs) and a 1 GiB single-layer image, and pushes both to a source
 //!   `docker-registry`;
 //! - copies them with each tool to a destination registry: the corpus cold
 //!   (destination storage wiped; skopeo's blob cache hidden under a tmpfs) and
 //!   then warm (again, onto the populated destination), the 1 GiB image cold;
+//! - the TLS profiles (`loopback tls`, `wan tls`) put the same storage
+//!   behind `docker-registry` over HTTPS, with a certificate from a CA the
+//!   bench makes ([`TestCa`]): mirror gets `--ca-cert`, skopeo
+//!   `--src-cert-dir` / `--dest-cert-dir`; HTTP/2 is negotiated by ALPN, as
+//!   with every real registry. Their requests are counted from the
+//!   registries' access logs;
 //! - on loopback, the air gap: exports the corpus from the source registry
 //!   into a new `oci-archive` file and imports it from an archive (written by
 //!   this bench from the generated layout, the same file for both tools) into
@@ -26,8 +38,8 @@
 //!   `--tmpdir` in the same directory);
 //! - measures wall time, CPU seconds (user + sys) and peak RSS of the tool
 //!   (`/usr/bin/time`), counts the requests each registry received by method
-//!   (a recording [`Proxy`] in front of each, or the source registry's access
-//!   log on the WAN profile), and checks after each run that the destination
+//!   (a recording [`Proxy`] in front of each plain registry on loopback, else
+//!   the registry's access log), and checks after each run that the destination
 //!   (registry or archive) holds exactly the source's index, manifests and
 //!   blobs (every archive blob re-hashed);
 //! - reports throughput as the blob bytes a run moves over its wall time (none
@@ -38,7 +50,7 @@
 //! The WAN profile puts the source registry in a network namespace
 //! (`mirror-bench`, veth pair 10.213.0.1/30 - 10.213.0.2/30) behind a `tbf`
 //! rate limit on both ends and an added round-trip time: an NFQUEUE program
-//! (`bench/nfq_delay.py`, PyPI NetfilterQueue) holds every packet entering the
+//! (`nfq_delay.py`, PyPI NetfilterQueue) holds every packet entering the
 //! namespace for the whole RTT (netem is not available on these kernels).
 //! Delaying only the packets that enter the namespace gives the same RTT as
 //! half each way, and keeps the held packets off the sending sockets' TCP
@@ -62,22 +74,25 @@
 
 mod args;
 mod checks;
+mod floor;
 mod machine;
 mod measure;
 mod report;
 mod scenarios;
 mod wan;
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use clap::Parser as _;
-use mirror_testkit::{ImageSpec, Proxy, PushTarget, Registry};
+use mirror_testkit::{ImageSpec, Proxy, PushTarget, Registry, TestCa};
 
 use crate::args::{Args, Profile, ProfileArg, ScenarioArg, Tool};
 use crate::checks::{verify_archive, write_reference_archive};
+use crate::floor::CpuFloor;
 use crate::machine::{check_root, workspace_root};
-use crate::measure::{Counter, Endpoint, Results};
+use crate::measure::{Endpoint, Results};
 use crate::scenarios::{Bench, Corpus};
 use crate::wan::Wan;
 
@@ -131,13 +146,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
     if !Path::new(TIME).is_file() {
         bail!("{TIME} not found: apt-get install -y time");
     }
-    let profiles = match args.profile {
-        ProfileArg::Loopback => vec![Profile::Loopback],
-        ProfileArg::Wan => vec![Profile::Wan],
-        ProfileArg::Ecr => vec![Profile::Ecr],
-        ProfileArg::All => vec![Profile::Loopback, Profile::Wan, Profile::Ecr],
-    };
-    if profiles.contains(&Profile::Wan) {
+    let profiles = ProfileArg::expand(&args.profile);
+    if profiles.iter().any(|p| p.is_wan()) {
         mirror_testkit::require_tool("ip", "iproute2")?;
         mirror_testkit::require_tool("tc", "iproute2")?;
         mirror_testkit::require_tool("iptables", "iptables")?;
@@ -194,12 +204,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
         wanted(ScenarioArg::Big) && !args.no_big,
         wanted(ScenarioArg::Archive),
     );
-    if run_archive && !profiles.contains(&Profile::Loopback) {
-        let note = "archive: skipped, it runs on the loopback profile only".to_owned();
+    if run_archive && !profiles.iter().any(|p| p.is_loopback()) {
+        let note = "archive: skipped, it runs on the loopback profiles only".to_owned();
         eprintln!("{note}");
         skipped.push(note);
     }
-    if !(run_python || run_big || run_archive && profiles.contains(&Profile::Loopback)) {
+    if !(run_python || run_big || run_archive && profiles.iter().any(|p| p.is_loopback())) {
         bail!("no scenario to run (--scenarios, --no-big, --profile)");
     }
 
@@ -210,6 +220,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
         python: run_python,
         reference_archive: None,
         moto_server,
+        floor: None,
+        ca: TestCa::new()?,
         workdir: tempfile::Builder::new().prefix("mirror-bench-").tempdir()?,
         args,
     };
@@ -240,6 +252,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
         })
     };
 
+    eprintln!("measuring the CPU floor (sha256, socket relay)");
+    bench.floor = match tokio::task::spawn_blocking(CpuFloor::measure).await? {
+        Ok(floor) => Some(floor),
+        Err(e) => {
+            let note = format!("CPU floor: not measured ({e:#})");
+            eprintln!("{note}");
+            bench.skipped.push(note);
+            None
+        }
+    };
+
     let source = Registry::open().await?;
     let destination = Registry::open().await?;
     eprintln!(
@@ -254,7 +277,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
         .await
         .with_context(|| format!("pushing {}:{}", corpus.repo, corpus.tag))?;
     }
-    if run_archive && profiles.contains(&Profile::Loopback) {
+    if run_archive && profiles.iter().any(|p| p.is_loopback()) {
         let path = bench.workdir.path().join("reference.tar");
         eprintln!(
             "writing the archive both tools import from: {}",
@@ -268,23 +291,53 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
     }
     let source_proxy = Proxy::start(source.addr()).await?;
     let destination_proxy = Proxy::start(destination.addr()).await?;
+    // The HTTPS registries serve the plain ones' storage: what a tool
+    // writes over TLS is checked (and wiped) through the plain ones.
+    let certificate = bench.ca.server(
+        &[IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V4(wan::NS_ADDR)],
+        &["localhost"],
+    )?;
+    let (source_tls, destination_tls) = if profiles.iter().any(|p| p.is_tls()) {
+        (
+            Some(Registry::open_tls(&certificate, Some(source.storage_dir())).await?),
+            Some(Registry::open_tls(&certificate, Some(destination.storage_dir())).await?),
+        )
+    } else {
+        (None, None)
+    };
+    let tls_pair = || match (&source_tls, &destination_tls) {
+        (Some(source), Some(destination)) => Ok((source, destination)),
+        _ => Err(anyhow::anyhow!("the TLS registries are gone")),
+    };
 
     let mut results = Results::default();
     let mut conditions = Vec::new();
+    let mut wan: Option<Wan> = None;
     for profile in profiles {
-        let mut dst = Endpoint {
-            host: destination_proxy.host(),
-            counter: Counter::Proxy(&destination_proxy),
+        if profile.is_wan() && wan.is_none() {
+            let link = Wan::start(&bench.args, source.storage_dir(), &python, &certificate).await?;
+            conditions.push(link.describe(&bench.args));
+            wan = Some(link);
+        } else if !profile.is_wan() {
+            // The link is needed no more (the WAN profiles run together).
+            drop(wan.take());
+        }
+        let mut dst = if profile.is_tls() {
+            Endpoint::logged(tls_pair()?.1)
+        } else {
+            Endpoint::proxied(&destination_proxy)
         };
         match profile {
-            Profile::Loopback => {
-                conditions.push(
-                    "loopback: both registries on 127.0.0.1, each behind a recording proxy"
-                        .to_owned(),
-                );
-                let mut src = Endpoint {
-                    host: source_proxy.host(),
-                    counter: Counter::Proxy(&source_proxy),
+            Profile::LoopbackTls | Profile::Loopback => {
+                conditions.push(if profile.is_tls() {
+                    "loopback tls: both registries on 127.0.0.1 over HTTPS (a CA made by the bench: mirror --ca-cert, skopeo --src-cert-dir/--dest-cert-dir), HTTP/2 negotiated by ALPN; requests counted from the registries' access logs".to_owned()
+                } else {
+                    "loopback: both registries on 127.0.0.1 over plain HTTP, each behind a recording proxy".to_owned()
+                });
+                let mut src = if profile.is_tls() {
+                    Endpoint::logged(tls_pair()?.0)
+                } else {
+                    Endpoint::proxied(&source_proxy)
                 };
                 bench
                     .run_profile(
@@ -298,16 +351,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
                     )
                     .await?;
             }
-            Profile::Wan => {
-                let wan = Wan::start(&bench.args, source.storage_dir(), &python).await?;
-                conditions.push(wan.describe(&bench.args));
-                let Some(registry) = wan.registry.as_ref() else {
+            Profile::WanTls | Profile::Wan => {
+                let Some(registry) = wan.as_ref().and_then(|wan| wan.registry(profile.is_tls()))
+                else {
                     bail!("the WAN source registry is gone");
                 };
-                let mut src = Endpoint {
-                    host: registry.host(),
-                    counter: Counter::AccessLog(registry, 0),
-                };
+                let mut src = Endpoint::logged(registry);
                 bench
                     .run_profile(
                         profile,
@@ -319,20 +368,18 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
                         &mut results,
                     )
                     .await?;
-                drop(wan);
             }
             Profile::Ecr => {
                 conditions.extend(ECR_CONDITIONS.map(str::to_owned));
-                let mut src = Endpoint {
-                    host: source_proxy.host(),
-                    counter: Counter::Proxy(&source_proxy),
-                };
+                let mut src = Endpoint::proxied(&source_proxy);
                 bench
                     .run_ecr_profile(&mut src, &python, big.as_ref(), &mut results)
                     .await;
             }
         }
     }
+
+    drop(wan);
 
     let report = bench.report(&results, &conditions);
     print!("{report}");

@@ -101,14 +101,35 @@ pub(crate) enum Counter<'a> {
     AccessLog(&'a Registry, usize),
 }
 
-/// A registry as a tool sees it: the host:port it is given and how its
-/// requests are counted.
+/// A registry as a tool sees it: the host:port it is given, whether it is
+/// reached over HTTPS (trusting the bench's CA), and how its requests are
+/// counted.
 pub(crate) struct Endpoint<'a> {
     pub(crate) host: String,
+    pub(crate) tls: bool,
     pub(crate) counter: Counter<'a>,
 }
 
-impl Endpoint<'_> {
+impl<'a> Endpoint<'a> {
+    /// A plain-HTTP registry behind a recording proxy.
+    pub(crate) fn proxied(proxy: &'a Proxy) -> Self {
+        Self {
+            host: proxy.host(),
+            tls: false,
+            counter: Counter::Proxy(proxy),
+        }
+    }
+
+    /// A registry reached directly (HTTPS, or across the WAN link), its
+    /// requests counted from its access log.
+    pub(crate) fn logged(registry: &'a Registry) -> Self {
+        Self {
+            host: registry.host(),
+            tls: registry.scheme() == "https",
+            counter: Counter::AccessLog(registry, 0),
+        }
+    }
+
     pub(crate) fn reset(&mut self) {
         match &mut self.counter {
             Counter::Proxy(proxy) => proxy.clear_requests(),

@@ -4,11 +4,40 @@
 use mirror_testkit::ImageSpec;
 
 use crate::args::{Profile, Tool};
+use crate::floor::link_bits_per_second;
 use crate::machine::{cpu_model, memory_gib};
 use crate::measure::{METHODS, Measurement, Results, median};
 use crate::scenarios::Bench;
 
 impl Bench {
+    /// Seconds the WAN link needs for `bytes` at its rate; `None` off the
+    /// WAN or when nothing moved.
+    fn link_floor(&self, profile: Profile, bytes: f64) -> Option<f64> {
+        let bits_per_second = link_bits_per_second(&self.args.rate)?;
+        (profile.is_wan() && bytes > 0.0).then(|| bytes * 8.0 / bits_per_second)
+    }
+
+    /// The link floor of each corpus the WAN profiles copied, for the notes.
+    fn link_note(&self, results: &Results) -> Option<String> {
+        let mut floors = Vec::new();
+        for (&(profile, scenario, _), runs) in &results.runs {
+            let bytes = median(runs).bytes;
+            if let Some(seconds) = self.link_floor(profile, bytes) {
+                let entry = format!("{} {seconds:.2} s", scenario.name());
+                if !floors.contains(&entry) {
+                    floors.push(entry);
+                }
+            }
+        }
+        (!floors.is_empty()).then(|| {
+            format!(
+                "link floor (distinct blob bytes at {}): {}; `x link` = wall s / link floor",
+                self.args.rate,
+                floors.join(", ")
+            )
+        })
+    }
+
     pub(crate) fn report(&self, results: &Results, conditions: &[String]) -> String {
         let md = self.args.markdown;
         let mut out = String::new();
@@ -23,6 +52,12 @@ impl Bench {
         let mut notes = Vec::new();
         if let Some(calls) = aws_calls_note(results) {
             notes.push(calls);
+        }
+        if let Some(floor) = &self.floor {
+            notes.push(floor.describe());
+        }
+        if let Some(link) = self.link_note(results) {
+            notes.push(link);
         }
         notes.extend(self.skipped.iter().cloned());
         if md {
@@ -61,7 +96,9 @@ impl Bench {
                 "scenario",
                 "tool",
                 "wall s",
+                "x link",
                 "CPU s",
+                "x floor",
                 "peak RSS MiB",
                 "MB/s",
                 "requests",
@@ -87,7 +124,13 @@ impl Bench {
                 scenario.name().to_owned(),
                 tool.name().to_owned(),
                 format!("{:.2}", m.wall),
+                self.link_floor(profile, m.bytes)
+                    .map_or_else(|| "-".to_owned(), |floor| format!("{:.2}", m.wall / floor)),
                 format!("{:.2}", m.cpu),
+                self.floor.filter(|_| m.bytes > 0.0).map_or_else(
+                    || "-".to_owned(),
+                    |floor| format!("{:.1}", m.cpu / floor.seconds(m.bytes)),
+                ),
                 format!("{:.0}", m.rss_mib),
                 m.throughput()
                     .map_or_else(|| "-".to_owned(), |t| format!("{t:.0}")),

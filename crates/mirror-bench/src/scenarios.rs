@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use mirror_testkit::{EcrOptions, EcrStandIn, GeneratedImage, Moto, PushAuth, Registry};
+use mirror_testkit::{EcrOptions, EcrStandIn, GeneratedImage, Moto, PushAuth, Registry, TestCa};
 use serde_json::Value;
 
 use crate::args::{Args, Profile, Scenario, Tool, run_label};
 use crate::checks::{remove_archive, verify, verify_archive, wipe};
+use crate::floor::CpuFloor;
 use crate::measure::{Counter, Counts, Endpoint, Measurement, Results, run_timed};
 use crate::{ARCHIVE_TAG, ECR_MANIFEST_PUTS_PER_SECOND, SKOPEO_CACHE};
 
@@ -33,6 +34,10 @@ pub(crate) struct Bench {
     pub(crate) reference_archive: Option<PathBuf>,
     /// The ECR profile's `moto_server`.
     pub(crate) moto_server: Option<PathBuf>,
+    /// The CPU floor measured at the start, if it could be.
+    pub(crate) floor: Option<CpuFloor>,
+    /// Signs the HTTPS registries' certificates; both tools trust it.
+    pub(crate) ca: TestCa,
     pub(crate) workdir: tempfile::TempDir,
 }
 
@@ -83,7 +88,7 @@ impl Bench {
                 }
             }
         }
-        if profile == Profile::Loopback
+        if profile.is_loopback()
             && let Some(reference) = &self.reference_archive
         {
             for run in 1..=runs {
@@ -253,6 +258,7 @@ impl Bench {
                 let command = self.skopeo_command(
                     &format!("docker://{image}"),
                     &target,
+                    (false, false),
                     &["--dest-creds".into(), format!("{user}:{password}").into()],
                 );
                 (command, Vec::new())
@@ -260,6 +266,7 @@ impl Bench {
         };
         let mut dst = Endpoint {
             host: ecr.stand_in.host(),
+            tls: false,
             counter: Counter::Gate(&ecr.stand_in),
         };
         let bytes = if cold {
@@ -360,10 +367,10 @@ impl Bench {
         dst: Option<&mut Endpoint<'_>>,
         bytes: u64,
     ) -> anyhow::Result<Measurement> {
-        let hosts: Vec<String> = [src.as_deref(), dst.as_deref()]
+        let endpoints: Vec<(String, bool)> = [src.as_deref(), dst.as_deref()]
             .into_iter()
             .flatten()
-            .map(|e| e.host.clone())
+            .map(|e| (e.host.clone(), e.tls))
             .collect();
         let command: Vec<OsString> = match tool {
             Tool::Mirror => {
@@ -373,24 +380,41 @@ impl Bench {
                     source.into(),
                     target.into(),
                 ];
-                for host in hosts {
-                    command.push("--insecure-registry".into());
-                    command.push(host.into());
+                for (host, tls) in &endpoints {
+                    if !tls {
+                        command.push("--insecure-registry".into());
+                        command.push(host.into());
+                    }
+                }
+                if endpoints.iter().any(|(_, tls)| *tls) {
+                    command.push("--ca-cert".into());
+                    command.push(self.ca.ca_path().into());
                 }
                 command.push("--json".into());
                 command
             }
-            Tool::Skopeo => self.skopeo_command(source, target, &[]),
+            Tool::Skopeo => {
+                let tls = |endpoint: Option<&Endpoint<'_>>| endpoint.is_some_and(|e| e.tls);
+                self.skopeo_command(
+                    source,
+                    target,
+                    (tls(src.as_deref()), tls(dst.as_deref())),
+                    &[],
+                )
+            }
         };
         self.timed(&command, &[], src, dst, bytes).await
     }
 
-    /// `skopeo copy --all --preserve-digests` (TLS not verified, `extra`
-    /// options before the references) with its blob-info cache hidden.
+    /// `skopeo copy --all --preserve-digests` (`extra` options before the
+    /// references) with its blob-info cache hidden. A side reached over
+    /// HTTPS (`tls`: source, target) trusts the bench's CA; the others are
+    /// plain HTTP (TLS not verified, which lets skopeo fall back to HTTP).
     pub(crate) fn skopeo_command(
         &self,
         source: &str,
         target: &str,
+        tls: (bool, bool),
         extra: &[OsString],
     ) -> Vec<OsString> {
         // A private mount namespace with a fresh tmpfs over the blob-info
@@ -413,9 +437,15 @@ impl Bench {
                 "copy".into(),
                 "--all".into(),
                 "--preserve-digests".into(),
-                "--src-tls-verify=false".into(),
-                "--dest-tls-verify=false".into(),
         ];
+        for (side, tls) in [("src", tls.0), ("dest", tls.1)] {
+            if tls {
+                command.push(format!("--{side}-cert-dir").into());
+                command.push(self.ca.cert_dir().into());
+            } else {
+                command.push(format!("--{side}-tls-verify=false").into());
+            }
+        }
         command.extend(extra.iter().cloned());
         command.push(source.into());
         command.push(target.into());

@@ -1,5 +1,7 @@
 //! The emulated WAN link: the source registry in a network namespace behind a
-//! `tbf` rate limit and an NFQUEUE program that adds the round-trip time.
+//! `tbf` rate limit and an NFQUEUE program that adds the round-trip time. Two
+//! registries serve the same storage there, one over plain HTTP and one over
+//! HTTPS, so the plain and TLS profiles share one link.
 
 use std::io::{BufRead as _, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -8,7 +10,7 @@ use std::process::Stdio;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use mirror_testkit::{PushAuth, Registry};
+use mirror_testkit::{PushAuth, Registry, ServerCert};
 
 use crate::args::Args;
 use crate::machine::workspace_root;
@@ -20,14 +22,16 @@ pub(crate) const VETH_NS: &str = "mbench-n";
 pub(crate) const HOST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 1);
 pub(crate) const NS_ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 0, 2);
 pub(crate) const NS_PORT: u16 = 5000;
+pub(crate) const NS_TLS_PORT: u16 = 5443;
 pub(crate) const NFQUEUE_NUM: u16 = 4213;
 pub(crate) const NFQ_DELAY_PY: &str = include_str!("../nfq_delay.py");
 
-/// The emulated WAN link and the source registry behind it. Dropping it
-/// stops the registry and the delay program and deletes the namespace (with
-/// its veth pair, qdiscs and iptables rules).
+/// The emulated WAN link and the source registries behind it. Dropping it
+/// stops the registries and the delay program and deletes the namespace
+/// (with its veth pair, qdiscs and iptables rules).
 pub(crate) struct Wan {
     pub(crate) registry: Option<Registry>,
+    pub(crate) registry_tls: Option<Registry>,
     pub(crate) delay: Option<std::process::Child>,
     /// Why there is no added delay, if there is none.
     pub(crate) no_delay: Option<String>,
@@ -42,6 +46,7 @@ impl Wan {
         args: &Args,
         storage: &Path,
         python: &Corpus,
+        certificate: &ServerCert,
     ) -> anyhow::Result<Self> {
         // A namespace left by a run that was killed would hold our addresses.
         if netns_exists(NETNS) {
@@ -53,6 +58,7 @@ impl Wan {
         }
         let mut wan = Wan {
             registry: None,
+            registry_tls: None,
             delay: None,
             no_delay: None,
             connect_ms: None,
@@ -102,10 +108,22 @@ impl Wan {
         }
 
         let addr = SocketAddr::from((NS_ADDR, NS_PORT));
-        let registry = Registry::open_in_netns(NETNS, addr, Some(storage)).await?;
+        let registry = Registry::open_in_netns(NETNS, addr, Some(storage), None).await?;
         wan.measure_link(&registry, python).await?;
         wan.registry = Some(registry);
+        let addr = SocketAddr::from((NS_ADDR, NS_TLS_PORT));
+        wan.registry_tls =
+            Some(Registry::open_in_netns(NETNS, addr, Some(storage), Some(certificate)).await?);
         Ok(wan)
+    }
+
+    /// The source registry across the link: over HTTPS or plain HTTP.
+    pub(crate) fn registry(&self, tls: bool) -> Option<&Registry> {
+        if tls {
+            self.registry_tls.as_ref()
+        } else {
+            self.registry.as_ref()
+        }
     }
 
     /// Starts the NFQUEUE program in the namespace, then sends it every
@@ -209,7 +227,7 @@ impl Wan {
             Some(reason) => format!("NO added delay ({reason}), rate limit only"),
         };
         format!(
-            "wan: source registry in a network namespace over a veth pair, tbf {} both ways, {delay}; measured: TCP connect {:.1} ms, one blob download {:.0} Mbit/s; destination on 127.0.0.1 behind a recording proxy; source requests counted from its access log",
+            "wan tls / wan: source registry in a network namespace over a veth pair (HTTPS on one port, plain HTTP on another, one storage), tbf {} both ways, {delay}; measured: TCP connect {:.1} ms, one blob download {:.0} Mbit/s; destination on 127.0.0.1 (wan tls: HTTPS; wan: plain behind a recording proxy); requests counted from the access logs (wan: the destination's by the proxy)",
             args.rate,
             self.connect_ms.unwrap_or_default(),
             self.mbit.unwrap_or_default(),
@@ -220,6 +238,7 @@ impl Wan {
 impl Drop for Wan {
     fn drop(&mut self) {
         drop(self.registry.take());
+        drop(self.registry_tls.take());
         if let Some(mut delay) = self.delay.take() {
             drop(delay.stdin.take());
             let _ = delay.kill();
