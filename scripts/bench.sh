@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Benchmarks mirror against skopeo (loopback, emulated WAN, and the headline
-# command into the ECR stand-in) and prints markdown tables for the README.
-# Run as root; takes about 20 minutes.
+# Benchmarks mirror against skopeo (loopback and emulated WAN, each over HTTPS
+# with a CA the bench makes and over plain HTTP, and the headline command into
+# the ECR stand-in) and prints markdown tables for the README.
+# Run as root; takes about half an hour (`--profile tls` for the headline
+# rows only).
 # Extra arguments go to mirror-bench (e.g. `scripts/bench.sh --runs 1`; see
 # `target/release/mirror-bench --help`). The tables are also written to
 # bench/out/bench-DATE.md.
@@ -56,9 +58,14 @@ fi
 section "cargo build --release --workspace --bins"
 cargo build --release --workspace --bins
 
-section "mirror-bench --profile all --markdown $*"
+# Every profile unless the arguments name some (--profile adds up in mirror-bench).
+profile=(--profile all)
+for arg in "$@"; do
+    [[ "$arg" == --profile || "$arg" == --profile=* ]] && profile=()
+done
+section "mirror-bench ${profile[*]} --markdown $*"
 mkdir -p bench/out
 out="bench/out/bench-$(date -u +%F).md"
-target/release/mirror-bench --profile all --markdown --python "$venv/bin/python" "$@" |
+target/release/mirror-bench "${profile[@]}" --markdown --python "$venv/bin/python" "$@" |
     tee "$out"
 echo "written to $out" >&2

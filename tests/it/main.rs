@@ -27,3 +27,4 @@ mod platforms;
 mod referrers;
 mod support;
 mod sync;
+mod tls;

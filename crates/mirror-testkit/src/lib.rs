@@ -34,8 +34,8 @@
 //! - [`require_tool`]: fails with the apt command that installs a missing tool.
 //!
 //! Every server binds 127.0.0.1 on a free port (unless placed in a network
-//! namespace) and stops when dropped. The `mirror-bench` binary of this crate
-//! compares `mirror` with skopeo on these servers (see its `--help`).
+//! namespace) and stops when dropped. The `mirror-bench` crate compares
+//! `mirror` with skopeo on these servers.
 //!
 //! ```no_run
 //! use mirror_testkit::{Fault, ImageSpec, Proxy, PushTarget, Registry, Rule};
@@ -73,6 +73,7 @@ mod server;
 mod signing;
 mod skopeo;
 mod stand_in;
+mod tls;
 mod token;
 
 pub use files::{
@@ -97,6 +98,7 @@ pub use skopeo::{skopeo, skopeo_copy, skopeo_digest, skopeo_inspect_raw};
 pub use stand_in::{
     DOCKER_HUB_HOST, DockerHubOptions, DockerHubStandIn, EcrOptions, EcrStandIn, ReferrersApi,
 };
+pub use tls::{ServerCert, TestCa};
 pub use token::{TokenOptions, TokenRequest, TokenServer};
 
 use std::path::PathBuf;

@@ -5,7 +5,8 @@
 //! (content negotiation, upload sessions, auth challenges), so tests push to and
 //! pull from the real thing. Each [`Registry`] gets its own port and temp dir
 //! (config, storage, log, htpasswd) and can run open, with Basic auth (htpasswd,
-//! like ECR) or with bearer tokens from a [`TokenServer`] (like Docker Hub).
+//! like ECR) or with bearer tokens from a [`TokenServer`] (like Docker Hub),
+//! over plain HTTP or HTTPS with a certificate from a [`TestCa`].
 //!
 //! The child is a [`ChildServer`]: no registry outlives its test.
 
@@ -19,6 +20,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::bail;
 
 use crate::child::{ChildServer, Readiness, Ready, free_port};
+use crate::tls::ServerCert;
+#[cfg(doc)]
+use crate::tls::TestCa;
 use crate::token::TokenServer;
 
 /// How long a registry may take to answer `GET /v2/` after start.
@@ -36,6 +40,8 @@ struct Placement {
     addr: Option<SocketAddr>,
     /// An existing storage directory instead of a fresh one.
     storage: Option<PathBuf>,
+    /// Serve HTTPS (HTTP/2 negotiated by ALPN) with this certificate.
+    tls: Option<ServerCert>,
 }
 
 enum Auth {
@@ -54,6 +60,7 @@ enum Auth {
 /// and wiped on drop.
 pub struct Registry {
     addr: SocketAddr,
+    tls: bool,
     storage: PathBuf,
     htpasswd: Option<PathBuf>,
     users: Mutex<BTreeMap<String, String>>,
@@ -77,9 +84,22 @@ impl Registry {
         Self::start(Auth::Open, BTreeMap::new()).await
     }
 
+    /// A registry without auth serving HTTPS with `cert` (its names must
+    /// include 127.0.0.1). With `storage`, it serves that directory, as
+    /// [`Registry::open_in_netns`] does.
+    pub async fn open_tls(cert: &ServerCert, storage: Option<&Path>) -> anyhow::Result<Self> {
+        let placement = Placement {
+            storage: storage.map(Path::to_path_buf),
+            tls: Some(cert.clone()),
+            ..Placement::default()
+        };
+        Self::start_at(Auth::Open, BTreeMap::new(), placement).await
+    }
+
     /// A registry without auth inside the network namespace `netns` (made by
     /// the caller, e.g. with `ip netns add`), run with `ip netns exec` and
-    /// listening on `addr`, an address of that namespace. Needs root.
+    /// listening on `addr`, an address of that namespace; over HTTPS with
+    /// `tls`. Needs root.
     ///
     /// With `storage`, it serves that directory (for example another
     /// registry's [`Registry::storage_dir`], to serve what was pushed there
@@ -89,11 +109,13 @@ impl Registry {
         netns: &str,
         addr: SocketAddr,
         storage: Option<&Path>,
+        tls: Option<&ServerCert>,
     ) -> anyhow::Result<Self> {
         let placement = Placement {
             netns: Some(netns.to_owned()),
             addr: Some(addr),
             storage: storage.map(Path::to_path_buf),
+            tls: tls.cloned(),
         };
         Self::start_at(Auth::Open, BTreeMap::new(), placement).await
     }
@@ -188,7 +210,13 @@ impl Registry {
         };
         std::fs::write(
             &config,
-            config_yaml(addr, &storage, auth, htpasswd.as_deref()),
+            config_yaml(
+                addr,
+                &storage,
+                auth,
+                htpasswd.as_deref(),
+                placement.tls.as_ref(),
+            ),
         )?;
         let mut command = ChildServer::command(&log);
         if let Some(netns) = &placement.netns {
@@ -199,6 +227,7 @@ impl Registry {
         let server = ChildServer::spawn(command, log, "docker-registry")?;
         Ok(Registry {
             addr,
+            tls: placement.tls.is_some(),
             storage,
             htpasswd,
             users: Mutex::new(users.clone()),
@@ -211,6 +240,12 @@ impl Registry {
     /// given to [`Registry::open_in_netns`]).
     pub fn host(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// `https` for a registry made by [`Registry::open_tls`] (or in a
+    /// namespace with a certificate), else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
     }
 
     /// The socket address the registry listens on.
@@ -260,7 +295,7 @@ impl Registry {
     }
 
     async fn wait_ready(&mut self) -> Result<(), Ready> {
-        let url = format!("http://{}/v2/", self.addr);
+        let url = format!("{}://{}/v2/", self.scheme(), self.addr);
         let banner = format!("listening on {}", self.addr);
         self.server
             .wait_ready(Readiness {
@@ -279,17 +314,30 @@ fn quoted(text: &str) -> String {
     serde_json::Value::String(text.to_owned()).to_string()
 }
 
-fn config_yaml(addr: SocketAddr, storage: &Path, auth: &Auth, htpasswd: Option<&Path>) -> String {
+fn config_yaml(
+    addr: SocketAddr,
+    storage: &Path,
+    auth: &Auth,
+    htpasswd: Option<&Path>,
+    tls: Option<&ServerCert>,
+) -> String {
     let mut yaml = format!(
         "version: 0.1\n\
          log:\n  level: info\n  formatter: text\n\
          storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
-         http:\n  addr: {addr}\n  secret: {secret}\n\
-         health:\n  storagedriver:\n    enabled: false\n",
+         health:\n  storagedriver:\n    enabled: false\n\
+         http:\n  addr: {addr}\n  secret: {secret}\n",
         storage = quoted(&storage.to_string_lossy()),
         addr = quoted(&addr.to_string()),
         secret = quoted(&crate::unique_token()),
     );
+    if let Some(tls) = tls {
+        yaml.push_str(&format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            quoted(&tls.cert.to_string_lossy()),
+            quoted(&tls.key.to_string_lossy()),
+        ));
+    }
     match auth {
         Auth::Open => {}
         Auth::Htpasswd => {

@@ -321,7 +321,7 @@ async fn a_registry_in_a_network_namespace_serves_another_registrys_storage() {
         .expect("push");
 
     let addr = "10.213.1.2:5000".parse().expect("addr");
-    let remote = Registry::open_in_netns(&netns.0, addr, Some(local.storage_dir()))
+    let remote = Registry::open_in_netns(&netns.0, addr, Some(local.storage_dir()), None)
         .await
         .expect("registry in the namespace");
     assert_eq!(remote.host(), "10.213.1.2:5000");

@@ -1,0 +1,101 @@
+//! Registries over HTTPS, as every real one is: a trust chain checked for real
+//! (`--ca-cert`, no `--insecure-registry`), and requests multiplexed as HTTP/2
+//! streams, which only TLS negotiates.
+//!
+//! Each TLS registry serves the storage of a plain one, so what landed is
+//! checked through the plain one with the test kit's own client.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use mirror_testkit::{PushAuth, Registry, TestCa};
+
+use crate::support::{
+    Mirror, assert_landed, assert_no_manifest, num, open_registry, seeded_registry, small_image,
+};
+
+const ANON: PushAuth = PushAuth::Anonymous;
+
+async fn tls_registry(ca: &TestCa, storage_of: &Registry) -> Registry {
+    let cert = ca
+        .server(&[IpAddr::V4(Ipv4Addr::LOCALHOST)], &["localhost"])
+        .expect("a server certificate");
+    Registry::open_tls(&cert, Some(storage_of.storage_dir()))
+        .await
+        .expect("start a TLS docker-registry")
+}
+
+/// The registry's access log lines for `/v2/` requests, by protocol.
+fn protocols(registry: &Registry) -> Vec<String> {
+    registry
+        .log_text()
+        .lines()
+        .filter_map(|line| {
+            let (_, request) = line.split_once("] \"")?;
+            let mut parts = request.split(' ');
+            let (_method, path, protocol) = (parts.next()?, parts.next()?, parts.next()?);
+            path.starts_with("/v2/")
+                .then(|| protocol.trim_end_matches('"').to_owned())
+        })
+        .collect()
+}
+
+/// The whole image lands between two HTTPS registries trusted through
+/// `--ca-cert` alone, and every request went over HTTP/2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_between_tls_registries_over_http2_with_ca_cert() {
+    let image = small_image().await;
+    let ca = TestCa::new().expect("a CA");
+    let plain_source = seeded_registry(&image, "app", "v1").await;
+    let plain_destination = open_registry().await;
+    let source = tls_registry(&ca, &plain_source).await;
+    let destination = tls_registry(&ca, &plain_destination).await;
+
+    // Not `Mirror::copy`: that names every host `--insecure-registry`.
+    let out = Mirror::new([
+        "copy".to_owned(),
+        format!("{}/app:v1", source.host()),
+        format!("{}/copied:v1", destination.host()),
+    ])
+    .arg("--ca-cert")
+    .arg(ca.ca_path().to_string_lossy())
+    .arg("--json")
+    .run()
+    .await;
+    out.expect_success();
+    assert_eq!(num(&out.json(), "/blobs/copied"), image.blobs.len() as u64);
+    assert_landed(&plain_destination.host(), "copied", "v1", &image, &ANON).await;
+
+    for (side, registry) in [("source", &source), ("destination", &destination)] {
+        let seen = protocols(registry);
+        assert!(!seen.is_empty(), "the {side} logged no requests");
+        assert!(
+            seen.iter().all(|p| p == "HTTP/2.0"),
+            "the {side} saw {seen:?}, not only HTTP/2"
+        );
+    }
+}
+
+/// A registry whose certificate chains to no trusted root is refused: the
+/// error says it is the certificate, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_is_refused_by_name() {
+    let image = small_image().await;
+    let ca = TestCa::new().expect("a CA");
+    let plain_source = seeded_registry(&image, "app", "v1").await;
+    let plain_destination = open_registry().await;
+    let source = tls_registry(&ca, &plain_source).await;
+    let destination = tls_registry(&ca, &plain_destination).await;
+
+    // Not `Mirror::copy`: that names every host `--insecure-registry`.
+    let out = Mirror::new([
+        "copy".to_owned(),
+        format!("{}/app:v1", source.host()),
+        format!("{}/copied:v1", destination.host()),
+    ])
+    .run()
+    .await;
+    out.expect_code(1);
+    let stderr = out.stderr_lower();
+    assert!(stderr.contains("certificate"), "{}", out.describe());
+    assert_no_manifest(&plain_destination.host(), "copied", "v1", &ANON).await;
+}
