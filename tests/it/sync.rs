@@ -71,7 +71,8 @@ fn manifest_gets(requests: &[RequestRecord]) -> usize {
 /// python:3.10-slim-buster (every platform), backend-flask and
 /// frontend-react-js from local OCI layouts, MUTABLE repositories, log
 /// group `cruddur` with 1 day; everything read back through moto and the
-/// registry. Run again, it sends one HEAD per tag per side and nothing else.
+/// registry. Run again, it spends no pull and writes nothing; with
+/// `--referrers none`, it sends one HEAD per tag per side and nothing else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_walkthrough_file_lands_everything_and_a_rerun_is_one_head_per_tag_per_side() {
     let aws = aws(EcrOptions::default()).await;
@@ -126,10 +127,69 @@ async fn the_walkthrough_file_lands_everything_and_a_rerun_is_one_head_per_tag_p
     assert_eq!(groups[0]["retentionInDays"], 1);
     assert_eq!(report["log_groups"][0]["created"], true, "{report:#}");
 
-    // Warm: one HEAD per tag per side, nothing else at either registry.
+    // Warm, referrers on (the default): still no pull and no write; what
+    // it adds is the look-up of new referrers the README prices: one GET
+    // of the index at the destination (its children, where no pull is
+    // spent) and, at the source, one referrers look-up per manifest.
     aws.ecr.clear_requests();
     aws.hub.clear_requests();
-    let again = aws.mirror(["sync", &file, "--json"]).run().await;
+    let warm = aws.mirror(["sync", &file, "--json"]).run().await;
+    warm.expect_success();
+    assert!(
+        states(&warm.json()).iter().all(|(_, s)| s == "up-to-date"),
+        "{}",
+        warm.describe()
+    );
+    let ecr: Vec<RequestRecord> = aws
+        .ecr
+        .requests()
+        .into_iter()
+        .filter(|r| r.status != 401 && !is_ping(r))
+        .collect();
+    assert_eq!(manifest_heads(&ecr), 3, "{}", describe(&ecr));
+    assert!(
+        ecr.iter().all(|r| r.method == "HEAD" || r.method == "GET"),
+        "a warm run wrote: {}",
+        describe(&ecr)
+    );
+    let python_index = python.root_digest().to_string();
+    assert_eq!(
+        ecr.iter()
+            .filter(|r| r.method == "GET")
+            .map(|r| r.path.as_str())
+            .collect::<Vec<_>>(),
+        [format!("/v2/cruddur-python/manifests/{python_index}")],
+        "{}",
+        describe(&ecr)
+    );
+    let hub: Vec<RequestRecord> = aws
+        .hub
+        .requests()
+        .into_iter()
+        .filter(|r| r.status != 401 && !is_ping(r))
+        .collect();
+    assert_eq!(manifest_heads(&hub), 1, "{}", describe(&hub));
+    assert_eq!(
+        manifest_gets(&hub),
+        0,
+        "a warm run spent a pull: {}",
+        describe(&hub)
+    );
+    let manifests = 1 + python.manifests.len();
+    assert!(
+        hub.len() - 1 <= manifests,
+        "more than one referrers look-up per manifest: {}",
+        describe(&hub)
+    );
+
+    // Warm with `--referrers none`: one HEAD per tag per side, nothing else
+    // at either registry.
+    aws.ecr.clear_requests();
+    aws.hub.clear_requests();
+    let again = aws
+        .mirror(["sync", &file, "--referrers", "none", "--json"])
+        .run()
+        .await;
     again.expect_success();
     let report = again.json();
     assert!(

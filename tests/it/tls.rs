@@ -99,3 +99,53 @@ async fn an_untrusted_certificate_is_refused_by_name() {
     assert!(stderr.contains("certificate"), "{}", out.describe());
     assert_no_manifest(&plain_destination.host(), "copied", "v1", &ANON).await;
 }
+
+/// A TLS registry whose upload `Location` sends the blob to plain HTTP (a
+/// front end that announces `http://`): mirror refuses that hop by name,
+/// before a byte of the blob crosses unencrypted, and nothing lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_location_that_leaves_https_for_http_is_refused() {
+    let image = small_image().await;
+    let ca = TestCa::new().expect("a CA");
+    let plain_source = seeded_registry(&image, "app", "v1").await;
+    let plain_destination = open_registry().await;
+    let source = tls_registry(&ca, &plain_source).await;
+    let cert = ca
+        .server(&[IpAddr::V4(Ipv4Addr::LOCALHOST)], &["localhost"])
+        .expect("a server certificate");
+    let announced = format!("http://{}", plain_destination.host());
+    let destination =
+        Registry::open_tls_announcing(&cert, Some(plain_destination.storage_dir()), &announced)
+            .await
+            .expect("start a TLS docker-registry announcing plain HTTP");
+
+    // Not `Mirror::copy`: that names every host `--insecure-registry`, which
+    // is the one way to allow the hop.
+    let out = Mirror::new([
+        "copy".to_owned(),
+        format!("{}/app:v1", source.host()),
+        format!("{}/copied:v1", destination.host()),
+    ])
+    .arg("--ca-cert")
+    .arg(ca.ca_path().to_string_lossy())
+    .run()
+    .await;
+    out.expect_code(1);
+    let stderr = out.stderr_lower();
+    assert!(
+        stderr.contains("leaves https for plain http") && stderr.contains(&announced),
+        "{}",
+        out.describe()
+    );
+    let plain_hits: Vec<String> = plain_destination
+        .log_text()
+        .lines()
+        .filter(|line| line.contains("/v2/copied/"))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        plain_hits.is_empty(),
+        "requests went to the plain HTTP registry: {plain_hits:?}"
+    );
+    assert_no_manifest(&plain_destination.host(), "copied", "v1", &ANON).await;
+}

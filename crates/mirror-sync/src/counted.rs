@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use mirror_engine::{
-    Capabilities, Destination, EndpointError, Mount, MountOrigin, Resolved, Source, UploadSlot,
+    Capabilities, Destination, EndpointError, Mount, MountOrigin, MountSetting, Referrer, Resolved,
+    Source, UploadSlot,
 };
 use mirror_oci::{BlobStream, Descriptor, Digest, RawManifest};
 use serde::Serialize;
@@ -152,6 +153,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+// Both wrappers forward every method of their trait, defaults included: a
+// default left in place here would quietly turn a backend's feature off
+// (referrers, mounts) for every image a sync runs.
 #[async_trait]
 impl Source for CountedSource {
     fn name(&self) -> String {
@@ -230,6 +234,14 @@ impl Source for CountedSource {
     fn mount_origin(&self) -> Option<MountOrigin> {
         self.inner.mount_origin()
     }
+
+    async fn referrers(
+        &self,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Referrer>, EndpointError> {
+        self.inner.referrers(subject, artifact_type).await
+    }
 }
 
 /// A destination as one image sees it.
@@ -301,6 +313,14 @@ impl Destination for CountedDestination {
         self.inner.can_mount_from(origin)
     }
 
+    fn location(&self) -> Option<MountOrigin> {
+        self.inner.location()
+    }
+
+    async fn mount_setting(&self) -> MountSetting {
+        self.inner.mount_setting().await
+    }
+
     async fn put_blob(
         &self,
         descriptor: &Descriptor,
@@ -322,6 +342,33 @@ impl Destination for CountedDestination {
             .destination_manifest_puts
             .fetch_add(1, Ordering::Relaxed);
         self.inner.put_manifest(reference, manifest).await
+    }
+
+    async fn listed_referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>, EndpointError> {
+        self.inner.listed_referrers(subject).await
+    }
+
+    async fn put_referrer(
+        &self,
+        manifest: &RawManifest,
+        tag: Option<&str>,
+    ) -> Result<bool, EndpointError> {
+        self.calls
+            .destination_manifest_puts
+            .fetch_add(1, Ordering::Relaxed);
+        self.inner.put_referrer(manifest, tag).await
+    }
+
+    async fn add_referrers(
+        &self,
+        subject: &Digest,
+        referrers: &[Descriptor],
+    ) -> Result<(), EndpointError> {
+        self.inner.add_referrers(subject, referrers).await
+    }
+
+    async fn stored_manifest(&self, digest: &Digest) -> Result<Option<RawManifest>, EndpointError> {
+        self.inner.stored_manifest(digest).await
     }
 
     async fn finish(&self) -> Result<(), EndpointError> {

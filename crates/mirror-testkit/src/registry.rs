@@ -42,6 +42,9 @@ struct Placement {
     storage: Option<PathBuf>,
     /// Serve HTTPS (HTTP/2 negotiated by ALPN) with this certificate.
     tls: Option<ServerCert>,
+    /// distribution's `http.host`: the base its `Location` headers name
+    /// (`http://HOST:PORT`), whatever the request came in on.
+    announce: Option<String>,
 }
 
 enum Auth {
@@ -96,6 +99,23 @@ impl Registry {
         Self::start_at(Auth::Open, BTreeMap::new(), placement).await
     }
 
+    /// As [`Registry::open_tls`], but every `Location` it answers with names
+    /// `announce` (`http://HOST:PORT`) as its base: a registry behind a
+    /// misconfigured TLS front end, sending uploads to plain HTTP.
+    pub async fn open_tls_announcing(
+        cert: &ServerCert,
+        storage: Option<&Path>,
+        announce: &str,
+    ) -> anyhow::Result<Self> {
+        let placement = Placement {
+            storage: storage.map(Path::to_path_buf),
+            tls: Some(cert.clone()),
+            announce: Some(announce.to_owned()),
+            ..Placement::default()
+        };
+        Self::start_at(Auth::Open, BTreeMap::new(), placement).await
+    }
+
     /// A registry without auth inside the network namespace `netns` (made by
     /// the caller, e.g. with `ip netns add`), run with `ip netns exec` and
     /// listening on `addr`, an address of that namespace; over HTTPS with
@@ -116,6 +136,7 @@ impl Registry {
             addr: Some(addr),
             storage: storage.map(Path::to_path_buf),
             tls: tls.cloned(),
+            announce: None,
         };
         Self::start_at(Auth::Open, BTreeMap::new(), placement).await
     }
@@ -216,6 +237,7 @@ impl Registry {
                 auth,
                 htpasswd.as_deref(),
                 placement.tls.as_ref(),
+                placement.announce.as_deref(),
             ),
         )?;
         let mut command = ChildServer::command(&log);
@@ -320,6 +342,7 @@ fn config_yaml(
     auth: &Auth,
     htpasswd: Option<&Path>,
     tls: Option<&ServerCert>,
+    announce: Option<&str>,
 ) -> String {
     let mut yaml = format!(
         "version: 0.1\n\
@@ -337,6 +360,9 @@ fn config_yaml(
             quoted(&tls.cert.to_string_lossy()),
             quoted(&tls.key.to_string_lossy()),
         ));
+    }
+    if let Some(announce) = announce {
+        yaml.push_str(&format!("  host: {}\n", quoted(announce)));
     }
     match auth {
         Auth::Open => {}
