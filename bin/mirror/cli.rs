@@ -226,6 +226,8 @@ Examples:
   mirror sync --plan fixtures/walkthrough.yaml
   kubectl get cm mirror -o jsonpath='{.data.mirror\\.yaml}' | mirror sync -f -
   mirror sync --max-source-pulls 80     # stay under Docker Hub's pull limit
+  mirror sync --shard 2/4 fleet.yaml    # this runner's quarter of the fleet
+  mirror sync --shards 4 fleet.yaml     # in a Kubernetes Indexed Job (JOB_COMPLETION_INDEX)
 
 Exit codes: 0 everything in step, 1 something failed (after everything else
 finished; the summary names each failure), 2 the file or a flag is wrong
@@ -258,6 +260,15 @@ pub struct SyncArgs {
     /// Start no image after one failed (images in flight finish).
     #[arg(long)]
     pub fail_fast: bool,
+    /// Copy only this process's share of the tags: shard K (1-based) of N,
+    /// split by destination repository, so N processes given 1/N .. N/N
+    /// together copy everything once. Shard 1 also ensures the log groups.
+    #[arg(long, value_name = "K/N", conflicts_with = "shards")]
+    pub shard: Option<mirror_sync::Shard>,
+    /// As --shard, K taken from JOB_COMPLETION_INDEX (0-based), which a
+    /// Kubernetes Indexed Job with N completions sets in each pod.
+    #[arg(long, value_name = "N", value_parser = clap::builder::RangedU64ValueParser::<u32>::new().range(1..=10_000))]
+    pub shards: Option<u32>,
     /// Manifest GETs allowed per source host (Docker Hub counts them as
     /// pulls); tags past it are deferred, exit 3.
     #[arg(long, value_name = "N")]

@@ -15,7 +15,7 @@ use mirror_sync::report::{
 };
 use mirror_sync::{
     EcrOptions, Entry, HintTopic, ImageLocation, Outcome, Registries, Request, RunOptions,
-    RunReport, Session, SyncError, SyncFile, TagFilter, TagResult, Tags, Target,
+    RunReport, Session, SyncError, SyncFile, TagFilter, TagResult, TagState, Tags, Target,
 };
 use serde_json::json;
 
@@ -418,6 +418,17 @@ pub(crate) async fn sync(args: SyncArgs, quiet: bool) -> Result<(), Failure> {
     let mut options = run_options(&common, &args.transport, args.dest_creds.as_deref())?;
     options.fail_fast = args.fail_fast;
     options.max_source_pulls = args.max_source_pulls;
+    options.shard = match (args.shard, args.shards) {
+        (Some(shard), _) => Some(shard),
+        (None, Some(count)) => {
+            let index = std::env::var(mirror_sync::COMPLETION_INDEX_VAR).ok();
+            Some(
+                mirror_sync::Shard::from_completion_index(count, index.as_deref())
+                    .map_err(|e| Failure::usage(e.to_string()))?,
+            )
+        }
+        (None, None) => None,
+    };
     let registries = Registries::new(
         client(&args.transport)?,
         EcrOptions {
@@ -444,6 +455,18 @@ pub(crate) async fn sync(args: SyncArgs, quiet: bool) -> Result<(), Failure> {
             println!("{}", plan_json(&plan));
         } else {
             print!("{}", plan_text(&plan));
+        }
+        // A tag whose HEAD failed was not planned: say so in the exit code.
+        let failed = plan
+            .tags
+            .iter()
+            .filter(|t| matches!(t.state, TagState::Failed { .. }))
+            .count();
+        if failed > 0 {
+            return Err(Failure::transfer(format!(
+                "{failed} of {} tags could not be planned (see above)",
+                plan.tags.len()
+            )));
         }
         return Ok(());
     }

@@ -799,3 +799,155 @@ async fn max_concurrent_images_bounds_the_images_in_flight() {
     assert_eq!(switches, 1, "{gets:?}\n{}", describe(&proxy.requests()));
     assert_eq!(gets.first().map(String::as_str), Some("a"), "{gets:?}");
 }
+
+/// `--shard K/N`: three processes run at once on one file, each with its
+/// shard; together they copy exactly the unsharded plan, every tag by one
+/// of them and every manifest tag pushed once, and a repository's tags stay
+/// in one shard. Shard 1 alone plans the log groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_run_at_once_and_together_copy_the_plan_once() {
+    let small = small_image().await;
+    let source = open_registry().await;
+    let repositories: Vec<String> = (0..8).map(|i| format!("app{i}")).collect();
+    for repository in &repositories {
+        for tag in ["1", "2"] {
+            seed(&small, &source.host(), repository, tag).await;
+        }
+    }
+    let destination = open_registry().await;
+    let proxy = proxy_to(&destination).await;
+    let scratch = Scratch::new("sync-shards");
+    let mut yaml = format!("defaults:\n  target: {}\nimages:\n", proxy.host());
+    for repository in &repositories {
+        yaml.push_str(&format!(
+            "  - from: {}/{repository}\n    tags: ['1', '2']\n",
+            source.host()
+        ));
+    }
+    let file = sync_file(&scratch, "fleet.yaml", &yaml);
+    let with_logs = sync_file(
+        &scratch,
+        "fleet-logs.yaml",
+        &format!("{yaml}log-groups:\n  - {{ name: fleet, retention-days: 1 }}\n"),
+    );
+    let hosts = [source.host(), proxy.host()];
+
+    let whole = sync(&file, &hosts, ["--plan", "--json"]).run().await;
+    whole.expect_success();
+    let mut planned: Vec<String> = whole.json()["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .map(|t| text(t, "/destination").to_owned())
+        .collect();
+    planned.sort();
+    assert_eq!(planned.len(), 16, "{}", whole.describe());
+    for (shard, groups) in [("1/3", 1), ("2/3", 0), ("3/3", 0)] {
+        let plan = sync(&with_logs, &hosts, ["--plan", "--json", "--shard", shard])
+            .run()
+            .await;
+        plan.expect_success();
+        let json = plan.json();
+        assert_eq!(json["shard"], shard, "{}", plan.describe());
+        assert_eq!(
+            json["log_groups"].as_array().map(Vec::len),
+            Some(groups),
+            "shard {shard}: {}",
+            plan.describe()
+        );
+    }
+    proxy.clear_requests();
+
+    let (one, two, three) = tokio::join!(
+        sync(&file, &hosts, ["--json", "--shard", "1/3"]).run(),
+        sync(&file, &hosts, ["--json", "--shard", "2/3"]).run(),
+        sync(&file, &hosts, ["--json", "--shard", "3/3"]).run(),
+    );
+    let mut copied: Vec<String> = Vec::new();
+    let mut nonempty = 0;
+    for (shard, out) in [("1/3", &one), ("2/3", &two), ("3/3", &three)] {
+        out.expect_success();
+        let report = out.json();
+        assert_eq!(report["shard"], shard, "{}", out.describe());
+        let tags = states(&report);
+        assert!(
+            tags.iter().all(|(_, state)| state == "copied"),
+            "shard {shard}: {tags:?}"
+        );
+        nonempty += usize::from(!tags.is_empty());
+        copied.extend(tags.into_iter().map(|(d, _)| d));
+    }
+    copied.sort();
+    assert_eq!(
+        copied, planned,
+        "the shards together are the plan, each tag once"
+    );
+    assert!(nonempty >= 2, "the partition put everything in one shard");
+
+    // Every tag pushed once, by one process; a repository's tags by one.
+    let puts: Vec<RequestRecord> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("/manifests/") && r.status < 300)
+        .collect();
+    for repository in &repositories {
+        for tag in ["1", "2"] {
+            let path = format!("/v2/{repository}/manifests/{tag}");
+            assert_eq!(
+                puts.iter().filter(|r| r.path == path).count(),
+                1,
+                "{path}: {}",
+                describe(&puts)
+            );
+            assert_landed(&destination.host(), repository, tag, &small, &ANON).await;
+        }
+    }
+}
+
+/// `--shards N` takes K from `JOB_COMPLETION_INDEX` (0-based, as a
+/// Kubernetes Indexed Job sets it); without it, or out of range, the run
+/// stops before anything is asked of a registry: exit 2, naming the variable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_from_the_completion_index() {
+    let scratch = Scratch::new("sync-shards-index");
+    // 127.0.0.1:9 answers nothing: a run that got past the flags would fail.
+    let file = sync_file(
+        &scratch,
+        "fleet.yaml",
+        "defaults:\n  target: 127.0.0.1:9\nimages:\n  - from: 127.0.0.1:9/app:1\n",
+    );
+    for index in [None, Some("3"), Some("x")] {
+        let mut run = Mirror::new(["sync", &file, "--shards", "3", "--plan"]);
+        run = match index {
+            Some(value) => run.env("JOB_COMPLETION_INDEX", value),
+            None => run.without_env("JOB_COMPLETION_INDEX"),
+        };
+        let out = run.run().await;
+        out.expect_code(2);
+        assert!(
+            out.stderr.contains("JOB_COMPLETION_INDEX") && out.stderr.contains("--shard K/N"),
+            "{}",
+            out.describe()
+        );
+    }
+    let out = Mirror::new(["sync", &file, "--shard", "4/3", "--plan"])
+        .run()
+        .await;
+    out.expect_code(2);
+    assert!(out.stderr.contains("4/3"), "{}", out.describe());
+
+    // Past the flags, the plan of a tag whose HEAD failed says so and exits 1.
+    let out = sync(
+        &file,
+        &["127.0.0.1:9".to_owned()],
+        ["--plan", "--shard", "1/1"],
+    )
+    .run()
+    .await;
+    out.expect_code(1);
+    assert!(
+        out.stdout.starts_with("failed") && out.stderr.contains("could not be planned"),
+        "{}",
+        out.describe()
+    );
+}

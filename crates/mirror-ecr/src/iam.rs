@@ -379,7 +379,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_token_and_the_log_group_listing_are_unscoped() {
+    fn only_account_level_reads_and_the_log_group_listing_are_unscoped() {
         for access in [Access::Push, Access::Pull] {
             let document = policy(access, &["python"], &["cruddur"], ACCOUNT, REGION);
             for statement in document["Statement"].as_array().unwrap() {
@@ -389,7 +389,11 @@ mod tests {
                 };
                 for resource in resources {
                     if resource == "*" {
-                        assert_eq!(actions(statement), ["ecr:GetAuthorizationToken"]);
+                        let expected: &[&str] = match access {
+                            Access::Push => PUSH_ACCOUNT_ACTIONS,
+                            Access::Pull => &["ecr:GetAuthorizationToken"],
+                        };
+                        assert_eq!(actions(statement), expected);
                     } else if resource.ends_with(":log-group:*") {
                         assert_eq!(actions(statement), ["logs:DescribeLogGroups"]);
                     } else {

@@ -14,6 +14,8 @@
 //!   both sides ([`Plan`], [`TagState`]); [`Session::run`] copies on one
 //!   engine with a bound on images in flight, isolates failures and defers
 //!   tags past the source pull budget ([`RunReport`], [`Outcome`]).
+//! - [`Shard`]: `--shard K/N` splits a file's tags between processes by
+//!   destination repository, with no coordination.
 //! - [`report`]: text and JSON for people and machines.
 //!
 //! ```no_run
@@ -42,6 +44,7 @@ pub mod report;
 mod run;
 mod select;
 mod session;
+mod shard;
 
 pub use budget::PullsSpent;
 pub use counted::BudgetSpent;
@@ -61,3 +64,4 @@ pub use registries::{EcrOptions, EcrRegion, Registries, TOKEN_LIFETIME_ENV, ecr_
 pub use run::{LogGroupResult, Outcome, RunReport, TagResult};
 pub use select::{FilterError, TagFilter, TagVersion};
 pub use session::{DEFAULT_CONCURRENT_IMAGES, Job, Request, RunOptions, Session};
+pub use shard::{COMPLETION_INDEX_VAR, Shard, ShardError};

@@ -15,6 +15,14 @@ use crate::error::{RunError, SyncError};
 use crate::file::Entry;
 use crate::location::ImageLocation;
 use crate::session::{Job, Request, Session, platforms_of};
+use crate::shard::Shard;
+
+fn shard_text<S: serde::Serializer>(shard: &Option<Shard>, out: S) -> Result<S::Ok, S::Error> {
+    match shard {
+        Some(shard) => out.serialize_str(&shard.to_string()),
+        None => out.serialize_none(),
+    }
+}
 
 /// HEADs in flight while planning (each registry host also bounds its own).
 const PLAN_CONCURRENCY: usize = 16;
@@ -94,6 +102,9 @@ pub struct PlannedTag {
 pub struct Plan {
     pub tags: Vec<PlannedTag>,
     pub log_groups: Vec<PlannedLogGroup>,
+    /// This process's shard (`K/N`), when the run is split.
+    #[serde(serialize_with = "shard_text")]
+    pub shard: Option<Shard>,
     #[serde(skip)]
     pub(crate) entries: Vec<Entry>,
 }
@@ -178,17 +189,21 @@ impl Session {
             });
         }
         tags.sort_by_key(|t| t.job.entry);
+        // Log groups are run-wide work: one shard does it.
+        let ensure_log_groups = self.options.shard.is_none_or(|s| s.is_first());
         Ok(Plan {
             tags,
             log_groups: request
                 .log_groups
                 .iter()
+                .filter(|_| ensure_log_groups)
                 .map(|g| PlannedLogGroup {
                     name: g.name.clone(),
                     retention_days: g.retention_days,
                 })
                 .collect(),
             entries: request.images.clone(),
+            shard: self.options.shard,
         })
     }
 

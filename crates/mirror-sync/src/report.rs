@@ -363,7 +363,11 @@ pub fn run_summary(report: &RunReport) -> String {
         .sum();
     let _ = writeln!(
         out,
-        "{} tag{}: {}; {} {} in {:.1} s, {} requests",
+        "{}{} tag{}: {}; {} {} in {:.1} s, {} requests",
+        report
+            .shard
+            .map(|s| format!("shard {s}: "))
+            .unwrap_or_default(),
         report.tags.len(),
         if report.tags.len() == 1 { "" } else { "s" },
         if listed.is_empty() {
@@ -464,6 +468,7 @@ pub fn run_json(report: &RunReport) -> Value {
         "pulls": report.pulls,
         "failed": report.failed(),
         "deferred": report.deferred(),
+        "shard": report.shard.map(|s| s.to_string()),
         "notes": report.notes,
         "requests": requests_json(&report.requests),
         "seconds": report.seconds,
@@ -524,7 +529,10 @@ pub fn plan_text(plan: &Plan) -> String {
         .collect();
     let _ = writeln!(
         out,
-        "plan: {} tag{}: {}; nothing was written",
+        "plan{}: {} tag{}: {}; nothing was written",
+        plan.shard
+            .map(|s| format!(" (shard {s}, by destination repository)"))
+            .unwrap_or_default(),
         plan.tags.len(),
         if plan.tags.len() == 1 { "" } else { "s" },
         if counts.is_empty() {
@@ -546,6 +554,7 @@ pub fn plan_json(plan: &Plan) -> Value {
     json!({
         "tags": plan.tags,
         "log_groups": plan.log_groups,
+        "shard": plan.shard.map(|s| s.to_string()),
         "counts": counts,
         "calls": plan.calls(),
     })

@@ -90,6 +90,8 @@ pub struct RunReport {
     /// Things said once for the whole run (cross-repository mounts that were
     /// off at a registry, and what they would have saved).
     pub notes: Vec<String>,
+    /// This process's shard, when the run is split (`--shard K/N`).
+    pub shard: Option<crate::Shard>,
 }
 
 impl RunReport {
@@ -214,6 +216,7 @@ impl Session {
             seconds: started.elapsed().as_secs_f64(),
             dry_run: self.options.dry_run,
             notes,
+            shard: self.options.shard,
         }
     }
 

@@ -20,6 +20,7 @@ use crate::file::{Entry, LogGroup, Tags, Target};
 use crate::location::ImageLocation;
 use crate::naming::{NameRules, copy_destination, file_destination, registry_destination};
 use crate::registries::Registries;
+use crate::shard::Shard;
 
 /// Images in flight by default: enough to keep the blob bound busy while
 /// others are between HEADs and manifest pushes, and a bound however many
@@ -52,6 +53,8 @@ pub struct RunOptions {
     pub referrers: ReferrerSelection,
     /// Copy only images a cosign signature by one of these keys names.
     pub require_signature: Option<Arc<mirror_signature::Keyring>>,
+    /// This process's share of the tags (`--shard K/N`); `None`: all of them.
+    pub shard: Option<Shard>,
 }
 
 impl Default for RunOptions {
@@ -70,6 +73,7 @@ impl Default for RunOptions {
             max_retry_after: mirror_engine::DEFAULT_MAX_RETRY_AFTER,
             referrers: ReferrerSelection::default(),
             require_signature: None,
+            shard: None,
         }
     }
 }
@@ -214,6 +218,17 @@ impl Session {
                     destination,
                 });
             }
+        }
+        // Every shard checked every entry above (the same errors everywhere);
+        // each keeps only the tags whose destination repository it owns, and
+        // an entry that failed before naming any is reported by one shard.
+        if let Some(shard) = self.options.shard {
+            jobs.retain(|job| shard.owns(&job.destination));
+            failures.retain(|failed| {
+                entries
+                    .get(failed.entry)
+                    .is_some_and(|e| shard.owns_key(&e.from.to_string()))
+            });
         }
         Ok((jobs, failures))
     }
