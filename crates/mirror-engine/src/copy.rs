@@ -485,7 +485,8 @@ impl Engine {
 
     /// The referrers of an image the destination holds already: of the root
     /// and, for an index, of its children (read at the destination, which
-    /// costs no pull at the source).
+    /// costs no pull at the source), unless the source holds no referrers
+    /// at all.
     async fn referrers_of_up_to_date(
         &self,
         request: &CopyRequest,
@@ -496,7 +497,11 @@ impl Engine {
             return ReferrerOutcome::default();
         }
         let mut subjects = vec![digest.clone()];
-        if kind == "index" {
+        // The root's look-up comes first: it probes the referrers API and
+        // lists the source's tags, after which a source may know that
+        // nothing in it refers to anything, and the index need not be read.
+        let looked_up = request.source.referrers(digest, None).await;
+        if kind == "index" && !(looked_up.is_ok() && request.source.holds_no_referrers()) {
             let root = match request.destination.stored_manifest(digest).await {
                 Ok(Some(root)) => Some(root),
                 _ => request.source.manifest(digest).await.ok(),

@@ -182,6 +182,13 @@ pub trait Source: Send + Sync {
     ) -> Result<Vec<Referrer>, EndpointError> {
         Ok(Vec::new())
     }
+
+    /// True when what this source learned so far (by earlier
+    /// [`Source::referrers`] calls) shows that nothing in it refers to any
+    /// manifest: then the children of an index need not be looked up.
+    fn holds_no_referrers(&self) -> bool {
+        false
+    }
 }
 
 /// Where images are written to: a registry (ECR included), an OCI layout, an archive.

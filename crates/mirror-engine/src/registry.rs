@@ -94,6 +94,10 @@ impl Source for RegistryEndpoint {
             .source_referrers(&self.repository, subject, artifact_type)
             .await
     }
+
+    fn holds_no_referrers(&self) -> bool {
+        self.referrers.holds_none()
+    }
 }
 
 #[async_trait]

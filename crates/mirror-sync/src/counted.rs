@@ -242,6 +242,10 @@ impl Source for CountedSource {
     ) -> Result<Vec<Referrer>, EndpointError> {
         self.inner.referrers(subject, artifact_type).await
     }
+
+    fn holds_no_referrers(&self) -> bool {
+        self.inner.holds_no_referrers()
+    }
 }
 
 /// A destination as one image sees it.

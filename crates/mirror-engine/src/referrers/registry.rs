@@ -84,6 +84,18 @@ impl RegistryReferrers {
         Ok(listing.map(|l| l.descriptors))
     }
 
+    /// Whether this repository can hold no referrer: the registry has no
+    /// referrers API (so referrers live only under tags) and its tag listing
+    /// has no fallback or cosign tag.
+    pub(crate) fn holds_none(&self) -> bool {
+        self.has_api() == Some(false)
+            && self
+                .tags
+                .get()
+                .and_then(Option::as_ref)
+                .is_some_and(|tags| !tags.iter().any(|t| mirror_oci::is_referrer_tag(t)))
+    }
+
     /// Takes the repository's tags as listed elsewhere (first listing wins).
     pub(crate) fn know_tags(&self, tags: impl IntoIterator<Item = String>) {
         let _ = self.tags.set(Some(Arc::new(tags.into_iter().collect())));
