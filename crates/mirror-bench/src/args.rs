@@ -72,6 +72,8 @@ pub(crate) enum ProfileArg {
     Loopback,
     Wan,
     Ecr,
+    /// `mirror sync` against `skopeo sync` on a fleet, loopback HTTPS.
+    Fleet,
     Tls,
     All,
 }
@@ -88,6 +90,7 @@ impl ProfileArg {
                 ProfileArg::Loopback => vec![Profile::Loopback],
                 ProfileArg::Wan => vec![Profile::Wan],
                 ProfileArg::Ecr => vec![Profile::Ecr],
+                ProfileArg::Fleet => vec![Profile::Fleet],
                 ProfileArg::Tls => vec![Profile::LoopbackTls, Profile::WanTls],
                 ProfileArg::All => vec![
                     Profile::LoopbackTls,
@@ -95,6 +98,7 @@ impl ProfileArg {
                     Profile::Loopback,
                     Profile::Wan,
                     Profile::Ecr,
+                    Profile::Fleet,
                 ],
             })
             .collect();
@@ -135,6 +139,7 @@ pub(crate) enum Profile {
     Loopback,
     Wan,
     Ecr,
+    Fleet,
 }
 
 impl Profile {
@@ -145,11 +150,15 @@ impl Profile {
             Profile::Loopback => "loopback",
             Profile::Wan => "wan",
             Profile::Ecr => "ecr",
+            Profile::Fleet => "fleet tls",
         }
     }
 
     pub(crate) fn is_tls(self) -> bool {
-        matches!(self, Profile::LoopbackTls | Profile::WanTls)
+        matches!(
+            self,
+            Profile::LoopbackTls | Profile::WanTls | Profile::Fleet
+        )
     }
 
     pub(crate) fn is_wan(self) -> bool {
@@ -168,6 +177,8 @@ pub(crate) enum Scenario {
     BigCold,
     ArchiveExport,
     ArchiveImport,
+    FleetCold,
+    FleetWarm,
 }
 
 impl Scenario {
@@ -178,6 +189,8 @@ impl Scenario {
             Scenario::BigCold => "1 GiB cold",
             Scenario::ArchiveExport => "archive export",
             Scenario::ArchiveImport => "archive import",
+            Scenario::FleetCold => "fleet cold",
+            Scenario::FleetWarm => "fleet warm",
         }
     }
 }

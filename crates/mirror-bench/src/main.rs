@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! cargo run --release -p mirror-bench -- \
-//!     [--profile loopback-tls,wan-tls,loopback,wan,ecr|tls|all]
+//!     [--profile loopback-tls,wan-tls,loopback,wan,ecr,fleet|tls|all]
 //!     [--scenarios python,big,archive] [--runs N]
 //!     [--mirror PATH] [--python VENV/bin/python] [--markdown]
 //! ```
@@ -74,6 +74,7 @@
 
 mod args;
 mod checks;
+mod fleet;
 mod floor;
 mod machine;
 mod measure;
@@ -90,6 +91,7 @@ use mirror_testkit::{ImageSpec, Proxy, PushTarget, Registry, TestCa};
 
 use crate::args::{Args, Profile, ProfileArg, ScenarioArg, Tool};
 use crate::checks::{verify_archive, write_reference_archive};
+use crate::fleet::{FLEET_CONDITION, Fleet};
 use crate::floor::CpuFloor;
 use crate::machine::{check_root, workspace_root};
 use crate::measure::{Endpoint, Results};
@@ -263,6 +265,13 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
         }
     };
 
+    let fleet = if profiles.contains(&Profile::Fleet) {
+        eprintln!("generating the fleet");
+        Some(Fleet::generate().await?)
+    } else {
+        None
+    };
+
     let source = Registry::open().await?;
     let destination = Registry::open().await?;
     eprintln!(
@@ -276,6 +285,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
         )
         .await
         .with_context(|| format!("pushing {}:{}", corpus.repo, corpus.tag))?;
+    }
+    if let Some(fleet) = &fleet {
+        fleet.push(&source.host()).await?;
     }
     if run_archive && profiles.iter().any(|p| p.is_loopback()) {
         let path = bench.workdir.path().join("reference.tar");
@@ -368,6 +380,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
                         &mut results,
                     )
                     .await?;
+            }
+            Profile::Fleet => {
+                let Some(fleet) = &fleet else {
+                    bail!("the fleet was not generated");
+                };
+                conditions.push(FLEET_CONDITION.to_owned());
+                let mut src = Endpoint::logged(tls_pair()?.0);
+                let notes = bench
+                    .run_fleet_profile(&mut src, &mut dst, &destination, fleet, &mut results)
+                    .await?;
+                conditions.extend(notes);
             }
             Profile::Ecr => {
                 conditions.extend(ECR_CONDITIONS.map(str::to_owned));

@@ -138,6 +138,21 @@ impl<'a> Endpoint<'a> {
         }
     }
 
+    /// The access log lines since the last reset; none for a registry
+    /// counted by a proxy or the gate.
+    pub(crate) fn log_lines(&self) -> Vec<String> {
+        match &self.counter {
+            Counter::AccessLog(registry, from) => registry
+                .log_text()
+                .get(*from..)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect(),
+            Counter::Proxy(_) | Counter::Gate(_) => Vec::new(),
+        }
+    }
+
     pub(crate) fn counts(&self) -> Counts {
         let mut counts = Counts::new();
         match &self.counter {

@@ -406,6 +406,29 @@ impl Bench {
         self.timed(&command, &[], src, dst, bytes).await
     }
 
+    /// `skopeo --tmpdir DIR` with its blob-info cache hidden, before the
+    /// subcommand.
+    pub(crate) fn skopeo_base(&self) -> Vec<OsString> {
+        // A private mount namespace with a fresh tmpfs over the blob-info
+        // cache: every run starts without what earlier runs learned.
+        // Archives are unpacked and assembled under --tmpdir: the same
+        // disk as mirror's partial layout beside the archive.
+        vec![
+            "unshare".into(),
+            "-m".into(),
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "mount -t tmpfs tmpfs {SKOPEO_CACHE} || {{ echo 'cannot hide the skopeo cache' >&2; exit 125; }}; exec \"$@\""
+            )
+            .into(),
+            "sh".into(),
+            "skopeo".into(),
+            "--tmpdir".into(),
+            self.workdir.path().into(),
+        ]
+    }
+
     /// `skopeo copy --all --preserve-digests` (`extra` options before the
     /// references) with its blob-info cache hidden. A side reached over
     /// HTTPS (`tls`: source, target) trusts the bench's CA; the others are
@@ -417,27 +440,8 @@ impl Bench {
         tls: (bool, bool),
         extra: &[OsString],
     ) -> Vec<OsString> {
-        // A private mount namespace with a fresh tmpfs over the blob-info
-        // cache: every run starts without what earlier runs learned.
-        // Archives are unpacked and assembled under --tmpdir: the same
-        // disk as mirror's partial layout beside the archive.
-        let mut command: Vec<OsString> = vec![
-                "unshare".into(),
-                "-m".into(),
-                "sh".into(),
-                "-c".into(),
-                format!(
-                    "mount -t tmpfs tmpfs {SKOPEO_CACHE} || {{ echo 'cannot hide the skopeo cache' >&2; exit 125; }}; exec \"$@\""
-                )
-                .into(),
-                "sh".into(),
-                "skopeo".into(),
-                "--tmpdir".into(),
-                self.workdir.path().into(),
-                "copy".into(),
-                "--all".into(),
-                "--preserve-digests".into(),
-        ];
+        let mut command = self.skopeo_base();
+        command.extend(["copy", "--all", "--preserve-digests"].map(OsString::from));
         for (side, tls) in [("src", tls.0), ("dest", tls.1)] {
             if tls {
                 command.push(format!("--{side}-cert-dir").into());

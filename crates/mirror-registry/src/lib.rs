@@ -41,6 +41,7 @@ mod host;
 mod ratelimit;
 mod redact;
 mod repository;
+mod response;
 mod stall;
 mod stats;
 

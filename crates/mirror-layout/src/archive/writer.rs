@@ -1,115 +1,33 @@
-//! `oci-archive`: a tar of an OCI image layout, read in place and written
-//! through a partial layout directory beside it; with Docker's
-//! `manifest.json` added, the `docker-archive` `docker save` writes.
+//! Writing an `oci-archive` (or a docker-archive): the partial layout,
+//! the commit under the archive's lock, the merge with what the file held.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
-use std::ffi::OsString;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use mirror_engine::{
-    Capabilities, Destination, EndpointError, Referrer, Resolved, Source, UploadSlot,
-};
+use mirror_engine::{Capabilities, Destination, EndpointError, Referrer, UploadSlot};
 use mirror_oci::{
     BlobStream, Descriptor, Digest, MAX_MANIFEST_BYTES, RawManifest, media_types, parse_digest,
 };
 use serde_json::Value;
 
+use super::files::{archive_full, lock, partial_blobs, partial_path, tmp_path};
+use super::index_tar;
+use super::tarball::{BlobSource, Metadata, tar_size, write_tar};
 use crate::docker_archive::{
     add_containerd_name, entry_repo_tag, read_manifest_json, repo_tag, upsert_image,
 };
 use crate::error::LayoutError;
 use crate::fsutil::{
-    TempGuard, blob_rel, digest_of_blob_name, no_follow, path_lock, reference_digest, sync_dir,
+    TempGuard, blob_rel, digest_of_blob_name, path_lock, reference_digest, sync_dir,
 };
-use crate::index::{MAX_INDEX_BYTES, OCI_LAYOUT_FILE, empty_index, ref_name, upsert_value};
+use crate::index::{MAX_INDEX_BYTES, empty_index, ref_name, upsert_value};
 use crate::layout::{OciLayout, Target, hashes_to, target};
-use crate::lock::{Held, Mode, hold};
+use crate::lock::Mode;
 use crate::reader::LayoutReader;
-use crate::store::{FileIdentity, Span, Store, TarIndex};
-
-/// Indexes a tar off the async threads.
-pub(crate) async fn index_tar(path: &Path) -> Result<Arc<TarIndex>, LayoutError> {
-    let owned = path.to_owned();
-    tokio::task::spawn_blocking(move || TarIndex::open(&owned))
-        .await
-        .map_err(|e| LayoutError::Io {
-            context: format!("indexing {}", path.display()),
-            source: std::io::Error::other(e),
-        })?
-        .map(Arc::new)
-}
-
-/// An `oci-archive` file as a copy source: indexed once, blobs streamed from
-/// their offsets, nothing extracted. Entries that could not come from an OCI
-/// tool are refused when it is opened: absolute names, `..` components, links
-/// or non-regular files in `blobs/` (or as `oci-layout`/`index.json`), and
-/// files in `blobs/` whose names are not valid digests. Links elsewhere (as
-/// `docker save` of Docker 25+ writes for its legacy layer paths) are ignored:
-/// they are never followed.
-#[derive(Debug, Clone)]
-pub struct OciArchive {
-    reader: LayoutReader,
-}
-
-impl OciArchive {
-    /// Opens and indexes an archive; it must hold an `oci-layout` file.
-    pub async fn open(path: impl AsRef<Path>) -> Result<Self, LayoutError> {
-        let tar = index_tar(path.as_ref()).await?;
-        let reader = LayoutReader::new(Store::Tar(tar), "oci-archive");
-        reader.check_layout().await?;
-        Ok(Self { reader })
-    }
-
-    /// The archive file.
-    pub fn path(&self) -> &Path {
-        self.reader.store.path()
-    }
-
-    /// Every `index.json` entry with its ref name (`None`: unnamed).
-    pub async fn list(&self) -> Result<Vec<(Option<String>, Descriptor)>, LayoutError> {
-        self.reader.list().await
-    }
-
-    /// What a reference resolves to (tag, `""`, `@N` or digest).
-    pub async fn find(&self, reference: &str) -> Result<Resolved, LayoutError> {
-        self.reader.find(reference).await
-    }
-
-    pub(crate) fn reader(&self) -> &LayoutReader {
-        &self.reader
-    }
-}
-
-#[async_trait]
-impl Source for OciArchive {
-    fn name(&self) -> String {
-        self.reader.label.clone()
-    }
-
-    async fn resolve(&self, reference: &str) -> Result<Option<Resolved>, EndpointError> {
-        Ok(Some(self.reader.find(reference).await?))
-    }
-
-    async fn manifest(&self, digest: &Digest) -> Result<RawManifest, EndpointError> {
-        Ok(self.reader.manifest(digest).await?)
-    }
-
-    async fn blob(&self, descriptor: &Descriptor) -> Result<BlobStream, EndpointError> {
-        Ok(self.reader.blob(descriptor).await?)
-    }
-
-    async fn referrers(
-        &self,
-        subject: &Digest,
-        _artifact_type: Option<&str>,
-    ) -> Result<Vec<Referrer>, EndpointError> {
-        Ok(self.reader.referrers(subject).await?)
-    }
-}
+use crate::store::{FileIdentity, Store, TarIndex};
 
 /// An `oci-archive` file as a copy destination.
 ///
@@ -590,12 +508,6 @@ impl OciArchiveWriter {
     }
 }
 
-/// Where a blob of the new archive comes from.
-enum BlobSource {
-    Archive(Span),
-    File(PathBuf),
-}
-
 /// The bytes of a manifest blob (at most [`MAX_MANIFEST_BYTES`]).
 async fn read_manifest(
     source: &BlobSource,
@@ -650,219 +562,6 @@ async fn open_existing(path: &Path, format: Format) -> Result<Arc<TarIndex>, Lay
         }));
     }
     Ok(tar)
-}
-
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = OsString::from(path.as_os_str());
-    name.push(suffix);
-    PathBuf::from(name)
-}
-
-fn partial_path(target: &Path) -> PathBuf {
-    with_suffix(target, ".partial")
-}
-
-fn tmp_path(target: &Path) -> PathBuf {
-    with_suffix(target, ".tmp")
-}
-
-/// [`LayoutError::ArchiveFull`] for an archive and its partial layout.
-fn archive_full(archive: &Path, partial: &Path, needed: Option<u64>) -> LayoutError {
-    LayoutError::ArchiveFull {
-        device: match archive.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-            _ => PathBuf::from("."),
-        },
-        archive: archive.to_owned(),
-        partial: partial.to_owned(),
-        needed,
-    }
-}
-
-/// `FILE.lock`: see [`OciArchiveWriter`].
-fn lock_path(target: &Path) -> PathBuf {
-    with_suffix(target, ".lock")
-}
-
-/// The archive's lock, in this process and across processes.
-async fn lock(target: &Path, mode: Mode) -> Result<Held, LayoutError> {
-    hold(target, &lock_path(target), mode, target).await
-}
-
-/// The complete blobs of the partial layout, by archive name.
-async fn partial_blobs(root: &Path) -> Result<Vec<(String, PathBuf)>, LayoutError> {
-    let mut found = Vec::new();
-    for algorithm in ["sha256", "sha512"] {
-        let dir = root.join("blobs").join(algorithm);
-        let mut entries = match tokio::fs::read_dir(&dir).await {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(LayoutError::read(&dir, e)),
-        };
-        while let Some(entry) = entries
-            .next_entry()
-            .await
-            .map_err(|e| LayoutError::read(&dir, e))?
-        {
-            let name = format!("blobs/{algorithm}/{}", entry.file_name().to_string_lossy());
-            if digest_of_blob_name(&name).is_none() {
-                continue;
-            }
-            // Only what this crate wrote: a verified file renamed into place,
-            // never a link (it would put a file from elsewhere in the archive).
-            let kind = entry
-                .file_type()
-                .await
-                .map_err(|e| LayoutError::read(&entry.path(), e))?;
-            if !kind.is_file() {
-                return Err(LayoutError::Refused {
-                    path: entry.path(),
-                    reason: "is not a regular file; an archive's work directory holds only the \
-                             verified blobs mirror wrote"
-                        .to_owned(),
-                    hint: "remove it (check who put it there), then run the copy again".to_owned(),
-                });
-            }
-            found.push((name, entry.path()));
-        }
-    }
-    Ok(found)
-}
-
-/// The files of an archive besides `oci-layout` and the blobs.
-struct Metadata<'a> {
-    index: &'a [u8],
-    /// Docker's `manifest.json` (a docker-archive).
-    manifest_json: Option<&'a [u8]>,
-}
-
-/// Writes the archive to `tmp` (removed on failure) and fsyncs it. The
-/// caller holds the archive's lock, so a `tmp` already there is a leftover
-/// (of a writer killed mid-commit) or was planted: it is removed (a link, not
-/// what it points at) and the file created anew, never opened through a link.
-fn write_tar(
-    tmp: &Path,
-    metadata: &Metadata<'_>,
-    blobs: &BTreeMap<String, BlobSource>,
-    existing: Option<&TarIndex>,
-) -> Result<(), LayoutError> {
-    let io = |e| LayoutError::write(tmp, e);
-    match std::fs::remove_file(tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
-        _ => {}
-    }
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(tmp)
-        .map_err(io)?;
-    let mut guard = TempGuard::new(tmp.to_owned());
-    let mut builder = tar::Builder::new(std::io::BufWriter::with_capacity(
-        crate::fsutil::WRITE_BUFFER,
-        file,
-    ));
-    append(&mut builder, "oci-layout", OCI_LAYOUT_FILE).map_err(io)?;
-    append(&mut builder, "index.json", metadata.index).map_err(io)?;
-    if let Some(manifest_json) = metadata.manifest_json {
-        append(&mut builder, "manifest.json", manifest_json).map_err(io)?;
-    }
-    append_dir(&mut builder, "blobs/").map_err(io)?;
-    let mut last_dir = String::new();
-    for (name, source) in blobs {
-        let dir = name.rsplit_once('/').map(|(d, _)| d).unwrap_or("blobs");
-        if dir != last_dir {
-            append_dir(&mut builder, &format!("{dir}/")).map_err(io)?;
-            last_dir = dir.to_owned();
-        }
-        match source {
-            BlobSource::File(path) => {
-                let file = no_follow(std::fs::OpenOptions::new().read(true))
-                    .open(path)
-                    .map_err(|e| LayoutError::read(path, e))?;
-                let file_metadata = file.metadata().map_err(|e| LayoutError::read(path, e))?;
-                if !file_metadata.is_file() {
-                    return Err(LayoutError::read(
-                        path,
-                        std::io::Error::other("not a regular file"),
-                    ));
-                }
-                let size = file_metadata.len();
-                let reader = std::io::BufReader::with_capacity(crate::fsutil::WRITE_BUFFER, file);
-                builder
-                    .append_data(&mut file_header(size), name, reader)
-                    .map_err(io)?;
-            }
-            BlobSource::Archive(span) => {
-                let Some(tar) = existing else {
-                    continue;
-                };
-                let reader = std::io::BufReader::with_capacity(
-                    crate::fsutil::WRITE_BUFFER,
-                    tar.blocking_reader(*span),
-                );
-                builder
-                    .append_data(&mut file_header(span.size), name, reader)
-                    .map_err(io)?;
-            }
-        }
-    }
-    let mut writer = builder.into_inner().map_err(io)?;
-    writer.flush().map_err(io)?;
-    let file = writer.into_inner().map_err(|e| io(e.into_error()))?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    guard.disarm();
-    Ok(())
-}
-
-/// The size of the tar [`write_tar`] writes (near enough: names longer than a
-/// ustar header holds take an extension block more).
-fn tar_size(metadata: &Metadata<'_>, blobs: &BTreeMap<String, BlobSource>) -> u64 {
-    let entry = |size: u64| 512 + size.div_ceil(512) * 512;
-    let mut total =
-        entry(OCI_LAYOUT_FILE.len() as u64) + entry(metadata.index.len() as u64) + 3 * 512;
-    if let Some(manifest_json) = metadata.manifest_json {
-        total += entry(manifest_json.len() as u64);
-    }
-    for (name, source) in blobs {
-        total += entry(match source {
-            BlobSource::Archive(span) => span.size,
-            BlobSource::File(path) => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-        });
-        total += if name.len() > 100 { 1024 } else { 0 };
-    }
-    // The end-of-archive blocks, and the record padding.
-    (total + 1024).div_ceil(10_240) * 10_240
-}
-
-fn file_header(size: u64) -> tar::Header {
-    let mut header = tar::Header::new_ustar();
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_size(size);
-    header.set_mode(0o644);
-    header.set_mtime(0);
-    header.set_uid(0);
-    header.set_gid(0);
-    header
-}
-
-fn append<W: std::io::Write>(
-    builder: &mut tar::Builder<W>,
-    name: &str,
-    bytes: &[u8],
-) -> std::io::Result<()> {
-    builder.append_data(&mut file_header(bytes.len() as u64), name, bytes)
-}
-
-fn append_dir<W: std::io::Write>(builder: &mut tar::Builder<W>, name: &str) -> std::io::Result<()> {
-    let mut header = tar::Header::new_ustar();
-    header.set_entry_type(tar::EntryType::Directory);
-    header.set_size(0);
-    header.set_mode(0o755);
-    header.set_mtime(0);
-    header.set_uid(0);
-    header.set_gid(0);
-    builder.append_data(&mut header, name, std::io::empty())
 }
 
 #[async_trait]
