@@ -221,6 +221,7 @@ pub(crate) async fn mirror_to_ecr(args: MirrorArgs, quiet: bool) -> Result<(), F
             tags: tags.clone(),
             platforms: args.copy.platforms.clone(),
             repository: repository.clone(),
+            referrers: None,
             origin: None,
         });
     }
@@ -261,6 +262,7 @@ pub(crate) async fn copy(args: CopyArgs, quiet: bool) -> Result<(), Failure> {
         tags: selection(&args.copy)?,
         platforms: args.copy.platforms.clone(),
         repository: settings(&args.ecr)?,
+        referrers: None,
         origin: None,
     };
     let options = run_options(&args.copy, &args.transport, args.dest_creds.as_deref())?;

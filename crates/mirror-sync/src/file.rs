@@ -34,6 +34,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use mirror_ecr::RepositorySettings;
+use mirror_engine::ReferrerSelection;
 use mirror_layout::FileLocation;
 use mirror_oci::PlatformFilter;
 use serde::Deserialize;
@@ -62,6 +63,9 @@ pub struct Entry {
     pub tags: Tags,
     pub platforms: Vec<PlatformFilter>,
     pub repository: RepositorySettings,
+    /// `referrers:` of the entry or the file's defaults; `None`: the run's
+    /// `--referrers`.
+    pub referrers: Option<ReferrerSelection>,
     pub origin: Option<Origin>,
 }
 
@@ -134,6 +138,7 @@ struct RawDefaults {
     prefix: Option<String>,
     platforms: Option<Vec<Spanned<String>>>,
     repository: Option<RawRepository>,
+    referrers: Option<Spanned<RawReferrers>>,
 }
 
 #[derive(Deserialize)]
@@ -146,6 +151,16 @@ struct RawImage {
     tags: Option<Spanned<RawTags>>,
     platforms: Option<Vec<Spanned<String>>>,
     repository: Option<RawRepository>,
+    referrers: Option<Spanned<RawReferrers>>,
+}
+
+/// `referrers:` as the flag writes it (`all`, `none`, `signature,sbom`) or
+/// as a list (`[signature, sbom]`).
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum RawReferrers {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -357,6 +372,10 @@ impl SyncFile {
         };
         let default_platforms = checker.platforms(defaults.platforms.as_deref())?;
         let default_repository = defaults.repository.unwrap_or_default();
+        let default_referrers = match &defaults.referrers {
+            Some(referrers) => Some(checker.referrers(referrers)?),
+            None => None,
+        };
         let mut images = Vec::new();
         for image in raw.images {
             let at = checker.origin(&image);
@@ -385,6 +404,10 @@ impl SyncFile {
                 None => default_platforms.clone(),
             };
             let repository = checker.repository(&default_repository, image.repository.as_ref())?;
+            let referrers = match &image.referrers {
+                Some(referrers) => Some(checker.referrers(referrers)?),
+                None => default_referrers.clone(),
+            };
             images.push(Entry {
                 from,
                 to: image.to.map(|t| t.value),
@@ -393,6 +416,7 @@ impl SyncFile {
                 tags,
                 platforms,
                 repository,
+                referrers,
                 origin: Some(at),
             });
         }
@@ -454,6 +478,22 @@ impl Checker<'_> {
             line: value.referenced.line(),
             column: value.referenced.column(),
         }
+    }
+
+    /// `referrers:`: what `--referrers` takes, as one string or a list.
+    fn referrers(&self, value: &Spanned<RawReferrers>) -> Result<ReferrerSelection, FileError> {
+        let text = match &value.value {
+            RawReferrers::One(text) => text.clone(),
+            RawReferrers::Many(items) => items.join(","),
+        };
+        text.parse::<ReferrerSelection>().map_err(|e| {
+            self.invalid(
+                value,
+                format!(
+                    "referrers `{text}`: {e} (expected all, none, or some of signature, sbom, attestation and artifact types)"
+                ),
+            )
+        })
     }
 
     fn invalid<T>(&self, value: &Spanned<T>, message: String) -> FileError {
@@ -788,5 +828,32 @@ log-groups:
         assert!(err.starts_with("mirror.yaml:2:38:"), "{err}");
         let err = parse("{}\n").expect_err("nothing to do").to_string();
         assert!(err.contains("nothing to do"), "{err}");
+    }
+
+    #[test]
+    fn referrers_default_per_file_and_per_entry() {
+        let file = parse(
+            "defaults:\n  referrers: none\nimages:\n  - from: alpine\n  - from: node\n    referrers: [signature, sbom]\n  - from: redis\n    referrers: signature\n",
+        )
+        .unwrap();
+        let referrers: Vec<Option<ReferrerSelection>> =
+            file.images.iter().map(|e| e.referrers.clone()).collect();
+        assert_eq!(
+            referrers,
+            [
+                Some("none".parse().unwrap()),
+                Some("signature,sbom".parse().unwrap()),
+                Some("signature".parse().unwrap()),
+            ]
+        );
+        let unset = parse("images:\n  - from: alpine\n").unwrap();
+        assert_eq!(unset.images[0].referrers, None);
+        let err = parse("images:\n  - from: alpine\n    referrers: sometimes\n")
+            .expect_err("not a referrer kind")
+            .to_string();
+        assert!(
+            err.starts_with("mirror.yaml:3:16:") && err.contains("sometimes"),
+            "{err}"
+        );
     }
 }

@@ -14,7 +14,7 @@ use crate::counted::{CallCounter, Calls, CountedDestination, CountedSource};
 use crate::error::{RunError, SyncError};
 use crate::file::Entry;
 use crate::location::ImageLocation;
-use crate::session::{Job, Request, Session, platforms_of};
+use crate::session::{Job, Request, Session, platforms_of, referrers_of};
 use crate::shard::Shard;
 
 fn shard_text<S: serde::Serializer>(shard: &Option<Shard>, out: S) -> Result<S::Ok, S::Error> {
@@ -390,7 +390,7 @@ impl Session {
                 platforms: platforms_of(entries, &tag.job).to_vec(),
                 include_foreign: self.options.include_foreign,
                 dry_run: true,
-                referrers: self.options.referrers.clone(),
+                referrers: referrers_of(entries, &tag.job, &self.options.referrers),
                 require_signature: self.options.require_signature.clone(),
             },
         };

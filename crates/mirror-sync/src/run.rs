@@ -22,7 +22,7 @@ use crate::counted::{Calls, CountedDestination, CountedSource};
 use crate::error::{RunError, SyncError};
 use crate::location::ImageLocation;
 use crate::plan::{Plan, PlannedTag, TagState};
-use crate::session::{Session, platforms_of};
+use crate::session::{Session, platforms_of, referrers_of};
 
 /// What happened to one tag.
 #[derive(Debug, Clone)]
@@ -290,7 +290,8 @@ impl Session {
         match &tag.state {
             // Referrers added since the image landed travel too: the engine
             // finds the image current and copies only them.
-            TagState::UpToDate if !self.options.referrers.is_none() => {}
+            TagState::UpToDate
+                if !referrers_of(&plan.entries, &tag.job, &self.options.referrers).is_none() => {}
             TagState::UpToDate => {
                 result.outcome = Outcome::UpToDate(up_to_date_report(tag));
                 result.rate_limit = self.rate_limit_of(tag).await;
@@ -417,7 +418,7 @@ impl Session {
                 platforms: platforms_of(&plan.entries, &tag.job).to_vec(),
                 include_foreign: self.options.include_foreign,
                 dry_run: self.options.dry_run,
-                referrers: self.options.referrers.clone(),
+                referrers: referrers_of(&plan.entries, &tag.job, &self.options.referrers),
                 require_signature: self.options.require_signature.clone(),
             },
         };

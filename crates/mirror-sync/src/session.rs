@@ -546,6 +546,19 @@ fn check_entry(entry: &Entry) -> Result<(), SyncError> {
 }
 
 /// The platform filters of a job's entry.
+/// The referrers a job's images take: its entry's `referrers:` (or the
+/// file's default), else the run's `--referrers`.
+pub(crate) fn referrers_of(
+    entries: &[Entry],
+    job: &Job,
+    run: &ReferrerSelection,
+) -> ReferrerSelection {
+    entries
+        .get(job.entry)
+        .and_then(|entry| entry.referrers.clone())
+        .unwrap_or_else(|| run.clone())
+}
+
 pub(crate) fn platforms_of<'a>(entries: &'a [Entry], job: &Job) -> &'a [PlatformFilter] {
     entries
         .get(job.entry)
