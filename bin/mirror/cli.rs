@@ -260,6 +260,11 @@ pub struct SyncArgs {
     /// Start no image after one failed (images in flight finish).
     #[arg(long)]
     pub fail_fast: bool,
+    /// Write the run's numbers in the Prometheus text format to PATH when it
+    /// ends (atomically, for the node exporter's textfile collector: name
+    /// it *.prom).
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
     /// Copy only this process's share of the tags: shard K (1-based) of N,
     /// split by destination repository, so N processes given 1/N .. N/N
     /// together copy everything once. Shard 1 also ensures the log groups.

@@ -511,6 +511,19 @@ pub(crate) async fn sync(args: SyncArgs, quiet: bool) -> Result<(), Failure> {
         }
         eprint!("{}", run_summary(&report));
     }
+    if let Some(path) = &args.metrics_file {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let previous = std::fs::read_to_string(path).ok();
+        let text = mirror_sync::metrics::prometheus_text(&report, now, previous.as_deref());
+        mirror_sync::metrics::write_atomically(path, &text).map_err(|e| {
+            Failure::transfer(format!(
+                "--metrics-file {}: {e} (the run itself finished; see the summary)",
+                path.display()
+            ))
+        })?;
+    }
     if report.failed() > 0 {
         let code = if report.only_usage_failures() {
             Failure::usage

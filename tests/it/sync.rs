@@ -940,3 +940,117 @@ async fn shards_from_the_completion_index() {
         out.describe()
     );
 }
+
+/// The value of one sample in a Prometheus text file.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// `--metrics-file`: the run's numbers in the Prometheus text format, written
+/// atomically at the end: tags by outcome, blobs, answers by host and class,
+/// pulls; a failed run keeps the last success time of the run before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_file_says_what_the_run_did() {
+    let first = image(ImageSpec::small("sync-metrics-a", 61)).await;
+    let second = image(ImageSpec::small("sync-metrics-b", 62)).await;
+    let source = open_registry().await;
+    seed(&first, &source.host(), "a", "1").await;
+    seed(&second, &source.host(), "b", "1").await;
+    let destination = open_registry().await;
+    let scratch = Scratch::new("sync-metrics");
+    let file = sync_file(
+        &scratch,
+        "mirror.yaml",
+        &format!(
+            "defaults:\n  target: {dst}\nimages:\n  - from: {src}/a:1\n  - from: {src}/b:1\n",
+            src = source.host(),
+            dst = destination.host()
+        ),
+    );
+    let metrics = scratch.path().join("mirror.prom");
+    let metrics_arg = metrics.display().to_string();
+    let hosts = [source.host(), destination.host()];
+
+    sync(&file, &hosts, ["--metrics-file", &metrics_arg])
+        .run()
+        .await
+        .expect_success();
+    let text = std::fs::read_to_string(&metrics).expect("the metrics file");
+    assert_eq!(
+        sample(&text, r#"mirror_sync_tags{state="copied"}"#),
+        Some(2.0),
+        "{text}"
+    );
+    let blobs = (first.blobs.len() + second.blobs.len()) as f64;
+    assert_eq!(
+        sample(&text, r#"mirror_sync_blobs{outcome="copied"}"#),
+        Some(blobs),
+        "{text}"
+    );
+    let bytes = (first.total_blob_bytes() + second.total_blob_bytes()) as f64;
+    assert_eq!(
+        sample(&text, r#"mirror_sync_blob_bytes{outcome="copied"}"#),
+        Some(bytes),
+        "{text}"
+    );
+    let ok = format!(
+        r#"mirror_sync_requests{{host="{}",class="2xx"}}"#,
+        destination.host()
+    );
+    assert!(sample(&text, &ok).is_some_and(|n| n > 0.0), "{text}");
+    let succeeded =
+        sample(&text, "mirror_sync_last_success_timestamp_seconds").expect("a success time");
+
+    // Warm: both up to date.
+    sync(&file, &hosts, ["--metrics-file", &metrics_arg])
+        .run()
+        .await
+        .expect_success();
+    let text = std::fs::read_to_string(&metrics).expect("the metrics file");
+    assert_eq!(
+        sample(&text, r#"mirror_sync_tags{state="up-to-date"}"#),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, r#"mirror_sync_tags{state="copied"}"#),
+        None,
+        "{text}"
+    );
+    let warm = sample(&text, "mirror_sync_last_success_timestamp_seconds").expect("a success time");
+    assert!(warm >= succeeded, "{text}");
+
+    // A failing tag: the run's own counts, the last success carried over.
+    let failing = sync_file(
+        &scratch,
+        "failing.yaml",
+        &format!(
+            "defaults:\n  target: {dst}\nimages:\n  - from: {src}/a:1\n  - from: {src}/missing:1\n",
+            src = source.host(),
+            dst = destination.host()
+        ),
+    );
+    let out = sync(&failing, &hosts, ["--metrics-file", &metrics_arg])
+        .run()
+        .await;
+    out.expect_code(1);
+    let text = std::fs::read_to_string(&metrics).expect("the metrics file");
+    assert_eq!(
+        sample(&text, r#"mirror_sync_tags{state="failed"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "mirror_sync_last_success_timestamp_seconds"),
+        Some(warm),
+        "{text}"
+    );
+    let last_run = sample(&text, "mirror_sync_last_run_timestamp_seconds").expect("a run time");
+    assert!(last_run >= warm, "{text}");
+}

@@ -276,6 +276,9 @@ impl RegistryClient {
             return Outcome::Again;
         }
         self.inner.stats.count(&call.method);
+        self.inner
+            .stats
+            .count_answer(&answering_host(host, &call.url, on_registry), None);
         debug!(method = %call.method, url = %redact_url(&call.url), error = %source, "request failed");
         let detail = if on_registry {
             via(&host.name, &call.url)
@@ -311,6 +314,10 @@ impl RegistryClient {
     ) -> Outcome {
         self.inner.stats.count(&call.method);
         let status = response.status();
+        self.inner.stats.count_answer(
+            &answering_host(host, &call.url, sent.on_registry),
+            Some(status.as_u16()),
+        );
         debug!(method = %call.method, url = %redact_url(&call.url), status = status.as_u16(), elapsed = ?sent.at.elapsed(), "request");
         if !sent.on_registry {
             return self
@@ -653,6 +660,18 @@ pub(crate) fn refuse_downgrade(
 /// `scheme://host[:port]` of a URL, for naming another host in errors.
 pub(crate) fn origin_of(url: &Url) -> String {
     url.origin().ascii_serialization()
+}
+
+/// Who answered, for the per-host counts: the registry by its name, another
+/// host (blob storage) by its address.
+fn answering_host(host: &Host, url: &Url, on_registry: bool) -> String {
+    match (on_registry, url.host_str()) {
+        (false, Some(other)) => match url.port() {
+            Some(port) => format!("{other}:{port}"),
+            None => other.to_owned(),
+        },
+        _ => host.name.clone(),
+    }
 }
 
 /// ` (via ADDRESS)` when the request went somewhere other than the host's

@@ -51,4 +51,4 @@ pub use error::{AuthFailure, ErrorCode, Operation, RegistryError, TransportKind}
 pub use ratelimit::RateLimit;
 pub use redact::redact_url;
 pub use repository::{ManifestHead, MountOutcome, ReferrerListing, Repository, UploadSession};
-pub use stats::{RequestStats, StatsSnapshot};
+pub use stats::{HostAnswers, RequestStats, StatsSnapshot};

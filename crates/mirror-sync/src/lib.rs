@@ -16,7 +16,8 @@
 //!   tags past the source pull budget ([`RunReport`], [`Outcome`]).
 //! - [`Shard`]: `--shard K/N` splits a file's tags between processes by
 //!   destination repository, with no coordination.
-//! - [`report`]: text and JSON for people and machines.
+//! - [`report`]: text and JSON for people and machines; [`metrics`]: the
+//!   Prometheus text format of a run (`--metrics-file`).
 //!
 //! ```no_run
 //! # async fn demo(registries: std::sync::Arc<mirror_sync::Registries>) -> Result<(), mirror_sync::SyncError> {
@@ -37,6 +38,7 @@ mod counted;
 mod error;
 mod file;
 mod location;
+pub mod metrics;
 mod naming;
 mod plan;
 mod registries;

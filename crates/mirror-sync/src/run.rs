@@ -85,6 +85,8 @@ pub struct RunReport {
     pub pulls: Vec<PullsSpent>,
     /// HTTP requests of the whole run (every host, auth included).
     pub requests: StatsSnapshot,
+    /// Answers by host and status class.
+    pub answers: Vec<mirror_registry::HostAnswers>,
     pub seconds: f64,
     pub dry_run: bool,
     /// Things said once for the whole run (cross-repository mounts that were
@@ -213,6 +215,7 @@ impl Session {
             log_groups,
             pulls,
             requests: self.registries.client().stats().snapshot(),
+            answers: self.registries.client().stats().answers(),
             seconds: started.elapsed().as_secs_f64(),
             dry_run: self.options.dry_run,
             notes,
