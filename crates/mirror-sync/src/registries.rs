@@ -48,7 +48,17 @@ pub async fn ecr_region(
     region: Option<&str>,
     puts_per_second: f64,
 ) -> Result<EcrRegion, SyncError> {
-    let config = mirror_ecr::aws_config(region).await;
+    ecr_region_at(region, mirror_ecr::Endpoints::default(), puts_per_second).await
+}
+
+/// [`ecr_region`] with its API calls on the FIPS and/or dual-stack
+/// endpoints (a registry host of that kind asks for them).
+pub async fn ecr_region_at(
+    region: Option<&str>,
+    endpoints: mirror_ecr::Endpoints,
+    puts_per_second: f64,
+) -> Result<EcrRegion, SyncError> {
+    let config = mirror_ecr::aws_config_for(region, endpoints).await;
     if config.region().is_none() {
         return Err(SyncError::NoRegion);
     }
@@ -68,7 +78,8 @@ pub async fn ecr_region(
 pub struct Registries {
     client: RegistryClient,
     ecr: EcrOptions,
-    regions: Mutex<HashMap<String, EcrRegion>>,
+    /// By region and endpoint kind (FIPS, dual-stack).
+    regions: Mutex<HashMap<(String, mirror_ecr::Endpoints), EcrRegion>>,
     /// The caller's own registry, once asked for.
     own: Mutex<Option<(EcrHost, EcrRegion)>>,
 }
@@ -104,22 +115,24 @@ impl Registries {
         )
         .await?;
         let host = region.auth.registry().await.map_err(SyncError::Aws)?;
-        self.regions
-            .lock()
-            .await
-            .insert(host.region.clone(), region.clone());
+        self.regions.lock().await.insert(
+            (host.region.clone(), mirror_ecr::Endpoints::default()),
+            region.clone(),
+        );
         *own = Some((host.clone(), region.clone()));
         Ok((host, region))
     }
 
     /// The AWS state of an ECR host's region, set up on first use.
     pub async fn region(&self, host: &EcrHost) -> Result<EcrRegion, SyncError> {
+        let key = (host.region.clone(), mirror_ecr::Endpoints::from(host));
         let mut regions = self.regions.lock().await;
-        if let Some(region) = regions.get(&host.region) {
+        if let Some(region) = regions.get(&key) {
             return Ok(region.clone());
         }
-        let region = ecr_region(Some(&host.region), self.ecr.manifest_puts_per_second).await?;
-        regions.insert(host.region.clone(), region.clone());
+        let region =
+            ecr_region_at(Some(&host.region), key.1, self.ecr.manifest_puts_per_second).await?;
+        regions.insert(key, region.clone());
         Ok(region)
     }
 
