@@ -222,6 +222,7 @@ pub(crate) async fn mirror_to_ecr(args: MirrorArgs, quiet: bool) -> Result<(), F
             platforms: args.copy.platforms.clone(),
             repository: repository.clone(),
             referrers: None,
+            require_signature: None,
             origin: None,
         });
     }
@@ -263,6 +264,7 @@ pub(crate) async fn copy(args: CopyArgs, quiet: bool) -> Result<(), Failure> {
         platforms: args.copy.platforms.clone(),
         repository: settings(&args.ecr)?,
         referrers: None,
+        require_signature: None,
         origin: None,
     };
     let options = run_options(&args.copy, &args.transport, args.dest_creds.as_deref())?;

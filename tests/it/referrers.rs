@@ -988,3 +988,84 @@ async fn a_destination_signature_the_source_lacks_is_never_dropped() {
         both.digest.to_string()
     );
 }
+
+/// `require-signature:` in a sync file, in `defaults` and per entry (keys
+/// relative to the file): each entry's images need a signature by its keys;
+/// what no key signed is refused with nothing written, the rest lands. A key
+/// that cannot be read is an error at its line before anything moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_files_require_signatures_per_entry() {
+    let scratch = Scratch::new("referrers-sync-require");
+    let ours = SigningKey::generate(scratch.path(), "ours").expect("a key");
+    let second = SigningKey::generate(scratch.path(), "second").expect("a key");
+    let src = open_registry().await;
+    let host = src.host();
+    let mut images = Vec::new();
+    for (i, repo) in ["good", "second", "unsigned"].iter().enumerate() {
+        let img = image(ImageSpec::small(
+            &format!("sync-require-{repo}"),
+            760 + i as u64,
+        ))
+        .await;
+        crate::support::seed(&img, &host, repo, "1").await;
+        let key = match *repo {
+            "good" => Some(&ours),
+            "second" => Some(&second),
+            _ => None,
+        };
+        if let Some(key) = key {
+            let root = root_of(&img);
+            let manifest = cosign_signature(None, &[signed_by(key, &root)]);
+            push_at(
+                &host,
+                repo,
+                &manifest,
+                &format!("{}.sig", fallback_tag(&root.digest)),
+            )
+            .await;
+        }
+        images.push((*repo, img));
+    }
+    let dst = open_registry().await;
+    let file = scratch.path().join("mirror.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "defaults:\n  target: {dst}\n  require-signature: cosign:ours.pub\nimages:\n  - from: {host}/good:1\n  - from: {host}/second:1\n    require-signature: [cosign:second.pub]\n  - from: {host}/unsigned:1\n",
+            dst = dst.host()
+        ),
+    )
+    .expect("the sync file");
+    let file_arg = file.display().to_string();
+    let out = Mirror::new(["sync", &file_arg])
+        .args([
+            "--insecure-registry",
+            &host,
+            "--insecure-registry",
+            &dst.host(),
+        ])
+        .run()
+        .await;
+    out.expect_code(1);
+    assert_landed(&dst.host(), "good", "1", &images[0].1, &ANON).await;
+    assert_landed(&dst.host(), "second", "1", &images[1].1, &ANON).await;
+    assert_no_manifest(&dst.host(), "unsigned", "1", &ANON).await;
+    assert!(
+        out.stderr.contains("no cosign signature found"),
+        "{}",
+        out.describe()
+    );
+
+    std::fs::write(
+        &file,
+        format!("images:\n  - from: {host}/good:1\n    require-signature: cosign:missing.pub\n"),
+    )
+    .expect("the sync file");
+    let out = Mirror::new(["sync", &file_arg]).run().await;
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("mirror.yaml:3:24") && out.stderr.contains("missing.pub"),
+        "{}",
+        out.describe()
+    );
+}

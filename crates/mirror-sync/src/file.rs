@@ -32,11 +32,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use mirror_ecr::RepositorySettings;
 use mirror_engine::ReferrerSelection;
 use mirror_layout::FileLocation;
 use mirror_oci::PlatformFilter;
+use mirror_signature::Keyring;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
@@ -66,6 +68,9 @@ pub struct Entry {
     /// `referrers:` of the entry or the file's defaults; `None`: the run's
     /// `--referrers`.
     pub referrers: Option<ReferrerSelection>,
+    /// `require-signature:` of the entry or the file's defaults (keys read
+    /// when the file is); `None`: the run's `--require-signature`.
+    pub require_signature: Option<Arc<Keyring>>,
     pub origin: Option<Origin>,
 }
 
@@ -138,7 +143,8 @@ struct RawDefaults {
     prefix: Option<String>,
     platforms: Option<Vec<Spanned<String>>>,
     repository: Option<RawRepository>,
-    referrers: Option<Spanned<RawReferrers>>,
+    referrers: Option<Spanned<RawStrings>>,
+    require_signature: Option<Spanned<RawStrings>>,
 }
 
 #[derive(Deserialize)]
@@ -151,16 +157,27 @@ struct RawImage {
     tags: Option<Spanned<RawTags>>,
     platforms: Option<Vec<Spanned<String>>>,
     repository: Option<RawRepository>,
-    referrers: Option<Spanned<RawReferrers>>,
+    referrers: Option<Spanned<RawStrings>>,
+    require_signature: Option<Spanned<RawStrings>>,
 }
 
-/// `referrers:` as the flag writes it (`all`, `none`, `signature,sbom`) or
-/// as a list (`[signature, sbom]`).
+/// One string or a list of them: `referrers: signature,sbom` or
+/// `referrers: [signature, sbom]`; `require-signature: cosign:KEY.pub` or a
+/// list of keys.
 #[derive(Deserialize, Clone)]
 #[serde(untagged)]
-enum RawReferrers {
+enum RawStrings {
     One(String),
     Many(Vec<String>),
+}
+
+impl RawStrings {
+    fn items(&self) -> Vec<String> {
+        match self {
+            Self::One(text) => vec![text.clone()],
+            Self::Many(items) => items.clone(),
+        }
+    }
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -376,6 +393,10 @@ impl SyncFile {
             Some(referrers) => Some(checker.referrers(referrers)?),
             None => None,
         };
+        let default_keyring = match &defaults.require_signature {
+            Some(keys) => Some(checker.keyring(keys)?),
+            None => None,
+        };
         let mut images = Vec::new();
         for image in raw.images {
             let at = checker.origin(&image);
@@ -408,6 +429,10 @@ impl SyncFile {
                 Some(referrers) => Some(checker.referrers(referrers)?),
                 None => default_referrers.clone(),
             };
+            let require_signature = match &image.require_signature {
+                Some(keys) => Some(checker.keyring(keys)?),
+                None => default_keyring.clone(),
+            };
             images.push(Entry {
                 from,
                 to: image.to.map(|t| t.value),
@@ -417,6 +442,7 @@ impl SyncFile {
                 platforms,
                 repository,
                 referrers,
+                require_signature,
                 origin: Some(at),
             });
         }
@@ -481,17 +507,37 @@ impl Checker<'_> {
     }
 
     /// `referrers:`: what `--referrers` takes, as one string or a list.
-    fn referrers(&self, value: &Spanned<RawReferrers>) -> Result<ReferrerSelection, FileError> {
-        let text = match &value.value {
-            RawReferrers::One(text) => text.clone(),
-            RawReferrers::Many(items) => items.join(","),
-        };
+    fn referrers(&self, value: &Spanned<RawStrings>) -> Result<ReferrerSelection, FileError> {
+        let text = value.value.items().join(",");
         text.parse::<ReferrerSelection>().map_err(|e| {
             self.invalid(
                 value,
                 format!(
                     "referrers `{text}`: {e} (expected all, none, or some of signature, sbom, attestation and artifact types)"
                 ),
+            )
+        })
+    }
+
+    /// `require-signature:`: `cosign:KEY.pub` keys (relative paths start at
+    /// the file's directory), read now so that a missing or unusable key is
+    /// an error before anything moves.
+    fn keyring(&self, value: &Spanned<RawStrings>) -> Result<Arc<Keyring>, FileError> {
+        let keys: Vec<String> = value
+            .value
+            .items()
+            .iter()
+            .map(|key| match key.strip_prefix("cosign:") {
+                Some(path) if !path.is_empty() && Path::new(path).is_relative() => {
+                    format!("cosign:{}", self.name.base.join(path).display())
+                }
+                _ => key.clone(),
+            })
+            .collect();
+        Keyring::load(&keys).map(Arc::new).map_err(|e| {
+            self.invalid(
+                value,
+                format!("require-signature: {e} (expected cosign:KEY.pub, or a list of them)"),
             )
         })
     }

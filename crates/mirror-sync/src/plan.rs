@@ -14,7 +14,7 @@ use crate::counted::{CallCounter, Calls, CountedDestination, CountedSource};
 use crate::error::{RunError, SyncError};
 use crate::file::Entry;
 use crate::location::ImageLocation;
-use crate::session::{Job, Request, Session, platforms_of, referrers_of};
+use crate::session::{Job, Request, Session, keyring_of, platforms_of, referrers_of};
 use crate::shard::Shard;
 
 fn shard_text<S: serde::Serializer>(shard: &Option<Shard>, out: S) -> Result<S::Ok, S::Error> {
@@ -391,7 +391,7 @@ impl Session {
                 include_foreign: self.options.include_foreign,
                 dry_run: true,
                 referrers: referrers_of(entries, &tag.job, &self.options.referrers),
-                require_signature: self.options.require_signature.clone(),
+                require_signature: keyring_of(entries, &tag.job, &self.options.require_signature),
             },
         };
         self.engine.copy(request).await.ok()

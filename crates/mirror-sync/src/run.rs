@@ -22,7 +22,7 @@ use crate::counted::{Calls, CountedDestination, CountedSource};
 use crate::error::{RunError, SyncError};
 use crate::location::ImageLocation;
 use crate::plan::{Plan, PlannedTag, TagState};
-use crate::session::{Session, platforms_of, referrers_of};
+use crate::session::{Session, keyring_of, platforms_of, referrers_of};
 
 /// What happened to one tag.
 #[derive(Debug, Clone)]
@@ -422,7 +422,11 @@ impl Session {
                 include_foreign: self.options.include_foreign,
                 dry_run: self.options.dry_run,
                 referrers: referrers_of(&plan.entries, &tag.job, &self.options.referrers),
-                require_signature: self.options.require_signature.clone(),
+                require_signature: keyring_of(
+                    &plan.entries,
+                    &tag.job,
+                    &self.options.require_signature,
+                ),
             },
         };
         let copied = engine.copy(request).await;

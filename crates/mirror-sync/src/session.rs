@@ -559,6 +559,20 @@ pub(crate) fn referrers_of(
         .unwrap_or_else(|| run.clone())
 }
 
+/// The keys a job's images must be signed by: its entry's
+/// `require-signature:` (or the file's default), else the run's
+/// `--require-signature`.
+pub(crate) fn keyring_of(
+    entries: &[Entry],
+    job: &Job,
+    run: &Option<Arc<mirror_signature::Keyring>>,
+) -> Option<Arc<mirror_signature::Keyring>> {
+    entries
+        .get(job.entry)
+        .and_then(|entry| entry.require_signature.clone())
+        .or_else(|| run.clone())
+}
+
 pub(crate) fn platforms_of<'a>(entries: &'a [Entry], job: &Job) -> &'a [PlatformFilter] {
     entries
         .get(job.entry)
