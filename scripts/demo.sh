@@ -85,7 +85,7 @@ section "what landed: python, platform by platform (mirror verify), and every ta
 "$mirror" sync --plan fixtures/walkthrough.yaml
 "$mirror" log-group cruddur --retention-days 1
 
-section "mirror sync fixtures/walkthrough.yaml, again: one HEAD per tag per side"
+section "mirror sync fixtures/walkthrough.yaml, again: nothing to do (HEADs and a referrers look-up; no pull, no write)"
 "$mirror" sync fixtures/walkthrough.yaml
 
 section "done: stand-ins stopped, $work removed"
