@@ -127,34 +127,44 @@ async fn the_walkthrough_file_lands_everything_and_a_rerun_is_one_head_per_tag_p
     assert_eq!(groups[0]["retentionInDays"], 1);
     assert_eq!(report["log_groups"][0]["created"], true, "{report:#}");
 
+    // A warm run: every tag up to date, and at ECR only its HEAD. What it
+    // returns: the report and the hub's requests (handshakes left out).
+    let warm_run = |extra: &'static [&'static str]| {
+        let (aws, file) = (&aws, &file);
+        async move {
+            aws.ecr.clear_requests();
+            aws.hub.clear_requests();
+            let out = aws
+                .mirror(["sync", file.as_str(), "--json"])
+                .args(extra.iter().copied())
+                .run()
+                .await;
+            out.expect_success();
+            let report = out.json();
+            assert!(
+                states(&report).iter().all(|(_, s)| s == "up-to-date"),
+                "{report:#}"
+            );
+            let answered = |requests: Vec<RequestRecord>| -> Vec<RequestRecord> {
+                requests
+                    .into_iter()
+                    .filter(|r| r.status != 401 && !is_ping(r))
+                    .collect()
+            };
+            let ecr = answered(aws.ecr.requests());
+            assert_eq!(manifest_heads(&ecr), 3, "{}", describe(&ecr));
+            assert_eq!(ecr.len(), 3, "only the HEADs: {}", describe(&ecr));
+            let hub = answered(aws.hub.requests());
+            assert_eq!(manifest_heads(&hub), 1, "{}", describe(&hub));
+            (report, hub)
+        }
+    };
+
     // Warm, referrers on (the default): the look-up for referrers added
     // since the last run costs, at a source without the referrers API and
     // without referrer tags, one probe and one tag listing per repository,
     // and nothing at the destination: no pull, no write.
-    aws.ecr.clear_requests();
-    aws.hub.clear_requests();
-    let warm = aws.mirror(["sync", &file, "--json"]).run().await;
-    warm.expect_success();
-    assert!(
-        states(&warm.json()).iter().all(|(_, s)| s == "up-to-date"),
-        "{}",
-        warm.describe()
-    );
-    let ecr: Vec<RequestRecord> = aws
-        .ecr
-        .requests()
-        .into_iter()
-        .filter(|r| r.status != 401 && !is_ping(r))
-        .collect();
-    assert_eq!(manifest_heads(&ecr), 3, "{}", describe(&ecr));
-    assert_eq!(ecr.len(), 3, "only the HEADs: {}", describe(&ecr));
-    let hub: Vec<RequestRecord> = aws
-        .hub
-        .requests()
-        .into_iter()
-        .filter(|r| r.status != 401 && !is_ping(r))
-        .collect();
-    assert_eq!(manifest_heads(&hub), 1, "{}", describe(&hub));
+    let (_, hub) = warm_run(&[]).await;
     assert_eq!(
         manifest_gets(&hub),
         0,
@@ -173,33 +183,7 @@ async fn the_walkthrough_file_lands_everything_and_a_rerun_is_one_head_per_tag_p
 
     // Warm with `--referrers none`: one HEAD per tag per side, nothing else
     // at either registry.
-    aws.ecr.clear_requests();
-    aws.hub.clear_requests();
-    let again = aws
-        .mirror(["sync", &file, "--referrers", "none", "--json"])
-        .run()
-        .await;
-    again.expect_success();
-    let report = again.json();
-    assert!(
-        states(&report).iter().all(|(_, s)| s == "up-to-date"),
-        "{report:#}"
-    );
-    let ecr: Vec<RequestRecord> = aws
-        .ecr
-        .requests()
-        .into_iter()
-        .filter(|r| r.status != 401 && !is_ping(r))
-        .collect();
-    assert_eq!(manifest_heads(&ecr), 3, "{}", describe(&ecr));
-    assert_eq!(ecr.len(), 3, "only the HEADs: {}", describe(&ecr));
-    let hub: Vec<RequestRecord> = aws
-        .hub
-        .requests()
-        .into_iter()
-        .filter(|r| r.status != 401 && !is_ping(r))
-        .collect();
-    assert_eq!(manifest_heads(&hub), 1, "{}", describe(&hub));
+    let (report, hub) = warm_run(&["--referrers", "none"]).await;
     assert_eq!(hub.len(), 1, "only the HEAD: {}", describe(&hub));
     // Each tag reports its own calls, not the run's.
     for tag in report["tags"].as_array().expect("tags") {
