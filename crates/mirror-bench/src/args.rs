@@ -179,6 +179,8 @@ pub(crate) enum Scenario {
     ArchiveImport,
     FleetCold,
     FleetWarm,
+    SignedCold,
+    SignedWarm,
 }
 
 impl Scenario {
@@ -191,6 +193,8 @@ impl Scenario {
             Scenario::ArchiveImport => "archive import",
             Scenario::FleetCold => "fleet cold",
             Scenario::FleetWarm => "fleet warm",
+            Scenario::SignedCold => "signed cold",
+            Scenario::SignedWarm => "signed warm",
         }
     }
 }

@@ -80,6 +80,7 @@ mod machine;
 mod measure;
 mod report;
 mod scenarios;
+mod signed;
 mod wan;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -220,6 +221,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
         tools,
         skipped,
         python: run_python,
+        signed: None,
         reference_archive: None,
         moto_server,
         floor: None,
@@ -289,6 +291,10 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
     if let Some(fleet) = &fleet {
         fleet.push(&source.host()).await?;
     }
+    if run_python && profiles.contains(&Profile::LoopbackTls) {
+        let signed = signed::push_signed(&source.host(), &python, bench.workdir.path()).await?;
+        bench.signed = Some(signed);
+    }
     if run_archive && profiles.iter().any(|p| p.is_loopback()) {
         let path = bench.workdir.path().join("reference.tar");
         eprintln!(
@@ -341,6 +347,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
         };
         match profile {
             Profile::LoopbackTls | Profile::Loopback => {
+                if profile == Profile::LoopbackTls && bench.signed.is_some() {
+                    conditions.push(signed::SIGNED_CONDITION.to_owned());
+                }
                 conditions.push(if profile.is_tls() {
                     "loopback tls: both registries on 127.0.0.1 over HTTPS (a CA made by the bench: mirror --ca-cert, skopeo --src-cert-dir/--dest-cert-dir), HTTP/2 negotiated by ALPN; requests counted from the registries' access logs".to_owned()
                 } else {

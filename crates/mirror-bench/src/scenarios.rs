@@ -30,6 +30,8 @@ pub(crate) struct Bench {
     pub(crate) skipped: Vec<String>,
     /// The python-like corpus cold and warm.
     pub(crate) python: bool,
+    /// The signed python (loopback TLS only).
+    pub(crate) signed: Option<crate::signed::Signed>,
     /// The air gap scenarios: the archive both tools import from.
     pub(crate) reference_archive: Option<PathBuf>,
     /// The ECR profile's `moto_server`.
@@ -76,6 +78,34 @@ impl Bench {
                         .await;
                     let key = (profile, Scenario::PythonWarm, tool);
                     results.record(key, &label(Scenario::PythonWarm, tool, run), warm);
+                }
+            }
+        }
+        if profile == Profile::LoopbackTls
+            && let Some(signed) = &self.signed
+        {
+            for run in 1..=runs {
+                for &tool in &self.tools {
+                    for (scenario, cold) in
+                        [(Scenario::SignedCold, true), (Scenario::SignedWarm, false)]
+                    {
+                        let mut outcome = self
+                            .measure(tool, src, dst, destination, &signed.corpus, cold)
+                            .await;
+                        if tool == Tool::Mirror && outcome.is_ok() {
+                            outcome = crate::signed::check_referrers(&destination.host(), signed)
+                                .await
+                                .and(outcome);
+                        }
+                        if !results.record(
+                            (profile, scenario, tool),
+                            &label(scenario, tool, run),
+                            outcome,
+                        ) && cold
+                        {
+                            break;
+                        }
+                    }
                 }
             }
         }
