@@ -770,6 +770,14 @@ async fn max_concurrent_images_bounds_the_images_in_flight() {
         .collect();
     let switches = gets.windows(2).filter(|w| w[0] != w[1]).count();
     assert_eq!(switches, 1, "{gets:?}\n{}", describe(&proxy.requests()));
+    // The source has no referrers API: learned once for the registry, not
+    // once per repository.
+    let probes = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/referrers/"))
+        .count();
+    assert_eq!(probes, 1, "{}", describe(&proxy.requests()));
     assert_eq!(gets.first().map(String::as_str), Some("a"), "{gets:?}");
 }
 

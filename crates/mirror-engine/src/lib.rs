@@ -60,7 +60,9 @@ pub use endpoint::{
 };
 pub use error::{CopyError, GaveUp, Limit, Side};
 pub use mounts::MountNote;
-pub use referrers::{Referrer, ReferrerCounts, ReferrerSelection, SelectionError, SignatureReport};
+pub use referrers::{
+    Referrer, ReferrerCounts, ReferrerSelection, ReferrersApi, SelectionError, SignatureReport,
+};
 pub use registry::RegistryEndpoint;
 pub use report::{BlobCounts, BlobOutcome, CopyReport, Filtered, ManifestCounts, Observer, Silent};
 pub use walk::{DEFAULT_MAX_MANIFESTS, MAX_NESTING};

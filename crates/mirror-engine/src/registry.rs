@@ -10,7 +10,7 @@ use crate::endpoint::{
     Capabilities, Destination, EndpointError, Mount, MountOrigin, MountWhen, Resolved, Source,
     UploadSlot,
 };
-use crate::referrers::{Referrer, RegistryReferrers};
+use crate::referrers::{Referrer, ReferrersApi, RegistryReferrers};
 
 /// Docker Hub's API host: it mounts only between repositories of one owner.
 const DOCKER_HUB_API_HOST: &str = "registry-1.docker.io";
@@ -35,6 +35,20 @@ impl RegistryEndpoint {
     /// caller): finding cosign's and fallback tags then lists nothing.
     pub fn knowing_tags(self, tags: impl IntoIterator<Item = String>) -> Self {
         self.know_tags(tags);
+        self
+    }
+
+    /// What this endpoint learns about the registry's referrers API, to
+    /// share with the endpoints of the registry's other repositories.
+    pub fn referrers_api(&self) -> Arc<ReferrersApi> {
+        self.referrers.api.clone()
+    }
+
+    /// The same endpoint, sharing what is known about the registry's
+    /// referrers API with other repositories of that registry: a registry
+    /// without it is probed once per run, not once per repository.
+    pub fn sharing_referrers_api(mut self, api: Arc<ReferrersApi>) -> Self {
+        self.referrers = Arc::new(RegistryReferrers::sharing(api));
         self
     }
 

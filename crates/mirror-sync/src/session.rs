@@ -130,6 +130,9 @@ pub struct Session {
     destinations: Mutex<HashMap<String, DestinationHandle>>,
     budgets: Mutex<HashMap<String, Arc<SourceBudget>>>,
     listings: Mutex<HashMap<String, Vec<String>>>,
+    /// Whether each source registry has the referrers API, shared by the
+    /// endpoints of its repositories (one probe per registry and run).
+    referrers_apis: Mutex<HashMap<String, Arc<mirror_engine::ReferrersApi>>>,
     /// What the plan read of ECR repositories (`None`: it does not exist).
     repositories: Mutex<HashMap<String, Option<RepositoryOutcome>>>,
 }
@@ -150,6 +153,7 @@ impl Session {
             destinations: Mutex::new(HashMap::new()),
             budgets: Mutex::new(HashMap::new()),
             listings: Mutex::new(HashMap::new()),
+            referrers_apis: Mutex::new(HashMap::new()),
             repositories: Mutex::new(HashMap::new()),
         }
     }
@@ -380,7 +384,15 @@ impl Session {
                     .registries
                     .repository(reference, self.options.source_credentials.clone())
                     .await?;
-                let registry = Arc::new(RegistryEndpoint::new(repository.clone()));
+                let api = self
+                    .referrers_apis
+                    .lock()
+                    .await
+                    .entry(repository.api_host().to_owned())
+                    .or_default()
+                    .clone();
+                let registry =
+                    Arc::new(RegistryEndpoint::new(repository.clone()).sharing_referrers_api(api));
                 SourceHandle {
                     endpoint: registry.clone(),
                     repository: Some(repository),

@@ -33,6 +33,7 @@ use tracing::{debug, warn};
 use crate::copy::{CopyRequest, Engine};
 use crate::report::{BlobCounts, CopyReport};
 
+pub use registry::ReferrersApi;
 pub(crate) use registry::RegistryReferrers;
 pub use signature::SignatureReport;
 

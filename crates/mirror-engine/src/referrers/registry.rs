@@ -30,14 +30,23 @@ const API_MISSING: u8 = 2;
 
 type Answers = HashMap<(Digest, Option<String>), Arc<Vec<Referrer>>>;
 
-/// What one registry endpoint learns about referrers during a run.
+/// Whether a registry has the referrers API: learned once per registry
+/// and run, and shared by the endpoints of its repositories
+/// ([`crate::RegistryEndpoint::sharing_referrers_api`]).
 #[derive(Debug, Default)]
-pub(crate) struct RegistryReferrers {
-    /// Whether the registry has the referrers API (unknown until asked).
+pub struct ReferrersApi {
+    /// Unknown until asked.
     api: AtomicU8,
     /// Held while the first referrers request finds that out, so concurrent
     /// lookups do not all probe a registry without the API.
     probe: tokio::sync::Mutex<()>,
+}
+
+/// What one registry endpoint learns about referrers during a run.
+#[derive(Debug, Default)]
+pub(crate) struct RegistryReferrers {
+    /// Whether the registry has the referrers API; shared per registry.
+    pub(crate) api: Arc<ReferrersApi>,
     /// The repository's tags; `None` when the registry refused to list them.
     tags: tokio::sync::OnceCell<Option<Arc<HashSet<String>>>>,
     /// Answers already given (a signature check and the copy ask alike).
@@ -46,7 +55,7 @@ pub(crate) struct RegistryReferrers {
 
 impl RegistryReferrers {
     fn has_api(&self) -> Option<bool> {
-        match self.api.load(Ordering::Relaxed) {
+        match self.api.api.load(Ordering::Relaxed) {
             API_PRESENT => Some(true),
             API_MISSING => Some(false),
             _ => None,
@@ -55,9 +64,19 @@ impl RegistryReferrers {
 
     fn set_api(&self, present: bool) {
         let value = if present { API_PRESENT } else { API_MISSING };
-        let _ = self
-            .api
-            .compare_exchange(API_UNKNOWN, value, Ordering::Relaxed, Ordering::Relaxed);
+        let _ =
+            self.api
+                .api
+                .compare_exchange(API_UNKNOWN, value, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Fresh knowledge of a repository, sharing `api` with the other
+    /// repositories of its registry.
+    pub(crate) fn sharing(api: Arc<ReferrersApi>) -> Self {
+        Self {
+            api,
+            ..Self::default()
+        }
     }
 
     /// The referrers API's listing, or `None` (remembered) without one.
@@ -71,7 +90,7 @@ impl RegistryReferrers {
             Some(false) => return Ok(None),
             Some(true) => None,
             None => {
-                let held = self.probe.lock().await;
+                let held = self.api.probe.lock().await;
                 match self.has_api() {
                     Some(false) => return Ok(None),
                     Some(true) => None,
