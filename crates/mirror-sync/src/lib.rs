@@ -17,7 +17,8 @@
 //! - [`Shard`]: `--shard K/N` splits a file's tags between processes by
 //!   destination repository, with no coordination.
 //! - [`report`]: text and JSON for people and machines; [`metrics`]: the
-//!   Prometheus text format of a run (`--metrics-file`).
+//!   Prometheus text format of a run (`--metrics-file`); [`serve`]: `/metrics`
+//!   and `/healthz` of the daemon (`mirror sync --every --listen`).
 //!
 //! ```no_run
 //! # async fn demo(registries: std::sync::Arc<mirror_sync::Registries>) -> Result<(), mirror_sync::SyncError> {
@@ -45,6 +46,7 @@ mod registries;
 pub mod report;
 mod run;
 mod select;
+pub mod serve;
 mod session;
 mod shard;
 

@@ -1,8 +1,10 @@
-//! A run's numbers in the Prometheus text format (`--metrics-file`), for the
-//! node exporter's textfile collector: every value describes the last run
-//! (gauges), except `mirror_sync_last_success_timestamp_seconds`, which a
-//! failed run carries over from the previous file so that an alert on its
-//! age keeps working.
+//! A run's numbers in the Prometheus text format: `--metrics-file`, for the
+//! node exporter's textfile collector, and `/metrics` of `mirror sync --every
+//! --listen` ([`crate::serve`]). Every value describes the last run (gauges),
+//! except `mirror_sync_last_success_timestamp_seconds`, which a failed run
+//! carries over (from the file it replaces, or the daemon's memory) so that
+//! an alert on its age keeps working, and the daemon's
+//! `mirror_sync_rounds_total` counters.
 //!
 //! Encoded with `prometheus-client`, the Prometheus project's Rust client.
 
@@ -10,6 +12,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -32,8 +35,84 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 /// The text for `report`, finished at `now` (seconds since the epoch);
 /// `previous` is the file this run replaces, if any.
 pub fn prometheus_text(report: &RunReport, now: f64, previous: Option<&str>) -> String {
-    let mut registry = Registry::with_prefix("mirror_sync");
+    let last_success = if report.failed() == 0 {
+        Some(now)
+    } else {
+        previous.and_then(previous_success)
+    };
+    render(Some(report), Some(now), last_success, None)
+}
 
+/// Rounds of a daemon (`mirror sync --every`) so far.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rounds {
+    /// Rounds that ended with nothing failed.
+    pub succeeded: u64,
+    /// Rounds with a failed tag or log group, or whose file could not be read.
+    pub failed: u64,
+}
+
+/// The daemon's text: the last round's `report` (none when no round has
+/// run, or the last one could not read its file), when it ended, the last
+/// round that ended with nothing failed, and the rounds so far.
+pub fn daemon_text(
+    report: Option<&RunReport>,
+    ended: Option<f64>,
+    last_success: Option<f64>,
+    rounds: Rounds,
+) -> String {
+    render(report, ended, last_success, Some(rounds))
+}
+
+fn render(
+    report: Option<&RunReport>,
+    ended: Option<f64>,
+    last_success: Option<f64>,
+    rounds: Option<Rounds>,
+) -> String {
+    let mut registry = Registry::with_prefix("mirror_sync");
+    if let Some(rounds) = rounds {
+        let family = Family::<Labels, Counter>::default();
+        registry.register(
+            "rounds",
+            "Rounds of this daemon, by result (succeeded: nothing failed)",
+            family.clone(),
+        );
+        family
+            .get_or_create(&labels(&[("result", "succeeded")]))
+            .inc_by(rounds.succeeded);
+        family
+            .get_or_create(&labels(&[("result", "failed")]))
+            .inc_by(rounds.failed);
+    }
+    if let Some(report) = report {
+        register_report(&mut registry, report);
+    }
+    if let Some(at) = ended {
+        let finished = FloatGauge::default();
+        registry.register(
+            "last_run_timestamp_seconds",
+            "When the last run ended",
+            finished.clone(),
+        );
+        finished.set(at);
+    }
+    if let Some(at) = last_success {
+        let last = FloatGauge::default();
+        registry.register(
+            "last_success_timestamp_seconds",
+            "When a run last ended with nothing failed",
+            last.clone(),
+        );
+        last.set(at);
+    }
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut text, &registry);
+    text
+}
+
+fn register_report(registry: &mut Registry, report: &RunReport) {
     let tags = Family::<Labels, Gauge>::default();
     registry.register(
         "tags",
@@ -141,36 +220,10 @@ pub fn prometheus_text(report: &RunReport, now: f64, previous: Option<&str>) -> 
         duration.clone(),
     );
     duration.set(report.seconds);
-    let finished = FloatGauge::default();
-    registry.register(
-        "last_run_timestamp_seconds",
-        "When the last run ended",
-        finished.clone(),
-    );
-    finished.set(now);
-    let success = if report.failed() == 0 {
-        Some(now)
-    } else {
-        previous.and_then(previous_success)
-    };
-    if let Some(at) = success {
-        let last = FloatGauge::default();
-        registry.register(
-            "last_success_timestamp_seconds",
-            "When a run last ended with nothing failed",
-            last.clone(),
-        );
-        last.set(at);
-    }
-
-    let mut text = String::new();
-    // Writing into a String cannot fail.
-    let _ = encode(&mut text, &registry);
-    text
 }
 
 /// `mirror_sync_last_success_timestamp_seconds` of an earlier file.
-fn previous_success(text: &str) -> Option<f64> {
+pub fn previous_success(text: &str) -> Option<f64> {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .find_map(|line| line.strip_prefix(LAST_SUCCESS)?.trim().parse().ok())
