@@ -228,10 +228,23 @@ Examples:
   mirror sync --max-source-pulls 80     # stay under Docker Hub's pull limit
   mirror sync --shard 2/4 fleet.yaml    # this runner's quarter of the fleet
   mirror sync --shards 4 fleet.yaml     # in a Kubernetes Indexed Job (JOB_COMPLETION_INDEX)
+  mirror sync --every 1h --listen 0.0.0.0:9464 fleet.yaml
+                                        # a daemon: a round an hour, /metrics and /healthz
 
 Exit codes: 0 everything in step, 1 something failed (after everything else
 finished; the summary names each failure), 2 the file or a flag is wrong
-(nothing was written), 3 tags were deferred (pull budget spent; run again).";
+(nothing was written), 3 tags were deferred (pull budget spent; run again).
+With --every: 0 after SIGTERM, 2 when the file is wrong at the first round.";
+
+/// `--every`: a duration as people write it, at least a second.
+fn parse_every(text: &str) -> Result<std::time::Duration, String> {
+    let every = humantime::parse_duration(text)
+        .map_err(|e| format!("{e} (expected a duration such as 30s, 15m, 1h or 1h 30m)"))?;
+    if every < std::time::Duration::from_secs(1) {
+        return Err("rounds at least a second apart, please".to_owned());
+    }
+    Ok(every)
+}
 
 /// `mirror sync [FILE]`.
 #[derive(Debug, Args)]
@@ -265,6 +278,16 @@ pub struct SyncArgs {
     /// it *.prom).
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
+    /// Run as a daemon: a round every DURATION (30s, 15m, 1h), each reading
+    /// the file again on a fresh engine; a failed round is reported and the
+    /// next one runs anyway. SIGTERM or Ctrl-C finishes the round in flight,
+    /// then exits (a second one exits at once).
+    #[arg(long, value_name = "DURATION", value_parser = parse_every, conflicts_with = "plan")]
+    pub every: Option<std::time::Duration>,
+    /// With --every: serve /metrics (Prometheus) and /healthz on ADDR, e.g.
+    /// 0.0.0.0:9464.
+    #[arg(long, value_name = "ADDR", requires = "every")]
+    pub listen: Option<std::net::SocketAddr>,
     /// Copy only this process's share of the tags: shard K (1-based) of N,
     /// split by destination repository, so N processes given 1/N .. N/N
     /// together copy everything once. Shard 1 also ensures the log groups.

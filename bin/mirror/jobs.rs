@@ -396,13 +396,30 @@ fn copies_exit(report: &RunReport) -> Result<(), Failure> {
     }
 }
 
-/// `mirror sync [FILE]`.
+/// `mirror sync [FILE]`: one run, or rounds with `--every`.
 pub(crate) async fn sync(args: SyncArgs, quiet: bool) -> Result<(), Failure> {
-    let path = args
-        .file_flag
+    if let Some(every) = args.every {
+        return crate::daemon::run(args, every, quiet).await;
+    }
+    let Some(report) = sync_round(&args, quiet).await? else {
+        return Ok(());
+    };
+    write_metrics_file(&args, &report)?;
+    sync_exit(&report)
+}
+
+/// The sync file `args` name (`-` for standard input).
+pub(crate) fn sync_path(args: &SyncArgs) -> PathBuf {
+    args.file_flag
         .clone()
         .or_else(|| args.file.clone())
-        .unwrap_or_else(|| PathBuf::from("mirror.yaml"));
+        .unwrap_or_else(|| PathBuf::from("mirror.yaml"))
+}
+
+/// One `mirror sync` run: reads the file, plans, runs on a fresh engine and
+/// prints what happened. `None` for `--plan` (the plan was printed).
+pub(crate) async fn sync_round(args: &SyncArgs, quiet: bool) -> Result<Option<RunReport>, Failure> {
+    let path = sync_path(args);
     let file =
         SyncFile::read(&path).map_err(|e| failure(SyncError::File(e), FrontEnd::Sync, &[]))?;
     let common = CommonCopyArgs {
@@ -472,7 +489,7 @@ pub(crate) async fn sync(args: SyncArgs, quiet: bool) -> Result<(), Failure> {
                 plan.tags.len()
             )));
         }
-        return Ok(());
+        return Ok(None);
     }
     progress.spawn_ticker();
     let report = session.run(plan).await;
@@ -513,12 +530,17 @@ pub(crate) async fn sync(args: SyncArgs, quiet: bool) -> Result<(), Failure> {
         }
         eprint!("{}", run_summary(&report));
     }
+    Ok(Some(report))
+}
+
+/// `--metrics-file`: the run's numbers, written atomically.
+pub(crate) fn write_metrics_file(args: &SyncArgs, report: &RunReport) -> Result<(), Failure> {
     if let Some(path) = &args.metrics_file {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         let previous = std::fs::read_to_string(path).ok();
-        let text = mirror_sync::metrics::prometheus_text(&report, now, previous.as_deref());
+        let text = mirror_sync::metrics::prometheus_text(report, now, previous.as_deref());
         mirror_sync::metrics::write_atomically(path, &text).map_err(|e| {
             Failure::transfer(format!(
                 "--metrics-file {}: {e} (the run itself finished; see the summary)",
@@ -526,6 +548,12 @@ pub(crate) async fn sync(args: SyncArgs, quiet: bool) -> Result<(), Failure> {
             ))
         })?;
     }
+    Ok(())
+}
+
+/// The exit of a finished run: 1 if anything failed (2 if only usage
+/// failures), 3 if tags were deferred.
+pub(crate) fn sync_exit(report: &RunReport) -> Result<(), Failure> {
     if report.failed() > 0 {
         let code = if report.only_usage_failures() {
             Failure::usage

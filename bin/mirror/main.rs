@@ -6,6 +6,7 @@
 
 mod cli;
 mod config;
+mod daemon;
 mod failure;
 mod jobs;
 mod progress;
