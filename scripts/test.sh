@@ -20,10 +20,11 @@ section() { printf '\n==> %s\n' "$*"; }
 # buildah: a daemonless build as a layout source; umoci, debootstrap: a real
 # Debian image layout (needs root and http://deb.debian.org, fails saying so if
 # it is unreachable); patch: applies the Dockerfile rewrite's diffs.
+# prometheus: scrapes `mirror sync --every --listen` in the daemon test.
 apt_packages=(
     docker-registry skopeo apache2-utils iproute2 iptables jq time curl
     ca-certificates build-essential pkg-config python3-venv
-    buildah umoci debootstrap patch
+    buildah umoci debootstrap patch prometheus
 )
 # `dpkg -s` alone also succeeds for a removed package whose config files remain.
 installed() {

@@ -12,6 +12,7 @@
 
 mod auth;
 mod copy;
+mod daemon;
 mod ecr;
 mod engine;
 mod errors;

@@ -346,6 +346,19 @@ impl Running {
         !matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// SIGTERM, as Kubernetes and systemd stop a service.
+    pub fn terminate(&self) {
+        if let Some(pid) = self.child.id() {
+            let sent = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+            assert!(
+                sent.as_ref().is_ok_and(|s| s.success()),
+                "kill -TERM {pid}: {sent:?}"
+            );
+        }
+    }
+
     /// `kill -9`.
     pub fn kill(&mut self) {
         let _ = self.child.start_kill();

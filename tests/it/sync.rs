@@ -21,14 +21,18 @@ fn fixtures() -> PathBuf {
 }
 
 /// A sync file written into `scratch`.
-fn sync_file(scratch: &Scratch, name: &str, text: &str) -> String {
+pub(crate) fn sync_file(scratch: &Scratch, name: &str, text: &str) -> String {
     let path = scratch.path().join(name);
     std::fs::write(&path, text).expect("write the sync file");
     path.display().to_string()
 }
 
 /// `mirror sync FILE ARGS... --insecure-registry HOST...`.
-fn sync<'a>(file: &str, hosts: &[String], args: impl IntoIterator<Item = &'a str>) -> Mirror {
+pub(crate) fn sync<'a>(
+    file: &str,
+    hosts: &[String],
+    args: impl IntoIterator<Item = &'a str>,
+) -> Mirror {
     let mut run = Mirror::new(["sync", file]).args(args);
     for host in hosts {
         run = run.args(["--insecure-registry", host]);

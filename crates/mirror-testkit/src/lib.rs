@@ -66,6 +66,7 @@ mod child;
 mod files;
 mod image;
 mod moto;
+mod prometheus;
 mod proxy;
 mod push;
 mod registry;
@@ -84,6 +85,7 @@ pub use image::{
     GeneratedImage, ImageSpec, PlatformSpec, cache_root, generate, generate_into, open_layout,
 };
 pub use moto::{MOTO_ACCOUNT, MOTO_REGION, Moto, MotoCall, MotoClient, find_moto_server};
+pub use prometheus::Prometheus;
 pub use proxy::{Fault, Proxy, RequestRecord, Rule};
 pub use push::{
     PushAuth, PushTarget, blob_exists, fetch_blob_digest, fetch_manifest, fetch_referrers,
