@@ -10,9 +10,9 @@ use mirror_testkit::{
 use serde_json::{Value, json};
 
 use crate::support::{
-    Mirror, Scratch, assert_landed, assert_no_manifest, blob_gets, blob_writes, describe, fetch,
-    flag, image, is_ping, is_write, num, open_registry, proxy_to, seed, seeded_registry,
-    small_image, strings, text,
+    Mirror, Scratch, asks_presence, assert_landed, assert_no_manifest, blob_gets, blob_writes,
+    describe, fetch, flag, image, is_ping, is_write, num, open_registry, proxy_to, seed,
+    seeded_registry, small_image, strings, text,
 };
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -318,6 +318,19 @@ async fn blobs_already_at_the_destination_are_skipped() {
             assert_eq!(gets, 1, "{digest} must be read exactly once\n{logs}");
         }
     }
+    // Whether a blob is there is asked by a mount from the repository
+    // itself (201: there; 202: the upload it opens carries the blob), never
+    // by a HEAD first.
+    let blob_heads = dst_log
+        .iter()
+        .filter(|r| r.method == "HEAD" && r.path.contains("/blobs/"))
+        .count();
+    assert_eq!(blob_heads, 0, "no blob HEAD at the destination\n{logs}");
+    let present = dst_log
+        .iter()
+        .filter(|r| asks_presence(r) && r.status == 201)
+        .count();
+    assert_eq!(present, shared.len(), "{logs}");
     let report = out.json();
     assert_eq!(num(&report, "/blobs/skipped"), shared.len() as u64);
     assert_eq!(

@@ -601,7 +601,22 @@ pub fn blob_writes(requests: &[RequestRecord], digest: &str) -> usize {
     requests
         .iter()
         .filter(|r| is_write(r) && r.query.as_deref().is_some_and(|q| q.contains(hex)))
+        .filter(|r| !asks_presence(r))
         .count()
+}
+
+/// A mount of a blob from the repository it is posted to: it writes
+/// nothing, it asks whether the blob is there (`201`) and otherwise opens
+/// the upload (`202`), whose PUT is the write.
+pub fn asks_presence(r: &RequestRecord) -> bool {
+    let from = r
+        .query
+        .as_deref()
+        .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("from=")));
+    r.method == "POST"
+        && from.is_some_and(|from| {
+            r.path == format!("/v2/{}/blobs/uploads/", from.replace("%2F", "/"))
+        })
 }
 
 // ---- JSON --------------------------------------------------------------------

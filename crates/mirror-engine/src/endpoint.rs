@@ -89,6 +89,12 @@ pub struct Capabilities {
     pub without_referrers: bool,
     /// When other repositories of this registry can mount what this one holds.
     pub mount: MountWhen,
+    /// A mount answers whether the blob is here: `201` when it already is
+    /// (a mount from this very repository) or got linked, otherwise `202`
+    /// with the upload session the copy then uses (distribution, as the
+    /// OCI spec describes). The HEAD before an upload is then one round
+    /// trip too many, and is left out.
+    pub mount_answers_presence: bool,
 }
 
 /// Why an endpoint operation failed. Each variant keeps its typed error, so

@@ -135,6 +135,7 @@ impl Destination for RegistryEndpoint {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             mount: MountWhen::BlobLinked,
+            mount_answers_presence: true,
             ..Capabilities::default()
         }
     }

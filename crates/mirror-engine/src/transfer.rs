@@ -1,6 +1,8 @@
 //! One blob from a source to a destination: another repository of the
 //! registry leads it? wait for the leader, then mount from it ([`crate::mounts`]);
-//! exists? skip; same registry as the source? mount; else stream GET ->
+//! exists? skip (asked with a HEAD, or where a mount answers that, with a
+//! mount from the repository itself, whose refusal opens the upload); same
+//! registry as the source? mount; else stream GET ->
 //! verify -> one upload, started over (fresh GET, fresh upload session) on a
 //! transient failure, after at least as long as the server asked. A refused
 //! mount's session carries the upload. Runs on its own task, shared by every
@@ -116,11 +118,12 @@ impl Transfer {
         let size = descriptor.size();
         let observer = self.engine.observer();
         let destination = &self.destination;
-        let exists = destination
-            .blob_exists(descriptor)
-            .await
-            .map_err(|e| CopyError::destination_side(destination.name(), e))?;
-        if exists {
+        // Where a mount tells whether the blob is here, the mounts below ask
+        // (the last one from this repository itself) instead of a HEAD.
+        let itself = destination
+            .location()
+            .filter(|_| !self.dry_run && destination.capabilities().mount_answers_presence);
+        if itself.is_none() && self.exists().await? {
             observer.blob_finished(descriptor, BlobOutcome::Skipped);
             return Ok(BlobOutcome::Skipped);
         }
@@ -166,6 +169,23 @@ impl Transfer {
                 }
                 Err(error) => {
                     debug!(digest = %descriptor.digest(), %error, "mount failed; copying");
+                }
+            }
+        }
+        if let Some(itself) = &itself {
+            match destination.mount_blob(descriptor, itself).await {
+                Ok(Mount::Mounted) => {
+                    observer.blob_finished(descriptor, BlobOutcome::Skipped);
+                    return Ok(BlobOutcome::Skipped);
+                }
+                Ok(Mount::NotMounted(s)) => slot = s.or(slot),
+                // Not answered as the spec says: ask the plain way.
+                Err(error) => {
+                    debug!(digest = %descriptor.digest(), %error, "presence by mount failed; asking with HEAD");
+                    if self.exists().await? {
+                        observer.blob_finished(descriptor, BlobOutcome::Skipped);
+                        return Ok(BlobOutcome::Skipped);
+                    }
                 }
             }
         }
@@ -227,6 +247,14 @@ impl Transfer {
             self.engine.count_retry();
             tokio::time::sleep(delay).await;
         }
+    }
+
+    /// Whether the destination holds the blob already (a HEAD).
+    async fn exists(&self) -> Result<bool, CopyError> {
+        self.destination
+            .blob_exists(&self.descriptor)
+            .await
+            .map_err(|e| CopyError::destination_side(self.destination.name(), e))
     }
 
     /// Waits for the leader: where to mount from once it holds the blob
