@@ -444,6 +444,8 @@ pub(crate) async fn sync(args: SyncArgs, quiet: bool) -> Result<(), Failure> {
         images: file.images,
         log_groups: file.log_groups,
     };
+    let (request, airgap) =
+        crate::airgap::prepare(&args.bundle, request, &mut options, quiet).await?;
     let progress = Progress::new(Mode::detect(quiet || args.plan));
     let session = Session::new(Arc::new(registries), options, progress.clone());
     let mut plan = session
@@ -474,6 +476,7 @@ pub(crate) async fn sync(args: SyncArgs, quiet: bool) -> Result<(), Failure> {
         }
         return Ok(());
     }
+    airgap.check(&session, &plan).await?;
     progress.spawn_ticker();
     let report = session.run(plan).await;
     progress.stop();
@@ -526,6 +529,7 @@ pub(crate) async fn sync(args: SyncArgs, quiet: bool) -> Result<(), Failure> {
             ))
         })?;
     }
+    airgap.finish(&report, quiet).await?;
     if report.failed() > 0 {
         let code = if report.only_usage_failures() {
             Failure::usage
