@@ -69,6 +69,53 @@ fn bundle_failure(error: BundleError) -> Failure {
     }
 }
 
+/// The blobs a staged export lacks that the far side does not hold (as
+/// far as the have-file of this export says): none, for a sound bundle.
+async fn staged_gaps(
+    staging: &Path,
+    left_out: Option<&LeftOut>,
+) -> Result<Vec<String>, BundleError> {
+    let staged = Bundle::open(staging).await?;
+    Ok(staged
+        .absent()
+        .await?
+        .into_iter()
+        .filter(|digest| !left_out.is_some_and(|l| l.is_held(digest)))
+        .collect())
+}
+
+/// A `BUNDLE.exporting` left by an earlier export resumes, unless that
+/// export left out blobs this one must carry (another `--have`): its
+/// images would count as done without them. Then it is removed, with a note.
+async fn drop_stale_staging(
+    staging: &Path,
+    left_out: Option<&LeftOut>,
+    quiet: bool,
+) -> Result<(), Failure> {
+    if !staging.exists() {
+        return Ok(());
+    }
+    let reason = match staged_gaps(staging, left_out).await {
+        Ok(gaps) if gaps.is_empty() => return Ok(()),
+        Ok(gaps) => format!(
+            "it lacks {} blob(s) this export carries (an earlier export with another --have)",
+            gaps.len()
+        ),
+        Err(error) => format!("it cannot be read ({error})"),
+    };
+    std::fs::remove_file(staging).map_err(|e| {
+        Failure::transfer(format!(
+            "cannot remove {}, left by an earlier export: {e}",
+            staging.display()
+        ))
+        .hint(format!("remove {} and export again", staging.display()))
+    })?;
+    if !quiet {
+        eprintln!("note: starting {} afresh: {reason}", staging.display());
+    }
+    Ok(())
+}
+
 /// Turns a sync's request into an export's or an import's; an ordinary
 /// sync passes through.
 pub(crate) async fn prepare(
@@ -87,6 +134,7 @@ pub(crate) async fn prepare(
         };
         options.left_out = left_out.clone();
         let staging = staging_path(bundle);
+        drop_stale_staging(&staging, left_out.as_deref(), quiet).await?;
         let request = mirror_sync::export_request(&request, &staging);
         return Ok((
             request,
@@ -155,13 +203,13 @@ impl Airgap {
                 staging,
                 have,
                 left_out,
-            } => finish_export(report, bundle, staging, have.as_deref(), left_out, quiet),
+            } => finish_export(report, bundle, staging, have.as_deref(), left_out, quiet).await,
             Self::Import { bundle, have } => finish_import(report, bundle, have, quiet).await,
         }
     }
 }
 
-fn finish_export(
+async fn finish_export(
     report: &RunReport,
     bundle: &Path,
     staging: &Path,
@@ -184,6 +232,22 @@ fn finish_export(
             );
         }
         return Ok(());
+    }
+    // What crosses the gap is checked before it is called done: every blob
+    // its images need is in it, or named by the have-file.
+    let gaps = staged_gaps(staging, left_out.as_deref())
+        .await
+        .map_err(bundle_failure)?;
+    if !gaps.is_empty() {
+        return Err(Failure::from_error(BundleError::Incomplete {
+            path: staging.to_owned(),
+            digests: gaps,
+        })
+        .hint(format!(
+            "remove {} and export again; {} was left as it was",
+            staging.display(),
+            bundle.display()
+        )));
     }
     std::fs::rename(staging, bundle).map_err(|source| {
         bundle_failure(BundleError::Commit {

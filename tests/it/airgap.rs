@@ -318,6 +318,45 @@ async fn a_delta_into_a_registry_without_its_blobs_is_refused_naming_them() {
     );
 }
 
+/// Regression: an export resumes from `BUNDLE.exporting`, and one left by
+/// a delta export that failed (its images there without the blobs it left
+/// out) made a later full export count them as done and ship a bundle
+/// without them. It is started afresh instead, and the bundle is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_export_does_not_resume_from_a_failed_delta() {
+    let fleet = Fleet::new("airgap-stale").await;
+    fleet.full_round().await;
+    let broken = fleet.scratch.path().join("broken.yaml");
+    let text = std::fs::read_to_string(&fleet.file).expect("the file");
+    std::fs::write(
+        &broken,
+        format!("{text}  - from: {}/team/missing:1\n", fleet.source.host()),
+    )
+    .expect("write");
+    let delta = fleet.scratch.path().join("delta.tar");
+    let out = Mirror::new(["sync", &broken.display().to_string(), "--to-archive"])
+        .arg(delta.display().to_string())
+        .args(["--have", &fleet.have().display().to_string()])
+        .args(["--insecure-registry", &fleet.source.host()])
+        .run()
+        .await;
+    out.expect_code(1);
+    assert!(!delta.exists(), "a failed export writes no bundle");
+    assert!(fleet.scratch.path().join("delta.tar.exporting").exists());
+
+    let out = fleet.export(&delta, &[]).await;
+    out.expect_success();
+    assert!(out.stderr.contains("afresh"), "{}", out.describe());
+    let (entries, _) = tar_entries(&delta);
+    for digest in digests_of(&fleet.a).union(&digests_of(&fleet.b)) {
+        assert!(entries.contains_key(&blob_entry(digest)), "{digest}");
+    }
+    let fresh = open_registry().await;
+    let file = write_file(&fleet.scratch, "fresh.yaml", &fleet.source, &fresh);
+    fleet.import(&file, &delta, &fresh).await.expect_success();
+    assert_landed(&fresh.host(), "mirror/team/a", "1", &fleet.a, &ANON).await;
+}
+
 /// Flags that only mean something together are usage errors (exit 2)
 /// before anything is read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -84,6 +84,12 @@ pub enum BundleError {
         list = gap_list(.gaps)
     )]
     Gaps { path: PathBuf, gaps: Vec<Gap> },
+    #[error(
+        "the export {path} lacks {count} blob(s) that its images need and no have-file names:{list}",
+        count = .digests.len(),
+        list = .digests.iter().map(|d| format!("\n  {d}")).collect::<String>()
+    )]
+    Incomplete { path: PathBuf, digests: Vec<String> },
     #[error("cannot move the finished bundle {from} to {to}")]
     Commit {
         from: PathBuf,
@@ -230,6 +236,11 @@ impl LeftOut {
     pub fn count(&self) -> (usize, u64) {
         let left = self.left.lock().unwrap_or_else(|p| p.into_inner());
         (left.len(), left.values().sum())
+    }
+
+    /// Whether the far side holds this digest, as the have-file says.
+    pub fn is_held(&self, digest: &str) -> bool {
+        self.held.contains(digest)
     }
 
     fn holds(&self, descriptor: &Descriptor) -> bool {
@@ -555,6 +566,18 @@ impl Bundle {
                 })?;
             if !held {
                 absent.push(blob);
+            }
+        }
+        Ok(absent)
+    }
+
+    /// Every blob the bundle's images need and it does not hold: what a
+    /// delta left out (or what a damaged bundle lost).
+    pub async fn absent(&self) -> Result<BTreeSet<String>, BundleError> {
+        let mut absent = BTreeSet::new();
+        for name in &self.names {
+            for blob in self.absent_blobs(name).await? {
+                absent.insert(blob.digest().to_string());
             }
         }
         Ok(absent)
