@@ -229,11 +229,15 @@ Examples:
   mirror sync --shard 2/4 fleet.yaml    # this runner's quarter of the fleet
   mirror sync --shards 4 fleet.yaml     # in a Kubernetes Indexed Job (JOB_COMPLETION_INDEX)
 
-Air gap (the same file on both sides; see --to-archive):
-  mirror sync fleet.yaml --to-archive bundle.tar        # connected side: every image, blobs once
-  mirror sync fleet.yaml --from-archive bundle.tar      # far side: to the targets; writes bundle.tar.have
-  mirror sync fleet.yaml --to-archive delta.tar --have bundle.tar.have   # next time: only what is new
-  mirror sync fleet.yaml --from-archive delta.tar       # refused, naming the blobs, if the far side lacks them
+Across an air gap, with the same file on both sides:
+  # connected side: every selected image into one archive, each blob once
+  mirror sync fleet.yaml --to-archive bundle.tar
+  # far side: each image to its target, then bundle.tar.have (what it holds)
+  mirror sync fleet.yaml --from-archive bundle.tar
+  # next time only the blobs the far side lacks travel; an import into a
+  # registry that lacks what was left out is refused, naming the blobs
+  mirror sync fleet.yaml --to-archive delta.tar --have bundle.tar.have
+  mirror sync fleet.yaml --from-archive delta.tar
 
 Exit codes: 0 everything in step, 1 something failed (after everything else
 finished; the summary names each failure), 2 the file or a flag is wrong
