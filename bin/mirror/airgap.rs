@@ -148,15 +148,24 @@ pub(crate) async fn prepare(
     }
     if let Some(path) = &args.from_archive {
         let bundle = Bundle::open(path).await.map_err(bundle_failure)?;
-        let (request, unclaimed) = bundle.import_request(&request).map_err(Failure::from)?;
-        if !quiet && !unclaimed.is_empty() {
+        let import = bundle.import_request(&request).map_err(Failure::from)?;
+        if !quiet && !import.unclaimed.is_empty() {
             eprintln!(
                 "note: {} image(s) in {} are not in the file and are left alone: {}",
-                unclaimed.len(),
+                import.unclaimed.len(),
                 path.display(),
-                unclaimed.join(", ")
+                import.unclaimed.join(", ")
             );
         }
+        if !quiet {
+            for entry in &import.unmatched {
+                eprintln!(
+                    "note: {entry}: no tag of it is in {} (was the file changed since the export?)",
+                    path.display()
+                );
+            }
+        }
+        let request = import.request;
         let have = args
             .write_have
             .clone()

@@ -257,6 +257,20 @@ async fn a_delta_leaves_out_what_the_far_side_holds_and_lands_there() {
     }
     assert_eq!(ref_names(&index).len(), 2, "{index:#}");
 
+    // The import's plan: the changed tag named, nothing written.
+    let plan = Mirror::new(["sync", fleet.file.as_str(), "--plan", "--from-archive"])
+        .arg(delta.display().to_string())
+        .args(["--insecure-registry", &fleet.far.host()])
+        .run()
+        .await;
+    plan.expect_success();
+    assert!(
+        plan.stdout.contains("changed") && plan.stdout.contains("up to date"),
+        "{}",
+        plan.describe()
+    );
+    assert_landed(&fleet.far.host(), "mirror/team/b", "1", &fleet.b, &ANON).await;
+
     let out = fleet.import(&fleet.file, &delta, &fleet.far).await;
     out.expect_success();
     assert_landed(&fleet.far.host(), "mirror/team/a", "1", &fleet.a, &ANON).await;

@@ -380,6 +380,17 @@ pub struct Bundle {
     names: Vec<String>,
 }
 
+/// What an import runs, and what of the file and the bundle did not meet.
+#[derive(Debug)]
+pub struct Import {
+    pub request: Request,
+    /// Images of the bundle no entry asks for: left alone.
+    pub unclaimed: Vec<String>,
+    /// Entries whose tag selection found no image in the bundle
+    /// (`FILE:LINE:COL: source`): the file changed since the export?
+    pub unmatched: Vec<String>,
+}
+
 /// What one named image of a bundle reaches: its manifests and the blobs
 /// they name.
 #[derive(Debug, Default)]
@@ -443,10 +454,12 @@ impl Bundle {
     /// write it (same target, prefix, repository settings). The bundle
     /// already holds the platforms the entry chose, so none are filtered
     /// again (the digests stay the bundle's). Also returns the bundle's
-    /// images that no entry asks for (left alone).
-    pub fn import_request(&self, request: &Request) -> Result<(Request, Vec<String>), SyncError> {
+    /// images that no entry asks for (left alone), and the entries whose
+    /// selection found none in it.
+    pub fn import_request(&self, request: &Request) -> Result<Import, SyncError> {
         let mut claimed = HashSet::new();
         let mut images = Vec::new();
+        let mut unmatched = Vec::new();
         for entry in &request.images {
             let name_of = |source: &ImageLocation| {
                 bundle_ref_name(
@@ -478,6 +491,12 @@ impl Bundle {
                         .collect()
                 }
             };
+            if sources.is_empty() {
+                unmatched.push(match &entry.origin {
+                    Some(origin) => format!("{origin}: {}", entry.from),
+                    None => entry.from.to_string(),
+                });
+            }
             for source in sources {
                 let name = name_of(&source)?;
                 let tag = name.rsplit_once(':').map_or("latest", |(_, t)| t);
@@ -501,13 +520,14 @@ impl Bundle {
             .filter(|name| !claimed.contains(*name))
             .cloned()
             .collect();
-        Ok((
-            Request {
+        Ok(Import {
+            request: Request {
                 images,
                 log_groups: request.log_groups.clone(),
             },
             unclaimed,
-        ))
+            unmatched,
+        })
     }
 
     /// Every manifest and blob a named image reaches, referrers included.

@@ -56,7 +56,8 @@ mod shard;
 
 pub use budget::PullsSpent;
 pub use bundle::{
-    Bundle, BundleError, Gap, LeftOut, export_request, have_path, parse_have, read_have, write_have,
+    Bundle, BundleError, Gap, Import, LeftOut, export_request, have_path, parse_have, read_have,
+    write_have,
 };
 pub use counted::BudgetSpent;
 pub use counted::Calls;
