@@ -231,6 +231,16 @@ Examples:
   mirror sync --every 1h --listen 0.0.0.0:9464 fleet.yaml
                                         # a daemon: a round an hour, /metrics and /healthz
 
+Across an air gap, with the same file on both sides:
+  # connected side: every selected image into one archive, each blob once
+  mirror sync fleet.yaml --to-archive bundle.tar
+  # far side: each image to its target, then bundle.tar.have (what it holds)
+  mirror sync fleet.yaml --from-archive bundle.tar
+  # next time only the blobs the far side lacks travel; an import into a
+  # registry that lacks what was left out is refused, naming the blobs
+  mirror sync fleet.yaml --to-archive delta.tar --have bundle.tar.have
+  mirror sync fleet.yaml --from-archive delta.tar
+
 Exit codes: 0 everything in step, 1 something failed (after everything else
 finished; the summary names each failure), 2 the file or a flag is wrong
 (nothing was written), 3 tags were deferred (pull budget spent; run again).
@@ -282,7 +292,7 @@ pub struct SyncArgs {
     /// the file again on a fresh engine; a failed round is reported and the
     /// next one runs anyway. SIGTERM or Ctrl-C finishes the round in flight,
     /// then exits (a second one exits at once).
-    #[arg(long, value_name = "DURATION", value_parser = parse_every, conflicts_with = "plan")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_every, conflicts_with_all = ["plan", "to_archive", "from_archive"])]
     pub every: Option<std::time::Duration>,
     /// With --every: serve /metrics (Prometheus) and /healthz on ADDR, e.g.
     /// 0.0.0.0:9464.
@@ -349,6 +359,32 @@ pub struct SyncArgs {
     pub manifest_puts_per_second: f64,
     #[command(flatten)]
     pub transport: TransportArgs,
+    #[command(flatten)]
+    pub bundle: Box<BundleArgs>,
+}
+
+/// `mirror sync --to-archive` / `--from-archive`: a fleet across an air gap.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Air gap")]
+pub struct BundleArgs {
+    /// Write every image the file selects into this one OCI archive (each
+    /// blob once), named as its target names it, instead of copying it
+    /// there; `--from-archive` on the far side pushes them on.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["from_archive", "plan", "shard", "shards"])]
+    pub to_archive: Option<PathBuf>,
+    /// With --to-archive: leave out the blobs this digest list names (the
+    /// `.have` file the far side's last import wrote): a delta bundle.
+    #[arg(long, value_name = "FILE", requires = "to_archive")]
+    pub have: Option<PathBuf>,
+    /// Push the images of this archive (written by --to-archive) to the
+    /// targets the file gives them; a delta whose left-out blobs a
+    /// destination lacks is refused before anything is pushed.
+    #[arg(long, value_name = "FILE")]
+    pub from_archive: Option<PathBuf>,
+    /// With --from-archive: where to write the digests the far side holds
+    /// after the import [default: ARCHIVE.have].
+    #[arg(long, value_name = "PATH", requires = "from_archive")]
+    pub write_have: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -625,6 +661,7 @@ mod flag_names {
             ("failure.rs", include_str!("failure.rs")),
             ("jobs.rs", include_str!("jobs.rs")),
             ("main.rs", include_str!("main.rs")),
+            ("airgap.rs", include_str!("airgap.rs")),
             ("progress.rs", include_str!("progress.rs")),
             ("walkthrough.rs", include_str!("walkthrough.rs")),
         ] {

@@ -62,6 +62,8 @@ impl Exit {
                         e.downcast_ref::<RegistryError>(),
                         Some(RegistryError::Setup(_))
                     )
+                    || e.downcast_ref::<mirror_sync::BundleError>()
+                        .is_some_and(mirror_sync::BundleError::is_usage)
                     || e.is::<FileError>()
                     || e.is::<LocationError>()
                     || e.downcast_ref::<SyncError>()

@@ -461,6 +461,8 @@ pub(crate) async fn sync_round(args: &SyncArgs, quiet: bool) -> Result<Option<Ru
         images: file.images,
         log_groups: file.log_groups,
     };
+    let (request, airgap) =
+        crate::airgap::prepare(&args.bundle, request, &mut options, quiet).await?;
     let progress = Progress::new(Mode::detect(quiet || args.plan));
     let session = Session::new(Arc::new(registries), options, progress.clone());
     let mut plan = session
@@ -491,6 +493,7 @@ pub(crate) async fn sync_round(args: &SyncArgs, quiet: bool) -> Result<Option<Ru
         }
         return Ok(None);
     }
+    airgap.check(&session, &plan).await?;
     progress.spawn_ticker();
     let report = session.run(plan).await;
     progress.stop();
@@ -530,6 +533,7 @@ pub(crate) async fn sync_round(args: &SyncArgs, quiet: bool) -> Result<Option<Ru
         }
         eprint!("{}", run_summary(&report));
     }
+    airgap.finish(&report, quiet).await?;
     Ok(Some(report))
 }
 

@@ -4,6 +4,7 @@
 //! `error:`/`cause:`/`hint:` lines and exit codes (0 ok, 1 transfer failure,
 //! 2 usage, 3 deferred: the source pull budget ran out; see [`failure`]).
 
+mod airgap;
 mod cli;
 mod config;
 mod daemon;

@@ -179,6 +179,12 @@ async fn daemon_flags_that_cannot_work_are_usage_errors() {
         .await;
     out.expect_code(2);
     assert!(out.stderr.contains("not `-`"), "{}", out.describe());
+    // A bundle is written or read once, not every round.
+    let out = Mirror::new(["sync", &file, "--every", "1m", "--to-archive", "b.tar"])
+        .run()
+        .await;
+    out.expect_code(2);
+    assert!(out.stderr.contains("--to-archive"), "{}", out.describe());
     // A duration people write, at least a second.
     let out = Mirror::new(["sync", &file, "--every", "soon"]).run().await;
     out.expect_code(2);

@@ -10,6 +10,7 @@
 //!
 //! Run with `cargo test --test it -- --test-threads=4`.
 
+mod airgap;
 mod auth;
 mod copy;
 mod daemon;

@@ -14,6 +14,11 @@
 //!   both sides ([`Plan`], [`TagState`]); [`Session::run`] copies on one
 //!   engine with a bound on images in flight, isolates failures and defers
 //!   tags past the source pull budget ([`RunReport`], [`Outcome`]).
+//! - Air gap: [`export_request`] puts every image of a file into one
+//!   archive, [`Bundle`] pushes them from it to their targets on the far
+//!   side, refusing a delta whose left-out blobs the destination lacks
+//!   ([`Session::bundle_gaps`]); have-files ([`read_have`], [`write_have`])
+//!   say what the far side holds.
 //! - [`Shard`]: `--shard K/N` splits a file's tags between processes by
 //!   destination repository, with no coordination.
 //! - [`report`]: text and JSON for people and machines; [`metrics`]: the
@@ -35,6 +40,7 @@
 //! ```
 
 mod budget;
+mod bundle;
 mod counted;
 mod error;
 mod file;
@@ -51,6 +57,10 @@ mod session;
 mod shard;
 
 pub use budget::PullsSpent;
+pub use bundle::{
+    Bundle, BundleError, Gap, Import, LeftOut, export_request, have_path, parse_have, read_have,
+    write_have,
+};
 pub use counted::BudgetSpent;
 pub use counted::Calls;
 pub use error::{
@@ -60,8 +70,8 @@ pub use error::{
 pub use file::{Entry, FileName, LogGroup, SyncFile, Tags, Target};
 pub use location::ImageLocation;
 pub use naming::{
-    NameRules, copy_destination, destination_reference, file_destination, named_by,
-    registry_destination, repository_name, split_name_tag,
+    NameRules, bundle_ref_name, copy_destination, destination_reference, file_destination,
+    named_by, registry_destination, repository_name, split_name_tag,
 };
 pub use plan::{Plan, PlannedLogGroup, PlannedTag, TagState};
 pub use registries::{EcrOptions, EcrRegion, Registries, TOKEN_LIFETIME_ENV, ecr_region};

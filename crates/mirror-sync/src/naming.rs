@@ -14,6 +14,7 @@ use mirror_layout::FileLocation;
 use mirror_oci::Reference;
 
 use crate::error::{Origin, SyncError};
+use crate::file::Target;
 use crate::location::ImageLocation;
 
 /// The repository name an image gets by default: its path without Docker
@@ -129,6 +130,16 @@ pub fn file_destination(
     prefix: Option<&str>,
     origin: &Option<Origin>,
 ) -> Result<FileLocation, SyncError> {
+    Ok(file.with_tag(Some(ref_name(source, to, prefix, origin)?)))
+}
+
+/// `NAME:TAG` under the naming rules, checked against the ref-name grammar.
+fn ref_name(
+    source: &ImageLocation,
+    to: Option<&str>,
+    prefix: Option<&str>,
+    origin: &Option<Origin>,
+) -> Result<String, SyncError> {
     let (name, tag) = name_and_tag(source, to, prefix, origin)?;
     let tag = tag
         .or_else(|| source.explicit_tag())
@@ -139,7 +150,47 @@ pub fn file_destination(
         origin: origin.clone(),
         reason: e.to_string(),
     })?;
-    Ok(file.with_tag(Some(ref_name)))
+    Ok(ref_name)
+}
+
+/// The prefix that names an image in an air-gap bundle as its target would
+/// name its repository: a `HOST/PATH` target's `PATH/` before the entry's
+/// own prefix (the host is left to the far side, so a bundle does not
+/// depend on how the far side reaches its registry).
+pub(crate) fn bundle_prefix(target: &Target, prefix: Option<&str>) -> String {
+    let own = prefix.unwrap_or("");
+    match target {
+        Target::Registry(base) => match base.trim_end_matches('/').split_once('/') {
+            Some((_, path)) => format!("{path}/{own}"),
+            None => own.to_owned(),
+        },
+        Target::Ecr | Target::Files(_) | Target::Exact(_) => own.to_owned(),
+    }
+}
+
+/// The ref name an image gets in an air-gap bundle (`mirror sync
+/// --to-archive`): the repository path its target gives it, without the
+/// registry host, and its tag (`base/python:3.10` for `python:3.10` under
+/// `target: HOST/base`). The import maps it back to the same target.
+pub fn bundle_ref_name(
+    target: &Target,
+    source: &ImageLocation,
+    to: Option<&str>,
+    prefix: Option<&str>,
+    origin: &Option<Origin>,
+) -> Result<String, SyncError> {
+    ref_name(source, to, Some(&bundle_prefix(target, prefix)), origin)
+}
+
+/// The repository name and tag an entry gives one image, without its
+/// prefix: what the import writes as `to:` to push a bundle's image where a
+/// sync from the source would have.
+pub(crate) fn unprefixed_name(
+    source: &ImageLocation,
+    to: Option<&str>,
+    origin: &Option<Origin>,
+) -> Result<String, SyncError> {
+    Ok(name_and_tag(source, to, None, origin)?.0)
 }
 
 /// The destination reference as given, or with the source's tag when it has none.
@@ -315,6 +366,42 @@ mod tests {
         )
         .unwrap();
         assert_eq!(under.to_string(), "registry.example.com/mirror/node:22");
+    }
+
+    #[test]
+    fn bundle_names_are_target_paths_without_the_host() {
+        let at = |target: Target, source: &str, to: Option<&str>, prefix: Option<&str>| {
+            bundle_ref_name(&target, &location(source), to, prefix, &None).unwrap()
+        };
+        let registry = |base: &str| Target::Registry(base.to_owned());
+        assert_eq!(at(Target::Ecr, "python:3.10", None, None), "python:3.10");
+        assert_eq!(
+            at(
+                registry("far.example:5000/base"),
+                "python:3.10",
+                None,
+                Some("team/")
+            ),
+            "base/team/python:3.10"
+        );
+        assert_eq!(
+            at(
+                registry("far.example:5000"),
+                "ghcr.io/org/app:1",
+                Some("app"),
+                None
+            ),
+            "app:1"
+        );
+        assert_eq!(
+            at(
+                registry("far.example/a/b/"),
+                "oci:/x:v1",
+                Some("flask:2"),
+                None
+            ),
+            "a/b/flask:2"
+        );
     }
 
     #[test]

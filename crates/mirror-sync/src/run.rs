@@ -391,7 +391,9 @@ impl Session {
                 }
             }
             ImageLocation::File(file) => match mirror_layout::open_destination(file).await {
-                Ok(endpoint) => endpoint,
+                Ok(endpoint) => {
+                    crate::bundle::LeavingOut::wrap(endpoint, self.options.left_out.as_ref())
+                }
                 Err(error) => return destination_failed(file.to_string(), error),
             },
         };

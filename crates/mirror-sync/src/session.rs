@@ -55,6 +55,9 @@ pub struct RunOptions {
     pub require_signature: Option<Arc<mirror_signature::Keyring>>,
     /// This process's share of the tags (`--shard K/N`); `None`: all of them.
     pub shard: Option<Shard>,
+    /// Blobs a file destination leaves out because the far side of an air
+    /// gap holds them (a delta bundle); `None`: every blob is written.
+    pub left_out: Option<Arc<crate::bundle::LeftOut>>,
 }
 
 impl Default for RunOptions {
@@ -74,6 +77,7 @@ impl Default for RunOptions {
             referrers: ReferrerSelection::default(),
             require_signature: None,
             shard: None,
+            left_out: None,
         }
     }
 }

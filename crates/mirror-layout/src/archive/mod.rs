@@ -67,6 +67,12 @@ impl OciArchive {
         self.reader.find(reference).await
     }
 
+    /// Whether the archive holds this blob, at the descriptor's size (an
+    /// air-gap delta leaves out the blobs the far side already holds).
+    pub async fn has_blob(&self, descriptor: &Descriptor) -> Result<bool, LayoutError> {
+        Ok(self.reader.store.blob_len(descriptor.digest()).await? == Some(descriptor.size()))
+    }
+
     pub(crate) fn reader(&self) -> &LayoutReader {
         &self.reader
     }
