@@ -258,23 +258,31 @@ impl LeftOut {
 
 /// A file destination that takes the far side's blobs as present, so the
 /// engine leaves them out. Everything else is the inner destination's.
+///
+/// With `commit_later`, a copy's `finish` commits nothing: an archive's
+/// commit rewrites the whole file, so a run that writes many images into
+/// one archive commits it once at its end ([`crate::Session::run`]) instead
+/// of once per image, which would cost images x bytes.
 pub(crate) struct LeavingOut {
     inner: Arc<dyn Destination>,
-    left_out: Arc<LeftOut>,
+    left_out: Option<Arc<LeftOut>>,
+    commit_later: bool,
 }
 
 impl LeavingOut {
     pub(crate) fn wrap(
         inner: Arc<dyn Destination>,
         left_out: Option<&Arc<LeftOut>>,
+        commit_later: bool,
     ) -> Arc<dyn Destination> {
-        match left_out {
-            Some(left_out) => Arc::new(Self {
-                inner,
-                left_out: left_out.clone(),
-            }),
-            None => inner,
+        if left_out.is_none() && !commit_later {
+            return inner;
         }
+        Arc::new(Self {
+            inner,
+            left_out: left_out.cloned(),
+            commit_later,
+        })
     }
 }
 
@@ -297,7 +305,7 @@ impl Destination for LeavingOut {
     }
 
     async fn blob_exists(&self, descriptor: &Descriptor) -> Result<bool, EndpointError> {
-        if self.left_out.holds(descriptor) {
+        if self.left_out.as_ref().is_some_and(|l| l.holds(descriptor)) {
             return Ok(true);
         }
         self.inner.blob_exists(descriptor).await
@@ -365,6 +373,9 @@ impl Destination for LeavingOut {
     }
 
     async fn finish(&self) -> Result<(), EndpointError> {
+        if self.commit_later {
+            return Ok(());
+        }
         self.inner.finish().await
     }
 }

@@ -177,6 +177,8 @@ impl Session {
             }
         }
 
+        self.commit_archives(&plan, &mut results).await;
+
         // An up-to-date tag needs no repository call; when settings were
         // asked for, still read the repository back so that drift is seen.
         if !self.options.dry_run {
@@ -220,6 +222,51 @@ impl Session {
             dry_run: self.options.dry_run,
             notes,
             shard: self.options.shard,
+        }
+    }
+
+    /// Commits each oci-archive the run copied into, once, with every image
+    /// staged in it (the copies left their commits to this); a commit that
+    /// fails fails every tag that copied into that archive.
+    async fn commit_archives(&self, plan: &Plan, results: &mut [(TagResult, Option<CopyFailure>)]) {
+        let archive_of = |tag: &PlannedTag| match &tag.job.destination {
+            ImageLocation::File(FileLocation::OciArchive { path, .. }) => Some(path.clone()),
+            _ => None,
+        };
+        let mut archives = std::collections::BTreeSet::new();
+        for ((result, _), tag) in results.iter().zip(&plan.tags) {
+            if let (Some(path), Outcome::Copied(copy)) = (archive_of(tag), &result.outcome)
+                && !copy.up_to_date
+                && !self.options.dry_run
+            {
+                archives.insert(path);
+            }
+        }
+        for path in archives {
+            let location = FileLocation::OciArchive {
+                path: path.clone(),
+                tag: None,
+            };
+            let committed = match mirror_layout::open_destination(&location).await {
+                Ok(archive) => archive.finish().await,
+                Err(error) => Err(EndpointError::backend(error)),
+            };
+            let Err(error) = committed else { continue };
+            let error = Arc::new(error);
+            for ((result, _), tag) in results.iter_mut().zip(&plan.tags) {
+                if archive_of(tag).as_ref() == Some(&path)
+                    && matches!(result.outcome, Outcome::Copied(_))
+                {
+                    result.outcome = Outcome::Failed(
+                        CopyError::Endpoint {
+                            side: Side::Destination,
+                            name: path.display().to_string(),
+                            source: EndpointError::backend(SharedError(error.clone())),
+                        }
+                        .into(),
+                    );
+                }
+            }
         }
     }
 
@@ -391,9 +438,12 @@ impl Session {
                 }
             }
             ImageLocation::File(file) => match mirror_layout::open_destination(file).await {
-                Ok(endpoint) => {
-                    crate::bundle::LeavingOut::wrap(endpoint, self.options.left_out.as_ref())
-                }
+                // An oci-archive is committed once, at the end of the run.
+                Ok(endpoint) => crate::bundle::LeavingOut::wrap(
+                    endpoint,
+                    self.options.left_out.as_ref(),
+                    matches!(file, FileLocation::OciArchive { .. }),
+                ),
                 Err(error) => return destination_failed(file.to_string(), error),
             },
         };
@@ -548,3 +598,8 @@ fn up_to_date_report(tag: &PlannedTag) -> CopyReport {
         signature: None,
     }
 }
+
+/// One archive commit's failure, shared by every tag that copied into it.
+#[derive(Debug, thiserror::Error)]
+#[error("committing the archive")]
+struct SharedError(#[source] Arc<EndpointError>);

@@ -40,7 +40,8 @@ use crate::store::{FileIdentity, Store, TarIndex};
 /// once) and are copied from it into the new file, and its `index.json` is
 /// merged with the new entries (an entry of the same name is replaced).
 ///
-/// Every finished copy rewrites the whole file; copies into one archive are
+/// Every commit rewrites the whole file (which is why a run of many images,
+/// in mirror-sync, leaves the copies' commits to one at its end); commits are
 /// serialised around that commit, so several images (concurrently or one after
 /// another, from one process or several) end up in one archive.
 ///
