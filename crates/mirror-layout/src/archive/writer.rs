@@ -41,8 +41,8 @@ use crate::store::{FileIdentity, Store, TarIndex};
 /// merged with the new entries (an entry of the same name is replaced).
 ///
 /// Every commit rewrites the whole file (which is why a run of many images,
-/// in mirror-sync, leaves the copies' commits to one at its end); commits are
-/// serialised around that commit, so several images (concurrently or one after
+/// in mirror-sync, leaves the copies' commits to one at its end); commits
+/// into one archive are serialised, so several images (concurrently or one after
 /// another, from one process or several) end up in one archive.
 ///
 /// Writers of one archive share `FILE.partial/` and `FILE.lock`, an advisory
