@@ -314,8 +314,9 @@ pub struct SyncArgs {
     /// Images (tags) copied at once.
     #[arg(long, default_value_t = mirror_sync::DEFAULT_CONCURRENT_IMAGES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub max_concurrent_images: usize,
-    /// Blob transfers in flight across the whole run.
-    #[arg(long, default_value_t = mirror_engine::DEFAULT_CONCURRENT_BLOBS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
+    /// Blob transfers in flight across the whole run (a fleet's many small
+    /// blobs are bound by round trips: twice `mirror copy`'s default).
+    #[arg(long, default_value_t = mirror_sync::DEFAULT_SYNC_CONCURRENT_BLOBS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub max_concurrent_blobs: usize,
     /// Also copy non-distributable (foreign) layers.
     #[arg(long)]
