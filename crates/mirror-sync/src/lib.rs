@@ -77,5 +77,7 @@ pub use plan::{Plan, PlannedLogGroup, PlannedTag, TagState};
 pub use registries::{EcrOptions, EcrRegion, Registries, TOKEN_LIFETIME_ENV, ecr_region};
 pub use run::{LogGroupResult, Outcome, RunReport, TagResult};
 pub use select::{FilterError, TagFilter, TagVersion};
-pub use session::{DEFAULT_CONCURRENT_IMAGES, DEFAULT_SYNC_CONCURRENT_BLOBS, Job, Request, RunOptions, Session};
+pub use session::{
+    DEFAULT_CONCURRENT_IMAGES, DEFAULT_SYNC_CONCURRENT_BLOBS, Job, Request, RunOptions, Session,
+};
 pub use shard::{COMPLETION_INDEX_VAR, Shard, ShardError};

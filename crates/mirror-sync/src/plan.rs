@@ -25,7 +25,7 @@ fn shard_text<S: serde::Serializer>(shard: &Option<Shard>, out: S) -> Result<S::
 }
 
 /// HEADs in flight while planning (each registry host also bounds its own).
-const PLAN_CONCURRENCY: usize = 16;
+pub(crate) const PLAN_CONCURRENCY: usize = 16;
 
 /// What one tag needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

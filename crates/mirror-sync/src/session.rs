@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures::StreamExt as _;
+
 use mirror_ecr::{EcrDestination, EcrHost, RepositoryOutcome, RepositorySettings};
 use mirror_engine::{
     Destination, Engine, EngineOptions, Observer, ReferrerSelection, RegistryEndpoint, Source,
@@ -141,7 +143,9 @@ pub struct Session {
     sources: Mutex<HashMap<String, SourceHandle>>,
     destinations: Mutex<HashMap<String, DestinationHandle>>,
     budgets: Mutex<HashMap<String, Arc<SourceBudget>>>,
-    listings: Mutex<HashMap<String, Vec<String>>>,
+    /// One listing per source repository, however many entries need it,
+    /// even when several ask at once (entries are selected concurrently).
+    listings: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Vec<String>>>>>,
     /// Whether each source registry has the referrers API, shared by the
     /// endpoints of its repositories (one probe per registry and run).
     referrers_apis: Mutex<HashMap<String, Arc<mirror_engine::ReferrersApi>>>,
@@ -200,8 +204,13 @@ impl Session {
         let mut jobs = Vec::new();
         let mut failures = Vec::new();
         let mut written: HashMap<String, Option<Origin>> = HashMap::new();
-        for (index, entry) in entries.iter().enumerate() {
-            let sources = match self.selected(entry).await {
+        // The listings (one round trip each) run side by side, in file order.
+        let selections: Vec<_> = futures::stream::iter(entries.iter().map(|e| self.selected(e)))
+            .buffered(crate::plan::PLAN_CONCURRENCY)
+            .collect()
+            .await;
+        for ((index, entry), selected) in entries.iter().enumerate().zip(selections) {
+            let sources = match selected {
                 Ok(sources) => sources,
                 Err(
                     error @ (SyncError::Listing { .. }
@@ -276,9 +285,20 @@ impl Session {
     /// One listing per source repository, however many entries need it.
     async fn list_tags(&self, entry: &Entry) -> Result<Vec<String>, SyncError> {
         let key = entry.from.to_string();
-        if let Some(known) = self.listings.lock().await.get(&key) {
-            return Ok(known.clone());
-        }
+        let cell = self
+            .listings
+            .lock()
+            .await
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        // A failed listing is not kept: the next entry that needs it asks again.
+        cell.get_or_try_init(|| self.list_now(entry, key))
+            .await
+            .cloned()
+    }
+
+    async fn list_now(&self, entry: &Entry, key: String) -> Result<Vec<String>, SyncError> {
         let failed = |source: ListingError| SyncError::Listing {
             origin: entry.origin.clone(),
             name: key.clone(),
@@ -322,7 +342,6 @@ impl Session {
                 });
             }
         };
-        self.listings.lock().await.insert(key, tags.clone());
         Ok(tags)
     }
 
