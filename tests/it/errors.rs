@@ -158,10 +158,8 @@ async fn schema1_manifest_is_refused() {
         &format!("{}/legacy/app:old", src_proxy.host()),
         &format!("{}/app:old", dst_proxy.host()),
     )
-    .run()
+    .fails()
     .await;
-    out.expect_code(1);
-    out.expect_error_line();
     assert!(
         out.stderr_lower().contains("schema 1"),
         "the error should say `schema 1`\n{}",
@@ -187,10 +185,8 @@ async fn missing_source_tag_is_not_found() {
         &format!("{}/app:does-not-exist", src.host()),
         &format!("{}/app:v1", dst.host()),
     )
-    .run()
+    .fails()
     .await;
-    out.expect_code(1);
-    out.expect_error_line();
     let stderr = out.stderr_lower();
     assert!(
         stderr.contains("does-not-exist") || stderr.contains("not found"),
@@ -200,14 +196,12 @@ async fn missing_source_tag_is_not_found() {
     assert_no_manifest(&dst.host(), "app", "v1", &ANON).await;
 
     // And a repository that does not exist at all.
-    let out = Mirror::copy(
+    Mirror::copy(
         &format!("{}/nowhere/app:v1", src.host()),
         &format!("{}/app:v1", dst.host()),
     )
-    .run()
+    .fails()
     .await;
-    out.expect_code(1);
-    out.expect_error_line();
 }
 
 /// Nothing listens at the source: exit 1 naming the registry.
@@ -218,10 +212,8 @@ async fn unreachable_registry_is_a_transfer_error() {
     let out = Mirror::copy(&format!("{host}/app:v1"), &format!("{}/app:v1", dst.host()))
         .args(["--retries", "1"])
         .timeout(std::time::Duration::from_secs(60))
-        .run()
+        .fails()
         .await;
-    out.expect_code(1);
-    out.expect_error_line();
     assert!(
         out.stderr.contains(&host),
         "the error should name {host}\n{}",
@@ -236,15 +228,10 @@ async fn platform_not_in_the_index_is_an_error() {
     let image = small_image().await;
     let src = seeded_registry(&image, "app", "v1").await;
     let dst = open_registry().await;
-    let out = Mirror::copy(
-        &format!("{}/app:v1", src.host()),
-        &format!("{}/app:v1", dst.host()),
-    )
-    .args(["--platform", "linux/riscv64"])
-    .run()
-    .await;
-    out.expect_code(1);
-    out.expect_error_line();
+    let out = Mirror::copy_between(&src.host(), &dst.host(), "app:v1")
+        .args(["--platform", "linux/riscv64"])
+        .fails()
+        .await;
     assert!(
         out.stderr.contains("linux/riscv64"),
         "the error should name the platform\n{}",
@@ -338,11 +325,8 @@ async fn the_final_error_carries_the_last_failure_after_retries() {
         .path_contains(&format!("/blobs/{layer}")),
     );
     let run = |json: bool| {
-        let mut run = Mirror::copy(
-            &format!("{}/app:v1", src_proxy.host()),
-            &format!("{}/app:v1", dst.host()),
-        )
-        .args(["--retries", "2"]);
+        let mut run =
+            Mirror::copy_between(&src_proxy.host(), &dst.host(), "app:v1").args(["--retries", "2"]);
         if json {
             run = run.arg("--json");
         }
@@ -438,12 +422,9 @@ async fn a_digest_mismatch_reads_as_one() {
             .method("GET")
             .path_contains(&format!("/blobs/{layer}")),
     );
-    let out = Mirror::copy(
-        &format!("{}/app:v1", src_proxy.host()),
-        &format!("{}/app:v1", dst.host()),
-    )
-    .run()
-    .await;
+    let out = Mirror::copy_between(&src_proxy.host(), &dst.host(), "app:v1")
+        .run()
+        .await;
     out.expect_code(1);
     let lower = out.stderr_lower();
     for misleading in [

@@ -33,15 +33,10 @@ async fn corrupted_blob_fails_and_leaves_no_tag() {
             .path_contains(&format!("/blobs/{layer}")),
     );
 
-    let out = Mirror::copy(
-        &format!("{}/app:v1", src_proxy.host()),
-        &format!("{}/app:v1", dst.host()),
-    )
-    .args(["--retries", "2"])
-    .run()
-    .await;
-    out.expect_code(1);
-    out.expect_error_line();
+    let out = Mirror::copy_between(&src_proxy.host(), &dst.host(), "app:v1")
+        .args(["--retries", "2"])
+        .fails()
+        .await;
     let stderr = out.stderr_lower();
     assert!(
         stderr.contains("digest") && stderr.contains(&layer.digest()[..12]),
@@ -104,13 +99,10 @@ async fn transient_faults_are_retried() {
             .times(1),
     );
 
-    let out = Mirror::copy(
-        &format!("{}/app:v1", src_proxy.host()),
-        &format!("{}/app:v1", dst_proxy.host()),
-    )
-    .arg("--json")
-    .run()
-    .await;
+    let out = Mirror::copy_between(&src_proxy.host(), &dst_proxy.host(), "app:v1")
+        .arg("--json")
+        .run()
+        .await;
     let logs = || {
         format!(
             "source log:\n{}\ndestination log:\n{}",
@@ -172,16 +164,11 @@ async fn persistent_server_errors_fail_after_the_retries() {
             .path_contains(&format!("/blobs/{layer}")),
     );
 
-    let out = Mirror::copy(
-        &format!("{}/app:v1", src_proxy.host()),
-        &format!("{}/app:v1", dst.host()),
-    )
-    .args(["--retries", "2"])
-    .timeout(Duration::from_secs(60))
-    .run()
-    .await;
-    out.expect_code(1);
-    out.expect_error_line();
+    Mirror::copy_between(&src_proxy.host(), &dst.host(), "app:v1")
+        .args(["--retries", "2"])
+        .timeout(Duration::from_secs(60))
+        .fails()
+        .await;
     let log = src_proxy.requests();
     assert_eq!(
         blob_gets(&log, &layer),

@@ -109,19 +109,16 @@ async fn two_platforms_become_a_new_index() {
     let src = seeded_registry(&image, "app", "v1").await;
     let dst = open_registry().await;
 
-    let out = Mirror::copy(
-        &format!("{}/app:v1", src.host()),
-        &format!("{}/app:v1", dst.host()),
-    )
-    .args([
-        "--platform",
-        "linux/amd64",
-        "--platform",
-        "linux/arm64",
-        "--json",
-    ])
-    .run()
-    .await;
+    let out = Mirror::copy_between(&src.host(), &dst.host(), "app:v1")
+        .args([
+            "--platform",
+            "linux/amd64",
+            "--platform",
+            "linux/arm64",
+            "--json",
+        ])
+        .run()
+        .await;
     out.expect_success();
     let report = out.json();
     let digest = text(&report, "/digest").to_owned();
@@ -164,19 +161,16 @@ async fn all_platforms_keep_the_original_index() {
     let src = seeded_registry(&image, "app", "v1").await;
     let dst = open_registry().await;
 
-    let out = Mirror::copy(
-        &format!("{}/app:v1", src.host()),
-        &format!("{}/app:v1", dst.host()),
-    )
-    .args([
-        "--platform",
-        "linux/amd64",
-        "--platform",
-        "linux/arm64/v8",
-        "--json",
-    ])
-    .run()
-    .await;
+    let out = Mirror::copy_between(&src.host(), &dst.host(), "app:v1")
+        .args([
+            "--platform",
+            "linux/amd64",
+            "--platform",
+            "linux/arm64/v8",
+            "--json",
+        ])
+        .run()
+        .await;
     out.expect_success();
     let report = out.json();
     assert_eq!(
