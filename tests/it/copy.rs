@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::support::{
     Mirror, Scratch, assert_landed, assert_no_manifest, blob_gets, blob_writes, copy_json,
     describe, fetch, flag, image, is_ping, is_write, num, open_registry, proxy_to, seed,
-    seeded_registry, small_image, strings, text,
+    seeded_registry, small_app_v1, small_image, strings, text,
 };
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -156,9 +156,7 @@ async fn destination_without_tag_keeps_the_source_tag() {
 /// A source by digest, a destination by tag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_by_digest_lands_under_the_destination_tag() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (image, src, dst) = small_app_v1().await;
 
     let out = copy_json(
         &format!("{}/app@{}", src.host(), image.root_digest()),
@@ -178,9 +176,7 @@ async fn source_by_digest_lands_under_the_destination_tag() {
 /// `referrers::another_tools_referrer_survives_and_a_warm_run_costs_what_the_readme_says`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_rerun_is_one_head_per_registry() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (image, src, dst) = small_app_v1().await;
     let src_proxy = proxy_to(&src).await;
     let dst_proxy = proxy_to(&dst).await;
     let source = format!("{}/app:v1", src_proxy.host());
@@ -470,9 +466,7 @@ async fn copy_between_repositories_of_one_registry() {
 /// `--dry-run` reads what it needs to plan and writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_writes_nothing() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (image, src, dst) = small_app_v1().await;
     // Something already there, to make sure it is not touched either.
     seed(&image, &dst.host(), "other", "keep").await;
     let src_proxy = proxy_to(&src).await;

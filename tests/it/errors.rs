@@ -7,7 +7,7 @@ use mirror_testkit::{Fault, PushAuth, Rule};
 
 use crate::support::{
     MIRROR, Mirror, Scratch, assert_no_manifest, describe, is_write, open_registry, proxy_to,
-    seeded_registry, small_image,
+    seeded_registry, small_app_v1, small_image,
 };
 
 const ANON: PushAuth = PushAuth::Anonymous;
@@ -177,9 +177,7 @@ async fn schema1_manifest_is_refused() {
 /// A tag the source does not have: exit 1, saying what was not found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_source_tag_is_not_found() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (_, src, dst) = small_app_v1().await;
 
     let out = Mirror::copy(
         &format!("{}/app:does-not-exist", src.host()),
@@ -225,9 +223,7 @@ async fn unreachable_registry_is_a_transfer_error() {
 /// nothing tagged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn platform_not_in_the_index_is_an_error() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (_, src, dst) = small_app_v1().await;
     let out = Mirror::copy_between(&src.host(), &dst.host(), "app:v1")
         .args(["--platform", "linux/riscv64"])
         .fails()
@@ -310,9 +306,7 @@ fn hints(stderr: &str) -> Vec<&str> {
 /// "gave up after 2 attempts"; the registry's 500 body was only in WARN lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_final_error_carries_the_last_failure_after_retries() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (image, src, dst) = small_app_v1().await;
     let src_proxy = proxy_to(&src).await;
     let layer = image.blobs[1].digest().to_string();
     src_proxy.add_rule(
@@ -374,9 +368,7 @@ async fn the_final_error_carries_the_last_failure_after_retries() {
 /// the same way five times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_to_a_plain_http_registry_says_tls_and_names_the_flag() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (_, src, dst) = small_app_v1().await;
     let out = Mirror::new([
         "copy".to_owned(),
         format!("{}/app:v1", src.host()),
@@ -412,9 +404,7 @@ async fn https_to_a_plain_http_registry_says_tls_and_names_the_flag() {
 /// content does not match its digest": transport words over the cause.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_digest_mismatch_reads_as_one() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (image, src, dst) = small_app_v1().await;
     let src_proxy = proxy_to(&src).await;
     let layer = image.blobs[1].digest().to_string();
     src_proxy.add_rule(
@@ -565,9 +555,7 @@ async fn in_terminal(args: &[String], env: &[(&str, &str)]) -> String {
 async fn log_lines_are_plain_in_a_pipe_under_ci_and_with_no_color() {
     /// How a coloured level ends: the reset right after it.
     const COLOURED_WARN: &str = "WARN\u{1b}[0m";
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (image, src, dst) = small_app_v1().await;
     let src_proxy = proxy_to(&src).await;
     let fault = Rule::new(Fault::status(500))
         .method("GET")

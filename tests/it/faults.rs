@@ -6,8 +6,7 @@ use std::time::Duration;
 use mirror_testkit::{Fault, PushAuth, Rule, blob_exists};
 
 use crate::support::{
-    Mirror, assert_landed, assert_no_manifest, blob_gets, describe, num, open_registry, proxy_to,
-    seeded_registry, small_image,
+    Mirror, assert_landed, assert_no_manifest, blob_gets, describe, num, proxy_to, small_app_v1,
 };
 
 const ANON: PushAuth = PushAuth::Anonymous;
@@ -16,9 +15,7 @@ const ANON: PushAuth = PushAuth::Anonymous;
 /// no tag at the destination and no corrupted blob either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_blob_fails_and_leaves_no_tag() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (image, src, dst) = small_app_v1().await;
     let src_proxy = proxy_to(&src).await;
     let layer = image
         .blobs
@@ -62,9 +59,7 @@ async fn corrupted_blob_fails_and_leaves_no_tag() {
 /// reports its retries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_faults_are_retried() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (image, src, dst) = small_app_v1().await;
     let src_proxy = proxy_to(&src).await;
     let dst_proxy = proxy_to(&dst).await;
     // blobs: [amd64 config, 64 KiB, 8 KiB, 512 B, arm64 config, 60 KiB, 6 KiB, 700 B]
@@ -153,9 +148,7 @@ async fn transient_faults_are_retried() {
 /// no tag at the destination.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_server_errors_fail_after_the_retries() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (image, src, dst) = small_app_v1().await;
     let src_proxy = proxy_to(&src).await;
     let layer = image.blobs[1].digest().to_string();
     src_proxy.add_rule(

@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use crate::support::{
     Mirror, Scratch, assert_landed, assert_no_manifest, copy_json, describe, fetch, image, is_ping,
-    is_write, num, open_registry, proxy_to, seeded_registry, small_image, text, three_platforms,
-    try_fetch,
+    is_write, num, open_registry, proxy_to, seeded_registry, small_app_v1, small_image, text,
+    three_platforms, try_fetch,
 };
 
 const ANON: PushAuth = PushAuth::Anonymous;
@@ -922,9 +922,7 @@ async fn a_destination_signature_the_source_lacks_is_never_dropped() {
     let scratch = Scratch::new("referrers-sig-merge");
     let publisher = SigningKey::generate(scratch.path(), "publisher").expect("a key");
     let mirror_team = SigningKey::generate(scratch.path(), "mirror-team").expect("a key");
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (image, src, dst) = small_app_v1().await;
     let root = root_of(&image);
     let sig_tag = format!("{}.sig", fallback_tag(&root.digest));
     let theirs = signed_by(&mirror_team, &root);

@@ -490,6 +490,15 @@ pub async fn seeded_registry(image: &GeneratedImage, repo: &str, tag: &str) -> R
     registry
 }
 
+/// The setup most copy tests start from: [`small_image`] at `app:v1` on a
+/// source registry, and an empty destination registry.
+pub async fn small_app_v1() -> (GeneratedImage, Registry, Registry) {
+    let image = small_image().await;
+    let src = seeded_registry(&image, "app", "v1").await;
+    let dst = open_registry().await;
+    (image, src, dst)
+}
+
 // ---- checking what landed ----------------------------------------------------
 
 /// A manifest as the registry serves it: the sha256 of its bytes, its
