@@ -16,19 +16,9 @@ section() { printf '\n==> %s\n' "$*" >&2; }
 
 # --- what the stand-ins need -------------------------------------------------
 apt_packages=(docker-registry ca-certificates build-essential pkg-config python3-venv)
-installed() {
-    [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]
-}
-missing=()
-for package in "${apt_packages[@]}"; do
-    installed "$package" || missing+=("$package")
-done
-if ((${#missing[@]})); then
-    section "apt-get install ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+# shellcheck source=scripts/lib/apt.sh
+source scripts/lib/apt.sh
+apt_install "${apt_packages[@]}"
 # shellcheck source=scripts/ensure-rust.sh
 source scripts/ensure-rust.sh
 venv="$repo/.venv"

@@ -26,20 +26,9 @@ apt_packages=(
     ca-certificates build-essential pkg-config python3-venv
     buildah umoci debootstrap patch prometheus
 )
-# `dpkg -s` alone also succeeds for a removed package whose config files remain.
-installed() {
-    [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]
-}
-missing=()
-for package in "${apt_packages[@]}"; do
-    installed "$package" || missing+=("$package")
-done
-if ((${#missing[@]})); then
-    section "apt-get install ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+# shellcheck source=scripts/lib/apt.sh
+source scripts/lib/apt.sh
+apt_install "${apt_packages[@]}"
 
 # --- Rust ------------------------------------------------------------------
 # Sources ~/.cargo/env; installs Rust with rustup (minimal profile, rustfmt,

@@ -95,14 +95,11 @@ async fn basic_auth_from_docker_config() {
     )
     .expect("write config.json");
 
-    let out = Mirror::copy(
-        &format!("{}/app:v1", src.host()),
-        &format!("{}/app:v1", dst.host()),
-    )
-    .env("DOCKER_CONFIG", config.path().to_string_lossy())
-    .arg("-v")
-    .run()
-    .await;
+    let out = Mirror::copy_between(&src.host(), &dst.host(), "app:v1")
+        .env("DOCKER_CONFIG", config.path().to_string_lossy())
+        .arg("-v")
+        .run()
+        .await;
     out.expect_success();
     out.expect_not_leaked(PASSWORD);
     out.expect_not_leaked(&auth);
@@ -215,15 +212,10 @@ async fn wrong_password_is_an_authentication_error() {
     let dst = htpasswd_registry().await;
     let wrong = "wrong-pw-7d2e";
 
-    let out = Mirror::copy(
-        &format!("{}/app:v1", src.host()),
-        &format!("{}/app:v1", dst.host()),
-    )
-    .args(["--dest-creds", &format!("{USER}:{wrong}"), "--retries", "2"])
-    .run()
-    .await;
-    out.expect_code(1);
-    out.expect_error_line();
+    let out = Mirror::copy_between(&src.host(), &dst.host(), "app:v1")
+        .args(["--dest-creds", &format!("{USER}:{wrong}"), "--retries", "2"])
+        .fails()
+        .await;
     out.expect_not_leaked(wrong);
     let stderr = out.stderr_lower();
     assert!(
@@ -353,15 +345,10 @@ async fn refused_bearer_token_is_an_authentication_error() {
     let image = small_image().await;
     let src = seeded_registry(&image, "app", "v1").await;
 
-    let out = Mirror::copy(
-        &format!("{}/app:v1", src.host()),
-        &format!("{}/app:v1", dst.host()),
-    )
-    .args(["--dest-creds", "carol:not-her-password", "--retries", "2"])
-    .run()
-    .await;
-    out.expect_code(1);
-    out.expect_error_line();
+    let out = Mirror::copy_between(&src.host(), &dst.host(), "app:v1")
+        .args(["--dest-creds", "carol:not-her-password", "--retries", "2"])
+        .fails()
+        .await;
     out.expect_not_leaked("not-her-password");
     let stderr = out.stderr_lower();
     assert!(

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 use crate::support::{
     Mirror, Scratch, asks_presence, assert_landed, assert_no_manifest, blob_gets, blob_writes,
-    describe, fetch, flag, image, is_ping, is_write, num, open_registry, proxy_to, seed,
-    seeded_registry, small_image, strings, text,
+    copy_json, describe, fetch, flag, image, is_ping, is_write, num, open_registry, proxy_to, seed,
+    seeded_registry, small_app_v1, small_image, strings, text,
 };
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -31,11 +31,7 @@ async fn multi_platform_index_with_attestations_lands_byte_for_byte() {
     let source = format!("{}/library/python:3.10-slim", src.host());
     let destination = format!("{}/mirror/python:3.10-slim", dst.host());
 
-    let out = Mirror::copy(&source, &destination)
-        .arg("--json")
-        .run()
-        .await;
-    out.expect_success();
+    let out = copy_json(&source, &destination).await;
     let report = out.json();
 
     assert_landed(&dst.host(), "mirror/python", "3.10-slim", &image, &ANON).await;
@@ -105,11 +101,7 @@ async fn docker_media_types_are_kept() {
     let dst = open_registry().await;
     let destination = format!("{}/app:v1", dst.host());
 
-    let out = Mirror::copy(&format!("{}/app:v1", src.host()), &destination)
-        .arg("--json")
-        .run()
-        .await;
-    out.expect_success();
+    let out = copy_json(&format!("{}/app:v1", src.host()), &destination).await;
     let report = out.json();
     assert_eq!(text(&report, "/media_type"), DOCKER_LIST);
     assert_eq!(text(&report, "/kind"), "index");
@@ -129,14 +121,11 @@ async fn single_manifest_image_is_copied_as_an_image() {
     let src = seeded_registry(&image, "tools/app", "1.0").await;
     let dst = open_registry().await;
 
-    let out = Mirror::copy(
+    let out = copy_json(
         &format!("{}/tools/app:1.0", src.host()),
         &format!("{}/tools/app:1.0", dst.host()),
     )
-    .arg("--json")
-    .run()
     .await;
-    out.expect_success();
     let report = out.json();
     assert_eq!(text(&report, "/kind"), "image");
     assert_eq!(text(&report, "/digest"), image.root_digest().to_string());
@@ -151,14 +140,11 @@ async fn destination_without_tag_keeps_the_source_tag() {
     let src = seeded_registry(&image, "team/app", "2.3.1").await;
     let dst = open_registry().await;
 
-    let out = Mirror::copy(
+    let out = copy_json(
         &format!("{}/team/app:2.3.1", src.host()),
         &format!("{}/mirror/app", dst.host()),
     )
-    .arg("--json")
-    .run()
     .await;
-    out.expect_success();
     assert_landed(&dst.host(), "mirror/app", "2.3.1", &image, &ANON).await;
     assert_no_manifest(&dst.host(), "mirror/app", "latest", &ANON).await;
     assert_eq!(
@@ -170,18 +156,13 @@ async fn destination_without_tag_keeps_the_source_tag() {
 /// A source by digest, a destination by tag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_by_digest_lands_under_the_destination_tag() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (image, src, dst) = small_app_v1().await;
 
-    let out = Mirror::copy(
+    let out = copy_json(
         &format!("{}/app@{}", src.host(), image.root_digest()),
         &format!("{}/pinned/app:stable", dst.host()),
     )
-    .arg("--json")
-    .run()
     .await;
-    out.expect_success();
     assert_eq!(
         text(&out.json(), "/digest"),
         image.root_digest().to_string()
@@ -195,19 +176,13 @@ async fn source_by_digest_lands_under_the_destination_tag() {
 /// `referrers::another_tools_referrer_survives_and_a_warm_run_costs_what_the_readme_says`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_rerun_is_one_head_per_registry() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (image, src, dst) = small_app_v1().await;
     let src_proxy = proxy_to(&src).await;
     let dst_proxy = proxy_to(&dst).await;
     let source = format!("{}/app:v1", src_proxy.host());
     let destination = format!("{}/app:v1", dst_proxy.host());
 
-    let first = Mirror::copy(&source, &destination)
-        .arg("--json")
-        .run()
-        .await;
-    first.expect_success();
+    let first = copy_json(&source, &destination).await;
     assert!(!flag(&first.json(), "/up_to_date"));
     assert_landed(&dst.host(), "app", "v1", &image, &ANON).await;
 
@@ -289,14 +264,11 @@ async fn blobs_already_at_the_destination_are_skipped() {
     let src_proxy = proxy_to(&src).await;
     let dst_proxy = proxy_to(&dst).await;
 
-    let out = Mirror::copy(
+    let out = copy_json(
         &format!("{}/app:new", src_proxy.host()),
         &format!("{}/app:new", dst_proxy.host()),
     )
-    .arg("--json")
-    .run()
     .await;
-    out.expect_success();
     assert_landed(&dst.host(), "app", "new", &new, &ANON).await;
 
     let src_log = src_proxy.requests();
@@ -471,14 +443,11 @@ async fn copy_between_repositories_of_one_registry() {
     let registry = seeded_registry(&image, "upstream/app", "v1").await;
     let proxy = proxy_to(&registry).await;
 
-    let out = Mirror::copy(
+    let out = copy_json(
         &format!("{}/upstream/app:v1", proxy.host()),
         &format!("{}/mirror/app:v1", proxy.host()),
     )
-    .arg("--json")
-    .run()
     .await;
-    out.expect_success();
     assert_landed(&registry.host(), "mirror/app", "v1", &image, &ANON).await;
     let report = out.json();
     let (copied, skipped, mounted) = (
@@ -510,21 +479,16 @@ async fn copy_between_repositories_of_one_registry() {
 /// `--dry-run` reads what it needs to plan and writes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_writes_nothing() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (image, src, dst) = small_app_v1().await;
     // Something already there, to make sure it is not touched either.
     seed(&image, &dst.host(), "other", "keep").await;
     let src_proxy = proxy_to(&src).await;
     let dst_proxy = proxy_to(&dst).await;
 
-    let out = Mirror::copy(
-        &format!("{}/app:v1", src_proxy.host()),
-        &format!("{}/app:v1", dst_proxy.host()),
-    )
-    .args(["--dry-run", "--json"])
-    .run()
-    .await;
+    let out = Mirror::copy_between(&src_proxy.host(), &dst_proxy.host(), "app:v1")
+        .args(["--dry-run", "--json"])
+        .run()
+        .await;
     out.expect_success();
     let report = out.json();
     assert!(flag(&report, "/dry_run"), "{report:#}");

@@ -9,8 +9,8 @@ use mirror_testkit::{Fault, GeneratedImage, ImageSpec, PlatformSpec, PushAuth, R
 use serde_json::Value;
 
 use crate::support::{
-    Mirror, assert_landed, assert_no_manifest, blob_gets, describe, image, num, open_registry,
-    proxy_to, seed, seeded_registry, strings,
+    Mirror, assert_landed, assert_no_manifest, blob_gets, copy_json, describe, image, num,
+    open_registry, proxy_to, seed, seeded_registry, strings,
 };
 
 const ANON: PushAuth = PushAuth::Anonymous;
@@ -162,14 +162,11 @@ async fn an_index_listing_one_child_10000_times_costs_a_handful_of_requests() {
         }
     }
 
-    let out = Mirror::copy(
+    let out = copy_json(
         &format!("{}/app:fan", src_proxy.host()),
         &format!("{}/app:fan", dst_proxy.host()),
     )
-    .arg("--json")
-    .run()
     .await;
-    out.expect_success();
     let report = out.json();
     assert_eq!(num(&report, "/manifests/copied"), 2, "{report:#}");
     assert_eq!(strings(&report, "/platforms"), ["linux/amd64"]);
@@ -246,12 +243,9 @@ async fn blob_uploads_wait_as_long_as_retry_after_asks() {
             .path_contains(&hex)
             .times(2),
     );
-    let out = Mirror::copy(
-        &format!("{}/app:v1", src.host()),
-        &format!("{}/app:v1", dst_proxy.host()),
-    )
-    .run()
-    .await;
+    let out = Mirror::copy_between(&src.host(), &dst_proxy.host(), "app:v1")
+        .run()
+        .await;
     out.expect_success();
     let puts = blob_puts(&dst_proxy, &hex);
     let statuses: Vec<u16> = puts.iter().map(|r| r.status).collect();

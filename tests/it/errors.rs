@@ -7,7 +7,7 @@ use mirror_testkit::{Fault, PushAuth, Rule};
 
 use crate::support::{
     MIRROR, Mirror, Scratch, assert_no_manifest, describe, is_write, open_registry, proxy_to,
-    seeded_registry, small_image,
+    seeded_registry, small_app_v1, small_image,
 };
 
 const ANON: PushAuth = PushAuth::Anonymous;
@@ -158,10 +158,8 @@ async fn schema1_manifest_is_refused() {
         &format!("{}/legacy/app:old", src_proxy.host()),
         &format!("{}/app:old", dst_proxy.host()),
     )
-    .run()
+    .fails()
     .await;
-    out.expect_code(1);
-    out.expect_error_line();
     assert!(
         out.stderr_lower().contains("schema 1"),
         "the error should say `schema 1`\n{}",
@@ -179,18 +177,14 @@ async fn schema1_manifest_is_refused() {
 /// A tag the source does not have: exit 1, saying what was not found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_source_tag_is_not_found() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (_, src, dst) = small_app_v1().await;
 
     let out = Mirror::copy(
         &format!("{}/app:does-not-exist", src.host()),
         &format!("{}/app:v1", dst.host()),
     )
-    .run()
+    .fails()
     .await;
-    out.expect_code(1);
-    out.expect_error_line();
     let stderr = out.stderr_lower();
     assert!(
         stderr.contains("does-not-exist") || stderr.contains("not found"),
@@ -200,14 +194,12 @@ async fn missing_source_tag_is_not_found() {
     assert_no_manifest(&dst.host(), "app", "v1", &ANON).await;
 
     // And a repository that does not exist at all.
-    let out = Mirror::copy(
+    Mirror::copy(
         &format!("{}/nowhere/app:v1", src.host()),
         &format!("{}/app:v1", dst.host()),
     )
-    .run()
+    .fails()
     .await;
-    out.expect_code(1);
-    out.expect_error_line();
 }
 
 /// Nothing listens at the source: exit 1 naming the registry.
@@ -218,10 +210,8 @@ async fn unreachable_registry_is_a_transfer_error() {
     let out = Mirror::copy(&format!("{host}/app:v1"), &format!("{}/app:v1", dst.host()))
         .args(["--retries", "1"])
         .timeout(std::time::Duration::from_secs(60))
-        .run()
+        .fails()
         .await;
-    out.expect_code(1);
-    out.expect_error_line();
     assert!(
         out.stderr.contains(&host),
         "the error should name {host}\n{}",
@@ -233,18 +223,11 @@ async fn unreachable_registry_is_a_transfer_error() {
 /// nothing tagged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn platform_not_in_the_index_is_an_error() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
-    let out = Mirror::copy(
-        &format!("{}/app:v1", src.host()),
-        &format!("{}/app:v1", dst.host()),
-    )
-    .args(["--platform", "linux/riscv64"])
-    .run()
-    .await;
-    out.expect_code(1);
-    out.expect_error_line();
+    let (_, src, dst) = small_app_v1().await;
+    let out = Mirror::copy_between(&src.host(), &dst.host(), "app:v1")
+        .args(["--platform", "linux/riscv64"])
+        .fails()
+        .await;
     assert!(
         out.stderr.contains("linux/riscv64"),
         "the error should name the platform\n{}",
@@ -323,9 +306,7 @@ fn hints(stderr: &str) -> Vec<&str> {
 /// "gave up after 2 attempts"; the registry's 500 body was only in WARN lines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_final_error_carries_the_last_failure_after_retries() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (image, src, dst) = small_app_v1().await;
     let src_proxy = proxy_to(&src).await;
     let layer = image.blobs[1].digest().to_string();
     src_proxy.add_rule(
@@ -338,11 +319,8 @@ async fn the_final_error_carries_the_last_failure_after_retries() {
         .path_contains(&format!("/blobs/{layer}")),
     );
     let run = |json: bool| {
-        let mut run = Mirror::copy(
-            &format!("{}/app:v1", src_proxy.host()),
-            &format!("{}/app:v1", dst.host()),
-        )
-        .args(["--retries", "2"]);
+        let mut run =
+            Mirror::copy_between(&src_proxy.host(), &dst.host(), "app:v1").args(["--retries", "2"]);
         if json {
             run = run.arg("--json");
         }
@@ -390,9 +368,7 @@ async fn the_final_error_carries_the_last_failure_after_retries() {
 /// the same way five times.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_to_a_plain_http_registry_says_tls_and_names_the_flag() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (_, src, dst) = small_app_v1().await;
     let out = Mirror::new([
         "copy".to_owned(),
         format!("{}/app:v1", src.host()),
@@ -428,9 +404,7 @@ async fn https_to_a_plain_http_registry_says_tls_and_names_the_flag() {
 /// content does not match its digest": transport words over the cause.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_digest_mismatch_reads_as_one() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (image, src, dst) = small_app_v1().await;
     let src_proxy = proxy_to(&src).await;
     let layer = image.blobs[1].digest().to_string();
     src_proxy.add_rule(
@@ -438,12 +412,9 @@ async fn a_digest_mismatch_reads_as_one() {
             .method("GET")
             .path_contains(&format!("/blobs/{layer}")),
     );
-    let out = Mirror::copy(
-        &format!("{}/app:v1", src_proxy.host()),
-        &format!("{}/app:v1", dst.host()),
-    )
-    .run()
-    .await;
+    let out = Mirror::copy_between(&src_proxy.host(), &dst.host(), "app:v1")
+        .run()
+        .await;
     out.expect_code(1);
     let lower = out.stderr_lower();
     for misleading in [
@@ -584,9 +555,7 @@ async fn in_terminal(args: &[String], env: &[(&str, &str)]) -> String {
 async fn log_lines_are_plain_in_a_pipe_under_ci_and_with_no_color() {
     /// How a coloured level ends: the reset right after it.
     const COLOURED_WARN: &str = "WARN\u{1b}[0m";
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (image, src, dst) = small_app_v1().await;
     let src_proxy = proxy_to(&src).await;
     let fault = Rule::new(Fault::status(500))
         .method("GET")

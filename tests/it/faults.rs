@@ -6,8 +6,7 @@ use std::time::Duration;
 use mirror_testkit::{Fault, PushAuth, Rule, blob_exists};
 
 use crate::support::{
-    Mirror, assert_landed, assert_no_manifest, blob_gets, describe, num, open_registry, proxy_to,
-    seeded_registry, small_image,
+    Mirror, assert_landed, assert_no_manifest, blob_gets, describe, num, proxy_to, small_app_v1,
 };
 
 const ANON: PushAuth = PushAuth::Anonymous;
@@ -16,9 +15,7 @@ const ANON: PushAuth = PushAuth::Anonymous;
 /// no tag at the destination and no corrupted blob either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_blob_fails_and_leaves_no_tag() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (image, src, dst) = small_app_v1().await;
     let src_proxy = proxy_to(&src).await;
     let layer = image
         .blobs
@@ -33,15 +30,10 @@ async fn corrupted_blob_fails_and_leaves_no_tag() {
             .path_contains(&format!("/blobs/{layer}")),
     );
 
-    let out = Mirror::copy(
-        &format!("{}/app:v1", src_proxy.host()),
-        &format!("{}/app:v1", dst.host()),
-    )
-    .args(["--retries", "2"])
-    .run()
-    .await;
-    out.expect_code(1);
-    out.expect_error_line();
+    let out = Mirror::copy_between(&src_proxy.host(), &dst.host(), "app:v1")
+        .args(["--retries", "2"])
+        .fails()
+        .await;
     let stderr = out.stderr_lower();
     assert!(
         stderr.contains("digest") && stderr.contains(&layer.digest()[..12]),
@@ -67,9 +59,7 @@ async fn corrupted_blob_fails_and_leaves_no_tag() {
 /// reports its retries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_faults_are_retried() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (image, src, dst) = small_app_v1().await;
     let src_proxy = proxy_to(&src).await;
     let dst_proxy = proxy_to(&dst).await;
     // blobs: [amd64 config, 64 KiB, 8 KiB, 512 B, arm64 config, 60 KiB, 6 KiB, 700 B]
@@ -104,13 +94,10 @@ async fn transient_faults_are_retried() {
             .times(1),
     );
 
-    let out = Mirror::copy(
-        &format!("{}/app:v1", src_proxy.host()),
-        &format!("{}/app:v1", dst_proxy.host()),
-    )
-    .arg("--json")
-    .run()
-    .await;
+    let out = Mirror::copy_between(&src_proxy.host(), &dst_proxy.host(), "app:v1")
+        .arg("--json")
+        .run()
+        .await;
     let logs = || {
         format!(
             "source log:\n{}\ndestination log:\n{}",
@@ -161,9 +148,7 @@ async fn transient_faults_are_retried() {
 /// no tag at the destination.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_server_errors_fail_after_the_retries() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (image, src, dst) = small_app_v1().await;
     let src_proxy = proxy_to(&src).await;
     let layer = image.blobs[1].digest().to_string();
     src_proxy.add_rule(
@@ -172,16 +157,11 @@ async fn persistent_server_errors_fail_after_the_retries() {
             .path_contains(&format!("/blobs/{layer}")),
     );
 
-    let out = Mirror::copy(
-        &format!("{}/app:v1", src_proxy.host()),
-        &format!("{}/app:v1", dst.host()),
-    )
-    .args(["--retries", "2"])
-    .timeout(Duration::from_secs(60))
-    .run()
-    .await;
-    out.expect_code(1);
-    out.expect_error_line();
+    Mirror::copy_between(&src_proxy.host(), &dst.host(), "app:v1")
+        .args(["--retries", "2"])
+        .timeout(Duration::from_secs(60))
+        .fails()
+        .await;
     let log = src_proxy.requests();
     assert_eq!(
         blob_gets(&log, &layer),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use mirror_testkit::{PushAuth, open_layout, skopeo_digest};
 
-use crate::support::{Mirror, Scratch, assert_landed, fetch, open_registry, text};
+use crate::support::{Mirror, Scratch, assert_landed, copy_json, fetch, open_registry, text};
 
 /// The index `fixtures/busybox` tags `1.35`.
 const INDEX: &str = "sha256:41ee6c9ce9f837c3dacfbf8390b2675cc04d402a6395a73c456dada44e9111ef";
@@ -55,11 +55,7 @@ async fn the_committed_busybox_layout_travels_with_its_digests() {
     );
 
     let registry = open_registry().await;
-    let out = Mirror::copy(&source, &format!("{}/busybox", registry.host()))
-        .arg("--json")
-        .run()
-        .await;
-    out.expect_success();
+    let out = copy_json(&source, &format!("{}/busybox", registry.host())).await;
     assert_eq!(text(&out.json(), "/digest"), INDEX);
     assert_landed(
         &registry.host(),

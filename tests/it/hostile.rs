@@ -259,14 +259,11 @@ async fn upload_location_on_another_host_gets_no_credentials() {
         .path_contains("/blobs/uploads/"),
     );
 
-    let out = Mirror::copy(
-        &format!("{}/app:v1", src.host()),
-        &format!("{}/app:v1", registry.host()),
-    )
-    .args(["--dest-creds", &creds(PASSWORD), "--retries", "1"])
-    .timeout(Duration::from_secs(60))
-    .run()
-    .await;
+    let out = Mirror::copy_between(&src.host(), &registry.host(), "app:v1")
+        .args(["--dest-creds", &creds(PASSWORD), "--retries", "1"])
+        .timeout(Duration::from_secs(60))
+        .run()
+        .await;
     let elsewhere = other_host.requests();
     assert!(
         elsewhere.iter().any(|r| r.method == "PUT"),
@@ -310,14 +307,11 @@ async fn failed_uploads_cancel_their_sessions() {
             .method("PUT")
             .path_contains(&hex),
     );
-    let out = Mirror::copy(
-        &format!("{}/app:v1", src.host()),
-        &format!("{}/app:v1", registry.host()),
-    )
-    .args(["--retries", "2"])
-    .timeout(Duration::from_secs(90))
-    .run()
-    .await;
+    let out = Mirror::copy_between(&src.host(), &registry.host(), "app:v1")
+        .args(["--retries", "2"])
+        .timeout(Duration::from_secs(90))
+        .run()
+        .await;
     out.expect_code(1);
     assert_failed_uploads_cancelled(&registry, &hex);
 
@@ -468,16 +462,11 @@ async fn refused_presigned_url_names_the_storage_host_and_keeps_its_secrets() {
     }));
     let dst = open_registry().await;
 
-    let out = Mirror::copy(
-        &format!("{}/app:v1", registry.host()),
-        &format!("{}/app:v1", dst.host()),
-    )
-    .args(["--src-creds", &creds(PASSWORD), "--retries", "1"])
-    .timeout(Duration::from_secs(60))
-    .run()
-    .await;
-    out.expect_code(1);
-    out.expect_error_line();
+    let out = Mirror::copy_between(&registry.host(), &dst.host(), "app:v1")
+        .args(["--src-creds", &creds(PASSWORD), "--retries", "1"])
+        .timeout(Duration::from_secs(60))
+        .fails()
+        .await;
     for secret in [SIGNATURE, KEY_ID, PASSWORD] {
         out.expect_not_leaked(secret);
     }
@@ -542,15 +531,10 @@ async fn unverifiable_digest_in_a_source_manifest_is_refused_before_the_destinat
     let dst = open_registry().await;
     let destination = proxy_to(&dst).await;
 
-    let out = Mirror::copy(
-        &format!("{}/app:v1", registry.host()),
-        &format!("{}/app:v1", destination.host()),
-    )
-    .timeout(Duration::from_secs(60))
-    .run()
-    .await;
-    out.expect_code(1);
-    out.expect_error_line();
+    let out = Mirror::copy_between(&registry.host(), &destination.host(), "app:v1")
+        .timeout(Duration::from_secs(60))
+        .fails()
+        .await;
     assert_mentions(
         &out,
         &[MD5, "cannot verify", &crafted_digest[..19]],

@@ -134,10 +134,8 @@ async fn inspect_with_credentials() {
         image.root_digest().to_string()
     );
 
-    let out = Mirror::inspect(&reference)
+    Mirror::inspect(&reference)
         .args(["--retries", "1"])
-        .run()
+        .fails()
         .await;
-    out.expect_code(1);
-    out.expect_error_line();
 }

@@ -18,8 +18,9 @@ use mirror_testkit::{
 use serde_json::Value;
 
 use crate::support::{
-    Mirror, Scratch, assert_landed, assert_no_manifest, blob_gets, describe, flag, image, is_write,
-    num, open_registry, proxy_to, seeded_registry, small_image, text, three_platforms,
+    Mirror, Scratch, assert_landed, assert_no_manifest, blob_gets, copy_json, describe, flag,
+    image, is_write, num, open_registry, proxy_to, seeded_registry, small_image, text,
+    three_platforms,
 };
 
 const ANON: PushAuth = PushAuth::Anonymous;
@@ -159,14 +160,11 @@ async fn air_gap_round_trip_through_an_oci_archive() {
     let archive = scratch.path().join("images.tar");
 
     // Export: no tag on the archive, so the source's tag names the image.
-    let out = Mirror::copy(
+    let out = copy_json(
         &format!("{}/library/app:v1", src.host()),
         &loc("oci-archive", &archive, None),
     )
-    .arg("--json")
-    .run()
     .await;
-    out.expect_success();
     let report = out.json();
     assert_eq!(text(&report, "/digest"), image.root_digest().to_string());
     assert_eq!(num(&report, "/blobs/copied"), image.blobs.len() as u64);
@@ -211,14 +209,11 @@ async fn air_gap_round_trip_through_an_oci_archive() {
     );
 
     // Import: a destination without a tag keeps the archive's.
-    let out = Mirror::copy(
+    let out = copy_json(
         &loc("oci-archive", &archive, Some("v1")),
         &format!("{}/mirrored/app", dst.host()),
     )
-    .arg("--json")
-    .run()
     .await;
-    out.expect_success();
     assert_eq!(
         text(&out.json(), "/digest"),
         image.root_digest().to_string()
@@ -260,11 +255,7 @@ async fn several_images_share_one_layout_and_one_archive() {
         let transport = target.split(':').next().expect("a transport").to_owned();
         let path = if transport == "oci" { &dir } else { &archive };
         for (tag, image) in [("a", &a), ("b", &b)] {
-            let out = Mirror::copy(&format!("{}/app:{tag}", src.host()), &target)
-                .arg("--json")
-                .run()
-                .await;
-            out.expect_success();
+            let out = copy_json(&format!("{}/app:{tag}", src.host()), &target).await;
             let report = out.json();
             assert!(!flag(&report, "/up_to_date"), "{report:#}");
             assert_eq!(text(&report, "/digest"), image.root_digest().to_string());
@@ -309,11 +300,7 @@ async fn several_images_share_one_layout_and_one_archive() {
         );
 
         // Warm: nothing to do.
-        let out = Mirror::copy(&format!("{}/app:a", src.host()), &target)
-            .arg("--json")
-            .run()
-            .await;
-        out.expect_success();
+        let out = copy_json(&format!("{}/app:a", src.host()), &target).await;
         assert!(flag(&out.json(), "/up_to_date"), "{}", out.describe());
 
         // Each image comes back out by its tag.
@@ -373,14 +360,11 @@ async fn mirror_reads_an_archive_skopeo_wrote() {
         inspect_local(&loc("oci-archive", &archive, None)).await,
         vec![(Some("v3".to_owned()), image.root_digest().to_string())]
     );
-    let out = Mirror::copy(
+    let out = copy_json(
         &loc("oci-archive", &archive, Some("v3")),
         &format!("{}/app:v3", dst.host()),
     )
-    .arg("--json")
-    .run()
     .await;
-    out.expect_success();
     assert_eq!(
         text(&out.json(), "/digest"),
         image.root_digest().to_string()
@@ -408,14 +392,11 @@ async fn mirror_reads_a_docker_archive_skopeo_wrote() {
     ])
     .await;
 
-    let out = Mirror::copy(
+    let out = copy_json(
         &format!("docker-archive:{}", archive.display()),
         &format!("{}/saved:v1", dst.host()),
     )
-    .arg("--json")
-    .run()
     .await;
-    out.expect_success();
     let report = out.json();
 
     let source: Value =
@@ -628,11 +609,7 @@ async fn a_registry_image_becomes_a_docker_archive() {
         manifest
     );
     // Read as a docker-archive: the stored manifest, digest and all.
-    let out = Mirror::copy(&docker, &format!("{}/docker:1", dst.host()))
-        .arg("--json")
-        .run()
-        .await;
-    out.expect_success();
+    copy_json(&docker, &format!("{}/docker:1", dst.host())).await;
     let landed = crate::support::fetch(&dst.host(), "docker", "1", &ANON).await;
     assert_eq!(landed.digest, manifest);
     assert_eq!(text(&landed.json(), "/config/digest"), config);
@@ -795,14 +772,11 @@ async fn generated_layouts_are_sources() {
         let index_before = std::fs::read(image.layout.join("index.json")).expect("index.json");
         let files_before = layout_blobs(&image.layout);
 
-        let out = Mirror::copy(
+        let out = copy_json(
             &loc("oci", &image.layout, Some("latest")),
             &format!("{}/{repo}:v1", dst.host()),
         )
-        .arg("--json")
-        .run()
         .await;
-        out.expect_success();
         let report = out.json();
         assert_eq!(text(&report, "/digest"), image.root_digest().to_string());
         assert_eq!(
@@ -885,10 +859,8 @@ async fn hostile_archive_entries_are_refused() {
             &loc("oci-archive", &archive, Some("latest")),
             &format!("{}/x:{tag}", proxy.host()),
         )
-        .run()
+        .fails()
         .await;
-        out.expect_code(1);
-        out.expect_error_line();
         assert!(
             out.stderr.contains(entry),
             "the error should name the entry `{entry}`\n{}",
@@ -994,10 +966,8 @@ async fn corrupted_local_blob_fails_and_leaves_no_tag() {
         (loc("oci-archive", &archive, Some("v1")), "from-archive"),
     ] {
         let out = Mirror::copy(&source, &format!("{}/app:{tag}", dst.host()))
-            .run()
+            .fails()
             .await;
-        out.expect_code(1);
-        out.expect_error_line();
         let stderr = out.stderr_lower();
         assert!(
             stderr.contains(&hex[..12])
@@ -1054,10 +1024,8 @@ async fn interrupted_export_resumes() {
 
     let out = Mirror::copy(&source, &target)
         .args(["--retries", "1"])
-        .run()
+        .fails()
         .await;
-    out.expect_code(1);
-    out.expect_error_line();
     assert!(
         !archive.exists(),
         "an archive was committed by a failed copy"
@@ -1630,11 +1598,7 @@ async fn buildah_build_lands_in_a_registry() {
     assert_eq!(layout_digest, built.root_digest().to_string());
 
     let dst = open_registry().await;
-    let out = Mirror::copy(&target, &format!("{}/app", dst.host()))
-        .arg("--json")
-        .run()
-        .await;
-    out.expect_success();
+    let out = copy_json(&target, &format!("{}/app", dst.host())).await;
     assert_eq!(text(&out.json(), "/digest"), layout_digest);
     assert_landed(&dst.host(), "app", "1", &built, &ANON).await;
     assert_eq!(

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use mirror_testkit::{GeneratedImage, PushAuth, blob_exists};
 
 use crate::support::{
-    Mirror, assert_landed, fetch, image, num, open_registry, seeded_registry, small_image, strings,
-    text, three_platforms,
+    Mirror, assert_landed, fetch, image, num, open_registry, seeded_registry, small_app_v1,
+    small_image, strings, text, three_platforms,
 };
 
 const ANON: PushAuth = PushAuth::Anonymous;
@@ -109,19 +109,16 @@ async fn two_platforms_become_a_new_index() {
     let src = seeded_registry(&image, "app", "v1").await;
     let dst = open_registry().await;
 
-    let out = Mirror::copy(
-        &format!("{}/app:v1", src.host()),
-        &format!("{}/app:v1", dst.host()),
-    )
-    .args([
-        "--platform",
-        "linux/amd64",
-        "--platform",
-        "linux/arm64",
-        "--json",
-    ])
-    .run()
-    .await;
+    let out = Mirror::copy_between(&src.host(), &dst.host(), "app:v1")
+        .args([
+            "--platform",
+            "linux/amd64",
+            "--platform",
+            "linux/arm64",
+            "--json",
+        ])
+        .run()
+        .await;
     out.expect_success();
     let report = out.json();
     let digest = text(&report, "/digest").to_owned();
@@ -160,23 +157,18 @@ async fn two_platforms_become_a_new_index() {
 /// Asking for every platform the index has changes nothing: same root.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_platforms_keep_the_original_index() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (image, src, dst) = small_app_v1().await;
 
-    let out = Mirror::copy(
-        &format!("{}/app:v1", src.host()),
-        &format!("{}/app:v1", dst.host()),
-    )
-    .args([
-        "--platform",
-        "linux/amd64",
-        "--platform",
-        "linux/arm64/v8",
-        "--json",
-    ])
-    .run()
-    .await;
+    let out = Mirror::copy_between(&src.host(), &dst.host(), "app:v1")
+        .args([
+            "--platform",
+            "linux/amd64",
+            "--platform",
+            "linux/arm64/v8",
+            "--json",
+        ])
+        .run()
+        .await;
     out.expect_success();
     let report = out.json();
     assert_eq!(

@@ -14,8 +14,9 @@ use mirror_testkit::{
 use serde_json::Value;
 
 use crate::support::{
-    Mirror, Scratch, assert_landed, assert_no_manifest, describe, fetch, image, is_ping, is_write,
-    num, open_registry, proxy_to, seeded_registry, small_image, text, three_platforms, try_fetch,
+    Mirror, Scratch, assert_landed, assert_no_manifest, copy_json, describe, fetch, image, is_ping,
+    is_write, num, open_registry, proxy_to, seeded_registry, small_app_v1, small_image, text,
+    three_platforms, try_fetch,
 };
 
 const ANON: PushAuth = PushAuth::Anonymous;
@@ -420,11 +421,7 @@ async fn another_tools_referrer_survives_and_a_warm_run_costs_what_the_readme_sa
     let dst_proxy = proxy_to(&dst).await;
     let source = format!("{}/app:v1", src_proxy.host());
     let destination = format!("{}/app:v1", dst_proxy.host());
-    let out = Mirror::copy(&source, &destination)
-        .arg("--json")
-        .run()
-        .await;
-    out.expect_success();
+    let out = copy_json(&source, &destination).await;
     assert_eq!(
         num(&out.json(), "/referrers/copied"),
         1,
@@ -446,11 +443,7 @@ async fn another_tools_referrer_survives_and_a_warm_run_costs_what_the_readme_sa
 
     src_proxy.clear_requests();
     dst_proxy.clear_requests();
-    let warm = Mirror::copy(&source, &destination)
-        .arg("--json")
-        .run()
-        .await;
-    warm.expect_success();
+    let warm = copy_json(&source, &destination).await;
     let report = warm.json();
     assert_eq!(report["up_to_date"], true);
     assert_eq!(num(&report, "/referrers/skipped"), 1, "{report:#}");
@@ -525,14 +518,11 @@ async fn an_oci_archive_round_trip_keeps_referrers() {
     push_at(&src.host(), "app", &signature, &sig_tag).await;
 
     let archive = scratch.path().join("app.tar");
-    let out = Mirror::copy(
+    let out = copy_json(
         &format!("{}/app:v1", src.host()),
         &format!("oci-archive:{}:v1", archive.display()),
     )
-    .arg("--json")
-    .run()
     .await;
-    out.expect_success();
     assert_eq!(
         num(&out.json(), "/referrers/copied"),
         2,
@@ -932,9 +922,7 @@ async fn a_destination_signature_the_source_lacks_is_never_dropped() {
     let scratch = Scratch::new("referrers-sig-merge");
     let publisher = SigningKey::generate(scratch.path(), "publisher").expect("a key");
     let mirror_team = SigningKey::generate(scratch.path(), "mirror-team").expect("a key");
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let dst = open_registry().await;
+    let (image, src, dst) = small_app_v1().await;
     let root = root_of(&image);
     let sig_tag = format!("{}.sig", fallback_tag(&root.digest));
     let theirs = signed_by(&mirror_team, &root);
@@ -951,11 +939,7 @@ async fn a_destination_signature_the_source_lacks_is_never_dropped() {
 
     let source = format!("{}/app:v1", src.host());
     let destination = format!("{}/app:v1", dst.host());
-    let out = Mirror::copy(&source, &destination)
-        .arg("--json")
-        .run()
-        .await;
-    out.expect_success();
+    let out = copy_json(&source, &destination).await;
     let report = out.json();
     assert_eq!(num(&report, "/referrers/failed"), 1, "{report:#}");
     assert!(
@@ -975,11 +959,7 @@ async fn a_destination_signature_the_source_lacks_is_never_dropped() {
     // destination's, on a run that finds the image itself up to date.
     let both = cosign_signature(None, &[theirs, ours]);
     push_at(&src.host(), "app", &both, &sig_tag).await;
-    let out = Mirror::copy(&source, &destination)
-        .arg("--json")
-        .run()
-        .await;
-    out.expect_success();
+    let out = copy_json(&source, &destination).await;
     let report = out.json();
     assert_eq!(report["up_to_date"], true);
     assert_eq!(num(&report, "/referrers/copied"), 1, "{report:#}");

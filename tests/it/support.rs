@@ -195,6 +195,15 @@ impl Mirror {
         run
     }
 
+    /// `mirror copy SRC_HOST/IMAGE DST_HOST/IMAGE`: the same name on both
+    /// registries.
+    pub fn copy_between(src_host: &str, dst_host: &str, image: &str) -> Self {
+        Self::copy(
+            &format!("{src_host}/{image}"),
+            &format!("{dst_host}/{image}"),
+        )
+    }
+
     /// `mirror inspect REF --insecure-registry <host>`.
     pub fn inspect(reference: &str) -> Self {
         let mut run = Self::new(["inspect", reference]);
@@ -273,6 +282,14 @@ impl Mirror {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         (command, format!("mirror {}", self.args.join(" ")))
+    }
+
+    /// Runs it, expecting a failure: exit code 1 and an `error:` line.
+    pub async fn fails(self) -> Output {
+        let out = self.run().await;
+        out.expect_code(1);
+        out.expect_error_line();
+        out
     }
 
     pub async fn run(self) -> Output {
@@ -473,6 +490,15 @@ pub async fn seeded_registry(image: &GeneratedImage, repo: &str, tag: &str) -> R
     registry
 }
 
+/// The setup most copy tests start from: [`small_image`] at `app:v1` on a
+/// source registry, and an empty destination registry.
+pub async fn small_app_v1() -> (GeneratedImage, Registry, Registry) {
+    let image = small_image().await;
+    let src = seeded_registry(&image, "app", "v1").await;
+    let dst = open_registry().await;
+    (image, src, dst)
+}
+
 // ---- checking what landed ----------------------------------------------------
 
 /// A manifest as the registry serves it: the sha256 of its bytes, its
@@ -508,6 +534,14 @@ pub async fn fetch(host: &str, repo: &str, reference: &str, auth: &PushAuth) -> 
     try_fetch(host, repo, reference, auth)
         .await
         .unwrap_or_else(|e| panic!("fetching {host}/{repo}:{reference}: {e:#}"))
+}
+
+/// `mirror copy --json SRC DST`, expected to succeed: the run, for its
+/// report.
+pub async fn copy_json(src: &str, dst: &str) -> Output {
+    let out = Mirror::copy(src, dst).arg("--json").run().await;
+    out.expect_success();
+    out
 }
 
 /// The root of `image` is at `host/repo:tag` with its exact digest and media

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use futures::StreamExt as _;
-use mirror_engine::{Destination, EndpointError, Referrer, Resolved, Source, UploadSlot};
+use mirror_engine::{Destination, EndpointError, Resolved, UploadSlot};
 use mirror_oci::{BlobStream, Descriptor, Digest, Hasher, MAX_MANIFEST_BYTES, RawManifest};
 
 use crate::error::LayoutError;
@@ -397,6 +397,42 @@ impl OciLayout {
         write_atomic(&self.root.join("index.json"), &bytes).await
     }
 
+    /// Writes a manifest's bytes and records it as `target` says: the
+    /// destination's `put_manifest`, also for an archive's partial layout.
+    pub(crate) async fn store_manifest(
+        &self,
+        manifest: &RawManifest,
+        target: Target<'_>,
+    ) -> Result<(), LayoutError> {
+        self.write_manifest_blob(manifest).await?;
+        if let Target::Entry(tag) = target {
+            self.record(&manifest.descriptor(), tag).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes a referrer's bytes and lists it in `index.json`: named `tag`
+    /// (cosign's tags), else as an unnamed entry with its artifact type. The
+    /// destination's `put_referrer`, also for an archive's partial layout.
+    pub(crate) async fn store_referrer(
+        &self,
+        manifest: &RawManifest,
+        tag: Option<&str>,
+    ) -> Result<(), LayoutError> {
+        self.write_manifest_blob(manifest).await?;
+        match tag {
+            Some(tag) => {
+                validate_tag(tag)?;
+                self.record(&manifest.descriptor(), Some(tag)).await
+            }
+            None => {
+                let entry = crate::referrers::referrer_entry(manifest)?;
+                self.update_index(|index| crate::index::upsert_value(index, entry))
+                    .await
+            }
+        }
+    }
+
     pub(crate) fn reader(&self) -> &LayoutReader {
         &self.reader
     }
@@ -448,32 +484,7 @@ pub(crate) fn target<'a>(
     Ok(Target::Entry(Some(reference)))
 }
 
-#[async_trait]
-impl Source for OciLayout {
-    fn name(&self) -> String {
-        self.reader.label.clone()
-    }
-
-    async fn resolve(&self, reference: &str) -> Result<Option<Resolved>, EndpointError> {
-        Ok(Some(self.reader.find(reference).await?))
-    }
-
-    async fn manifest(&self, digest: &Digest) -> Result<RawManifest, EndpointError> {
-        Ok(self.reader.manifest(digest).await?)
-    }
-
-    async fn blob(&self, descriptor: &Descriptor) -> Result<BlobStream, EndpointError> {
-        Ok(self.reader.blob(descriptor).await?)
-    }
-
-    async fn referrers(
-        &self,
-        subject: &Digest,
-        _artifact_type: Option<&str>,
-    ) -> Result<Vec<Referrer>, EndpointError> {
-        Ok(self.reader.referrers(subject).await?)
-    }
-}
+crate::reader::source_through_reader!(OciLayout);
 
 #[async_trait]
 impl Destination for OciLayout {
@@ -516,22 +527,13 @@ impl Destination for OciLayout {
         manifest: &RawManifest,
     ) -> Result<(), EndpointError> {
         let target = target(reference, manifest)?;
-        self.write_manifest_blob(manifest).await?;
-        if let Target::Entry(tag) = target {
-            self.record(&manifest.descriptor(), tag).await?;
-        }
-        Ok(())
+        Ok(self.store_manifest(manifest, target).await?)
     }
 
     async fn listed_referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>, EndpointError> {
-        Ok(self
-            .reader
-            .referrers(subject)
-            .await?
-            .into_iter()
-            .filter(|r| r.legacy.is_none())
-            .map(|r| r.descriptor)
-            .collect())
+        Ok(crate::referrers::listed(
+            self.reader.referrers(subject).await?,
+        ))
     }
 
     async fn put_referrer(
@@ -539,18 +541,7 @@ impl Destination for OciLayout {
         manifest: &RawManifest,
         tag: Option<&str>,
     ) -> Result<bool, EndpointError> {
-        self.write_manifest_blob(manifest).await?;
-        match tag {
-            Some(tag) => {
-                validate_tag(tag)?;
-                self.record(&manifest.descriptor(), Some(tag)).await?;
-            }
-            None => {
-                let entry = crate::referrers::referrer_entry(manifest)?;
-                self.update_index(|index| crate::index::upsert_value(index, entry))
-                    .await?;
-            }
-        }
+        self.store_referrer(manifest, tag).await?;
         Ok(true)
     }
 

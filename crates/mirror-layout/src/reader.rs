@@ -220,3 +220,47 @@ fn resolved(descriptor: &Descriptor) -> Resolved {
         size: Some(descriptor.size()),
     }
 }
+
+/// Implements [`Source`](mirror_engine::Source) for an endpoint whose field
+/// `reader` is its [`LayoutReader`]: a layout directory and an oci-archive
+/// are read the same way, so both hand every call to the reader.
+macro_rules! source_through_reader {
+    ($endpoint:ty) => {
+        #[async_trait::async_trait]
+        impl mirror_engine::Source for $endpoint {
+            fn name(&self) -> String {
+                self.reader.label.clone()
+            }
+
+            async fn resolve(
+                &self,
+                reference: &str,
+            ) -> Result<Option<mirror_engine::Resolved>, mirror_engine::EndpointError> {
+                Ok(Some(self.reader.find(reference).await?))
+            }
+
+            async fn manifest(
+                &self,
+                digest: &mirror_oci::Digest,
+            ) -> Result<mirror_oci::RawManifest, mirror_engine::EndpointError> {
+                Ok(self.reader.manifest(digest).await?)
+            }
+
+            async fn blob(
+                &self,
+                descriptor: &mirror_oci::Descriptor,
+            ) -> Result<mirror_oci::BlobStream, mirror_engine::EndpointError> {
+                Ok(self.reader.blob(descriptor).await?)
+            }
+
+            async fn referrers(
+                &self,
+                subject: &mirror_oci::Digest,
+                _artifact_type: Option<&str>,
+            ) -> Result<Vec<mirror_engine::Referrer>, mirror_engine::EndpointError> {
+                Ok(self.reader.referrers(subject).await?)
+            }
+        }
+    };
+}
+pub(crate) use source_through_reader;

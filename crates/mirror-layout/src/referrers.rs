@@ -26,6 +26,16 @@ pub(crate) fn is_referrer_entry(entry: &Descriptor) -> bool {
     entry.artifact_type().is_some() || ref_name(entry).is_some_and(is_referrer_tag)
 }
 
+/// The referrers a layout lists as such (for the engine's
+/// `listed_referrers`): those found at cosign's legacy tags are left out.
+pub(crate) fn listed(found: Vec<Referrer>) -> Vec<Descriptor> {
+    found
+        .into_iter()
+        .filter(|r| r.legacy.is_none())
+        .map(|r| r.descriptor)
+        .collect()
+}
+
 /// What refers to `subject` among a layout's entries. `load` reads a
 /// manifest of the layout by digest (`None`: not stored).
 pub(crate) async fn referrers_among<F, Fut>(

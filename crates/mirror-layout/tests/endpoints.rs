@@ -68,6 +68,18 @@ async fn copy(
     .await
 }
 
+/// [`copy`], expected to succeed.
+async fn copy_ok(
+    source: Arc<dyn Source>,
+    source_reference: &str,
+    destination: Arc<dyn Destination>,
+    destination_reference: &str,
+) -> CopyReport {
+    copy(source, source_reference, destination, destination_reference)
+        .await
+        .expect("the copy succeeds")
+}
+
 fn image(spec: ImageSpec) -> GeneratedImage {
     generate(&spec).expect("generating a test image")
 }
@@ -210,9 +222,7 @@ async fn layout_to_layout_preserves_every_digest() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("out");
         let destination = Arc::new(OciLayout::create(&out).await.unwrap());
-        let report = copy(layout(&src.layout).await, "", destination.clone(), "v1")
-            .await
-            .unwrap();
+        let report = copy_ok(layout(&src.layout).await, "", destination.clone(), "v1").await;
         assert_eq!(report.digest, src.root_digest());
         assert_eq!(blobs_of(&out), blobs_of(&src.layout));
         assert_eq!(
@@ -222,9 +232,7 @@ async fn layout_to_layout_preserves_every_digest() {
         assert!(out.join("oci-layout").is_file());
 
         // A warm re-run is one lookup per side.
-        let again = copy(layout(&src.layout).await, "latest", destination, "v1")
-            .await
-            .unwrap();
+        let again = copy_ok(layout(&src.layout).await, "latest", destination, "v1").await;
         assert!(again.up_to_date);
 
         // What we wrote reads back as a source, by tag, by digest and as the only image.
@@ -243,12 +251,8 @@ async fn unknown_and_ambiguous_tags_list_the_names() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("many");
     let destination = Arc::new(OciLayout::create(&out).await.unwrap());
-    copy(layout(&a.layout).await, "", destination.clone(), "a")
-        .await
-        .unwrap();
-    copy(layout(&b.layout).await, "", destination.clone(), "b")
-        .await
-        .unwrap();
+    copy_ok(layout(&a.layout).await, "", destination.clone(), "a").await;
+    copy_ok(layout(&b.layout).await, "", destination.clone(), "b").await;
     let source = layout(&out).await;
     let err = source.find("c").await.unwrap_err();
     assert!(matches!(err, LayoutError::UnknownTag { .. }));
@@ -331,14 +335,13 @@ async fn stale_temporary_files_are_removed_on_open() {
     let src = image(ImageSpec::small("stale", 131));
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    copy(
+    copy_ok(
         layout(&src.layout).await,
         "",
         Arc::new(OciLayout::create(&out).await.unwrap()),
         "latest",
     )
-    .await
-    .unwrap();
+    .await;
     let dead = out.join("blobs/sha256/.tmp-abc-999999999-0");
     let live = out.join(format!("blobs/sha256/.tmp-abc-{}-0", std::process::id()));
     std::fs::write(&dead, "half").unwrap();
@@ -357,9 +360,7 @@ async fn layout_archive_layout_round_trip() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("image.tar");
     let writer = Arc::new(OciArchiveWriter::create(&file).await.unwrap());
-    copy(layout(&src.layout).await, "", writer.clone(), "v1")
-        .await
-        .unwrap();
+    copy_ok(layout(&src.layout).await, "", writer.clone(), "v1").await;
     assert!(file.is_file());
     assert!(!writer.partial_path().exists(), "partial dir removed");
 
@@ -382,14 +383,13 @@ async fn layout_archive_layout_round_trip() {
 
     // Deterministic: the same content gives the same bytes.
     let file2 = tmp.path().join("again.tar");
-    copy(
+    copy_ok(
         layout(&src.layout).await,
         "",
         Arc::new(OciArchiveWriter::create(&file2).await.unwrap()),
         "v1",
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         std::fs::read(&file).unwrap(),
         std::fs::read(&file2).unwrap()
@@ -399,25 +399,23 @@ async fn layout_archive_layout_round_trip() {
     let archive = Arc::new(OciArchive::open(&file).await.unwrap());
     assert_eq!(archive.find("v1").await.unwrap().digest, src.root_digest());
     let out = tmp.path().join("out");
-    copy(
+    copy_ok(
         archive,
         "v1",
         Arc::new(OciLayout::create(&out).await.unwrap()),
         "v1",
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(blobs_of(&out), blobs_of(&src.layout));
 
     // A warm re-run into the archive writes nothing.
-    let again = copy(
+    let again = copy_ok(
         layout(&src.layout).await,
         "",
         Arc::new(OciArchiveWriter::create(&file).await.unwrap()),
         "v1",
     )
-    .await
-    .unwrap();
+    .await;
     assert!(again.up_to_date);
 }
 
@@ -442,12 +440,8 @@ async fn two_images_share_blobs_once_in_a_layout_and_an_archive() {
     // Layout: one after the other; the second copies no layer.
     let out = tmp.path().join("layout");
     let destination = Arc::new(OciLayout::create(&out).await.unwrap());
-    copy(layout(&a.layout).await, "", destination.clone(), "oci")
-        .await
-        .unwrap();
-    let second = copy(layout(&b.layout).await, "", destination, "docker")
-        .await
-        .unwrap();
+    copy_ok(layout(&a.layout).await, "", destination.clone(), "oci").await;
+    let second = copy_ok(layout(&b.layout).await, "", destination, "docker").await;
     assert_eq!(second.blobs.copied, 0, "{second:?}");
     assert_eq!(second.blobs.skipped, a_blobs.len() as u64);
     assert_eq!(blobs_of(&out).into_keys().collect::<BTreeSet<_>>(), union);
@@ -492,22 +486,20 @@ async fn two_images_share_blobs_once_in_a_layout_and_an_archive() {
 
     // Archive: a second run adds to an existing file and keeps what it holds.
     let file = tmp.path().join("merged.tar");
-    copy(
+    copy_ok(
         layout(&a.layout).await,
         "",
         Arc::new(OciArchiveWriter::create(&file).await.unwrap()),
         "oci",
     )
-    .await
-    .unwrap();
-    let second = copy(
+    .await;
+    let second = copy_ok(
         layout(&b.layout).await,
         "",
         Arc::new(OciArchiveWriter::create(&file).await.unwrap()),
         "docker",
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         second.blobs.copied, 0,
         "blobs in the existing archive are skipped"
@@ -520,14 +512,13 @@ async fn two_images_share_blobs_once_in_a_layout_and_an_archive() {
         b.root_digest()
     );
     // Re-tagging replaces only that name.
-    copy(
+    copy_ok(
         layout(&b.layout).await,
         "",
         Arc::new(OciArchiveWriter::create(&file).await.unwrap()),
         "oci",
     )
-    .await
-    .unwrap();
+    .await;
     let archive = OciArchive::open(&file).await.unwrap();
     assert_eq!(archive.find("oci").await.unwrap().digest, b.root_digest());
     assert_eq!(
@@ -558,12 +549,8 @@ async fn python_like_variants_share_base_layers_in_one_archive() {
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("python.tar");
     let writer = Arc::new(OciArchiveWriter::create(&file).await.unwrap());
-    copy(layout(&a.layout).await, "", writer.clone(), "3.10-a")
-        .await
-        .unwrap();
-    let second = copy(layout(&b.layout).await, "", writer, "3.10-b")
-        .await
-        .unwrap();
+    copy_ok(layout(&a.layout).await, "", writer.clone(), "3.10-a").await;
+    let second = copy_ok(layout(&b.layout).await, "", writer, "3.10-b").await;
     assert_eq!(second.blobs.skipped, shared as u64, "{second:?}");
     let union: BTreeSet<String> = blobs_of(&a.layout)
         .into_keys()
@@ -574,9 +561,7 @@ async fn python_like_variants_share_base_layers_in_one_archive() {
     let archive = Arc::new(OciArchive::open(&file).await.unwrap());
     let out = tmp.path().join("out");
     let destination = Arc::new(OciLayout::create(&out).await.unwrap());
-    copy(archive.clone(), "3.10-a", destination.clone(), "a")
-        .await
-        .unwrap();
+    copy_ok(archive.clone(), "3.10-a", destination.clone(), "a").await;
     copy(archive, "3.10-b", destination, "b").await.unwrap();
     assert_eq!(blobs_of(&out).into_keys().collect::<BTreeSet<_>>(), union);
 }
@@ -588,14 +573,13 @@ async fn skopeo_reads_what_we_write() {
     let src = image(ImageSpec::small("skopeo-reads", 301).with_attestations());
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("ours.tar");
-    copy(
+    copy_ok(
         layout(&src.layout).await,
         "",
         Arc::new(OciArchiveWriter::create(&file).await.unwrap()),
         "v1",
     )
-    .await
-    .unwrap();
+    .await;
     let archive_ref = format!("oci-archive:{}:v1", file.display());
     let raw = skopeo(&["inspect", "--raw", &archive_ref]).await;
     assert_eq!(
@@ -610,14 +594,13 @@ async fn skopeo_reads_what_we_write() {
 
     // A layout we wrote, too.
     let dir = tmp.path().join("ours");
-    copy(
+    copy_ok(
         layout(&src.layout).await,
         "",
         Arc::new(OciLayout::create(&dir).await.unwrap()),
         "v2",
     )
-    .await
-    .unwrap();
+    .await;
     let raw = skopeo(&["inspect", "--raw", &format!("oci:{}:v2", dir.display())]).await;
     assert_eq!(mirror_oci::digest_of(&raw), src.root_digest());
 }
@@ -640,14 +623,13 @@ async fn we_read_what_skopeo_writes() {
     let location = FileLocation::parse(&format!("oci:{}:example.com/app:1.0", out.display()))
         .unwrap()
         .expect("a file location");
-    let report = copy(
+    let report = copy_ok(
         archive,
         "example.com/app:1.0",
         mirror_layout::open_destination(&location).await.unwrap(),
         &location.reference(),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(report.digest, src.root_digest());
     assert_eq!(blobs_of(&out), blobs_of(&src.layout));
 
@@ -870,14 +852,13 @@ async fn an_interrupted_export_keeps_verified_blobs_and_resumes() {
     assert!(!kept.is_empty(), "verified blobs are kept");
     assert!(!kept.contains_key(victim.digest().digest()));
     assert!(index_of(&out).is_empty());
-    let report = copy(
+    let report = copy_ok(
         layout(&src.layout).await,
         "",
         Arc::new(OciLayout::create(&out).await.unwrap()),
         "latest",
     )
-    .await
-    .unwrap();
+    .await;
     assert!(report.blobs.skipped > 0, "{report:?}");
     assert_eq!(blobs_of(&out), blobs_of(&src.layout));
     assert_eq!(index_of(&out).len(), 1);
@@ -895,14 +876,13 @@ async fn an_interrupted_export_keeps_verified_blobs_and_resumes() {
         !blobs_of(&partial).is_empty(),
         "verified blobs kept in FILE.partial"
     );
-    let report = copy(
+    let report = copy_ok(
         layout(&src.layout).await,
         "",
         Arc::new(OciArchiveWriter::create(&file).await.unwrap()),
         "latest",
     )
-    .await
-    .unwrap();
+    .await;
     assert!(report.blobs.skipped > 0, "{report:?}");
     assert!(!partial.exists());
     assert_eq!(
@@ -936,14 +916,13 @@ async fn a_dropped_copy_leaves_no_partial_files() {
     assert!(left.is_empty(), "{left:?}");
     assert!(!blobs_of(&out).contains_key(victim.digest().digest()));
     assert!(index_of(&out).is_empty());
-    copy(
+    copy_ok(
         layout(&src.layout).await,
         "",
         Arc::new(OciLayout::create(&out).await.unwrap()),
         "latest",
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(blobs_of(&out), blobs_of(&src.layout));
 }
 
@@ -1040,14 +1019,13 @@ async fn docker_archives_are_read_with_a_computed_manifest() {
         .expect("a file location");
     let source = mirror_layout::open_source(&location).await.unwrap();
     let out = tmp.path().join("out");
-    let report = copy(
+    let report = copy_ok(
         source,
         &location.reference(),
         Arc::new(OciLayout::create(&out).await.unwrap()),
         "1.0",
     )
-    .await
-    .unwrap();
+    .await;
     let written = layout(&out).await;
     let root = written.find("1.0").await.unwrap();
     assert_eq!(root.digest, report.digest);
@@ -1382,14 +1360,13 @@ async fn docker_archives_with_an_oci_layout_keep_the_manifest() {
     let resolved = archive.resolve("app:1").await.unwrap().unwrap();
     assert_eq!(resolved.digest, written.digest);
     let out = tmp.path().join("out");
-    let report = copy(
+    let report = copy_ok(
         Arc::new(archive),
         "app:1",
         Arc::new(OciLayout::create(&out).await.unwrap()),
         "back",
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(report.digest, written.digest);
     let back = layout(&out).await;
     let manifest = Source::manifest(&*back, &report.digest).await.unwrap();

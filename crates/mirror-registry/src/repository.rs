@@ -545,16 +545,14 @@ impl Repository {
             }
             let next = next_link(answer.response.headers());
             let page_url = answer.response.url().clone();
-            let body = read_page(answer.response, pages.limits.max_page_bytes)
-                .await
-                .map_err(|source| RegistryError::Transport {
-                    host: self.host.name.clone(),
-                    operation: Operation::ListTags,
-                    target: target.clone(),
-                    kind: TransportKind::Read,
-                    detail: String::new(),
-                    source: source.without_url(),
-                })?
+            let body = self
+                .read_page(
+                    answer.response,
+                    pages.limits.max_page_bytes,
+                    Operation::ListTags,
+                    &target,
+                )
+                .await?
                 .ok_or_else(|| {
                     refused(format!(
                         "a page of the tag list is over {} bytes (the cap on a page): refused",
@@ -677,8 +675,31 @@ fn link_entries(value: &str) -> Vec<(String, String)> {
     entries
 }
 
+impl Repository {
+    /// A page of a listing (`operation` on `target`), or `None` when it is
+    /// over `cap` bytes; a failed read is a transport error of the listing.
+    async fn read_page(
+        &self,
+        response: reqwest::Response,
+        cap: usize,
+        operation: Operation,
+        target: &str,
+    ) -> Result<Option<Bytes>, RegistryError> {
+        read_capped(response, cap)
+            .await
+            .map_err(|source| RegistryError::Transport {
+                host: self.host.name.clone(),
+                operation,
+                target: target.to_owned(),
+                kind: TransportKind::Read,
+                detail: String::new(),
+                source: source.without_url(),
+            })
+    }
+}
+
 /// A page body, or `None` when it is over `cap` bytes.
-async fn read_page(
+async fn read_capped(
     mut response: reqwest::Response,
     cap: usize,
 ) -> Result<Option<Bytes>, reqwest::Error> {

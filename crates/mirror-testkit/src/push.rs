@@ -214,16 +214,14 @@ pub async fn fetch_blob_digest(
     Ok(hasher.finish())
 }
 
-async fn push_blob(
-    session: &mut Session,
-    image: &GeneratedImage,
-    blob: &Descriptor,
-) -> anyhow::Result<()> {
-    let digest = blob.digest().to_string();
+/// Starts a monolithic upload of blob `digest` unless the registry has it:
+/// the URL to `PUT` its bytes to (`digest` added), or `None` when the blob is
+/// there already.
+async fn start_upload(session: &mut Session, digest: &str) -> anyhow::Result<Option<String>> {
     let url = session.url(&format!("blobs/{digest}"));
     let head = session.send(|c| Ok(c.head(&url))).await?;
     if head.status() == StatusCode::OK {
-        return Ok(());
+        return Ok(None);
     }
     let uploads = session.url("blobs/uploads/");
     let started = session
@@ -233,8 +231,19 @@ async fn push_blob(
     let location = header_text(&started, header::LOCATION)
         .with_context(|| format!("POST {uploads}: no Location header"))?;
     let mut put_url = url::Url::parse(&session.base)?.join(&location)?;
-    put_url.query_pairs_mut().append_pair("digest", &digest);
-    let put_url = put_url.to_string();
+    put_url.query_pairs_mut().append_pair("digest", digest);
+    Ok(Some(put_url.to_string()))
+}
+
+async fn push_blob(
+    session: &mut Session,
+    image: &GeneratedImage,
+    blob: &Descriptor,
+) -> anyhow::Result<()> {
+    let digest = blob.digest().to_string();
+    let Some(put_url) = start_upload(session, &digest).await? else {
+        return Ok(());
+    };
     let path = image.blob_path(blob.digest());
     let size = blob.size();
     let response = session
@@ -257,21 +266,9 @@ async fn push_blob(
 
 async fn push_bytes(session: &mut Session, blob: &Bytes) -> anyhow::Result<()> {
     let digest = mirror_oci::digest_of(blob).to_string();
-    let url = session.url(&format!("blobs/{digest}"));
-    let head = session.send(|c| Ok(c.head(&url))).await?;
-    if head.status() == StatusCode::OK {
+    let Some(put_url) = start_upload(session, &digest).await? else {
         return Ok(());
-    }
-    let uploads = session.url("blobs/uploads/");
-    let started = session
-        .send(|c| Ok(c.post(&uploads).header(header::CONTENT_LENGTH, 0)))
-        .await?;
-    let started = expect_status(started, &[StatusCode::ACCEPTED], "POST", &uploads).await?;
-    let location = header_text(&started, header::LOCATION)
-        .with_context(|| format!("POST {uploads}: no Location header"))?;
-    let mut put_url = url::Url::parse(&session.base)?.join(&location)?;
-    put_url.query_pairs_mut().append_pair("digest", &digest);
-    let put_url = put_url.to_string();
+    };
     let response = session
         .send(|c| {
             Ok(c.put(&put_url)

@@ -5,9 +5,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use mirror_engine::{EndpointError, Referrer, Resolved, Source};
-use mirror_oci::{BlobStream, Descriptor, Digest, RawManifest};
+use mirror_engine::Resolved;
+use mirror_oci::Descriptor;
 
 use crate::error::LayoutError;
 use crate::reader::LayoutReader;
@@ -78,29 +77,4 @@ impl OciArchive {
     }
 }
 
-#[async_trait]
-impl Source for OciArchive {
-    fn name(&self) -> String {
-        self.reader.label.clone()
-    }
-
-    async fn resolve(&self, reference: &str) -> Result<Option<Resolved>, EndpointError> {
-        Ok(Some(self.reader.find(reference).await?))
-    }
-
-    async fn manifest(&self, digest: &Digest) -> Result<RawManifest, EndpointError> {
-        Ok(self.reader.manifest(digest).await?)
-    }
-
-    async fn blob(&self, descriptor: &Descriptor) -> Result<BlobStream, EndpointError> {
-        Ok(self.reader.blob(descriptor).await?)
-    }
-
-    async fn referrers(
-        &self,
-        subject: &Digest,
-        _artifact_type: Option<&str>,
-    ) -> Result<Vec<Referrer>, EndpointError> {
-        Ok(self.reader.referrers(subject).await?)
-    }
-}
+crate::reader::source_through_reader!(OciArchive);

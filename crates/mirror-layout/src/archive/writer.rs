@@ -24,7 +24,7 @@ use crate::fsutil::{
     TempGuard, blob_rel, digest_of_blob_name, path_lock, reference_digest, sync_dir,
 };
 use crate::index::{MAX_INDEX_BYTES, empty_index, ref_name, upsert_value};
-use crate::layout::{OciLayout, Target, hashes_to, target};
+use crate::layout::{OciLayout, hashes_to, target};
 use crate::lock::Mode;
 use crate::reader::LayoutReader;
 use crate::store::{FileIdentity, Store, TarIndex};
@@ -667,11 +667,7 @@ impl Destination for OciArchiveWriter {
         let staged = async {
             let _held = lock(&self.target, Mode::Shared).await?;
             self.partial.ensure_layout().await?;
-            self.partial.write_manifest_blob(manifest).await?;
-            if let Target::Entry(tag) = target {
-                self.partial.record(&manifest.descriptor(), tag).await?;
-            }
-            Ok(())
+            self.partial.store_manifest(manifest, target).await
         };
         Ok(staged.await.map_err(|e| self.full(e))?)
     }
@@ -679,13 +675,9 @@ impl Destination for OciArchiveWriter {
     async fn listed_referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>, EndpointError> {
         let gate = path_lock(&self.target);
         let _open = gate.read().await;
-        Ok(self
-            .referrers_here(subject)
-            .await?
-            .into_iter()
-            .filter(|r| r.legacy.is_none())
-            .map(|r| r.descriptor)
-            .collect())
+        Ok(crate::referrers::listed(
+            self.referrers_here(subject).await?,
+        ))
     }
 
     async fn put_referrer(
@@ -696,19 +688,7 @@ impl Destination for OciArchiveWriter {
         let staged = async {
             let _held = lock(&self.target, Mode::Shared).await?;
             self.partial.ensure_layout().await?;
-            self.partial.write_manifest_blob(manifest).await?;
-            match tag {
-                Some(tag) => {
-                    crate::transport::validate_tag(tag)?;
-                    self.partial.record(&manifest.descriptor(), Some(tag)).await
-                }
-                None => {
-                    let entry = crate::referrers::referrer_entry(manifest)?;
-                    self.partial
-                        .update_index(|index| upsert_value(index, entry))
-                        .await
-                }
-            }
+            self.partial.store_referrer(manifest, tag).await
         };
         staged.await.map_err(|e| self.full(e))?;
         Ok(true)

@@ -10,8 +10,8 @@ use mirror_oci::{
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use reqwest::{Method, StatusCode};
 
-use super::{Repository, next_link, read_page};
-use crate::error::{Operation, RegistryError, TransportKind};
+use super::{Repository, next_link};
+use crate::error::{Operation, RegistryError};
 use crate::execute::{CallBody, header_value, origin_of};
 
 /// Pages of one referrers listing followed at most: a hostile registry
@@ -91,16 +91,14 @@ impl Repository {
                 target: target.clone(),
                 detail,
             };
-            let body = read_page(answer.response, MAX_PAGE_BYTES)
-                .await
-                .map_err(|source| RegistryError::Transport {
-                    host: self.host.name.clone(),
-                    operation: Operation::ListReferrers,
-                    target: target.clone(),
-                    kind: TransportKind::Read,
-                    detail: String::new(),
-                    source: source.without_url(),
-                })?
+            let body = self
+                .read_page(
+                    answer.response,
+                    MAX_PAGE_BYTES,
+                    Operation::ListReferrers,
+                    &target,
+                )
+                .await?
                 .ok_or_else(|| {
                     protocol(format!(
                         "a page of referrers is over {MAX_PAGE_BYTES} bytes: refused"
