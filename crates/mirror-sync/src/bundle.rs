@@ -24,14 +24,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use async_trait::async_trait;
-use mirror_engine::{
-    Capabilities, Destination, EndpointError, Mount, MountOrigin, MountSetting, Source, UploadSlot,
-};
+use mirror_engine::{EndpointError, Mount, Source};
 use mirror_layout::{FileLocation, LayoutError, OciArchive};
-use mirror_oci::{BlobStream, Descriptor, Digest, RawManifest};
+use mirror_oci::Descriptor;
 
 use crate::error::SyncError;
 use crate::file::{Entry, Tags, Target};
@@ -243,7 +240,7 @@ impl LeftOut {
         self.held.contains(digest)
     }
 
-    fn holds(&self, descriptor: &Descriptor) -> bool {
+    pub(crate) fn holds(&self, descriptor: &Descriptor) -> bool {
         let digest = descriptor.digest().to_string();
         if !self.held.contains(&digest) {
             return false;
@@ -253,130 +250,6 @@ impl LeftOut {
             .unwrap_or_else(|p| p.into_inner())
             .insert(digest, descriptor.size());
         true
-    }
-}
-
-/// A file destination that takes the far side's blobs as present, so the
-/// engine leaves them out. Everything else is the inner destination's.
-///
-/// With `commit_later`, a copy's `finish` commits nothing: an archive's
-/// commit rewrites the whole file, so a run that writes many images into
-/// one archive commits it once at its end ([`crate::Session::run`]) instead
-/// of once per image, which would cost images x bytes.
-pub(crate) struct LeavingOut {
-    inner: Arc<dyn Destination>,
-    left_out: Option<Arc<LeftOut>>,
-    commit_later: bool,
-}
-
-impl LeavingOut {
-    pub(crate) fn wrap(
-        inner: Arc<dyn Destination>,
-        left_out: Option<&Arc<LeftOut>>,
-        commit_later: bool,
-    ) -> Arc<dyn Destination> {
-        if left_out.is_none() && !commit_later {
-            return inner;
-        }
-        Arc::new(Self {
-            inner,
-            left_out: left_out.cloned(),
-            commit_later,
-        })
-    }
-}
-
-#[async_trait]
-impl Destination for LeavingOut {
-    fn name(&self) -> String {
-        self.inner.name()
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-
-    async fn ensure_repository(&self) -> Result<(), EndpointError> {
-        self.inner.ensure_repository().await
-    }
-
-    async fn manifest_digest(&self, reference: &str) -> Result<Option<Digest>, EndpointError> {
-        self.inner.manifest_digest(reference).await
-    }
-
-    async fn blob_exists(&self, descriptor: &Descriptor) -> Result<bool, EndpointError> {
-        if self.left_out.as_ref().is_some_and(|l| l.holds(descriptor)) {
-            return Ok(true);
-        }
-        self.inner.blob_exists(descriptor).await
-    }
-
-    async fn mount_blob(
-        &self,
-        descriptor: &Descriptor,
-        from: &MountOrigin,
-    ) -> Result<Mount, EndpointError> {
-        self.inner.mount_blob(descriptor, from).await
-    }
-
-    fn can_mount_from(&self, origin: &MountOrigin) -> bool {
-        self.inner.can_mount_from(origin)
-    }
-
-    fn location(&self) -> Option<MountOrigin> {
-        self.inner.location()
-    }
-
-    async fn mount_setting(&self) -> MountSetting {
-        self.inner.mount_setting().await
-    }
-
-    async fn put_blob(
-        &self,
-        descriptor: &Descriptor,
-        body: BlobStream,
-        slot: Option<UploadSlot>,
-    ) -> Result<(), EndpointError> {
-        self.inner.put_blob(descriptor, body, slot).await
-    }
-
-    async fn put_manifest(
-        &self,
-        reference: &str,
-        manifest: &RawManifest,
-    ) -> Result<(), EndpointError> {
-        self.inner.put_manifest(reference, manifest).await
-    }
-
-    async fn listed_referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>, EndpointError> {
-        self.inner.listed_referrers(subject).await
-    }
-
-    async fn put_referrer(
-        &self,
-        manifest: &RawManifest,
-        tag: Option<&str>,
-    ) -> Result<bool, EndpointError> {
-        self.inner.put_referrer(manifest, tag).await
-    }
-
-    async fn add_referrers(
-        &self,
-        subject: &Digest,
-        referrers: &[Descriptor],
-    ) -> Result<(), EndpointError> {
-        self.inner.add_referrers(subject, referrers).await
-    }
-
-    async fn stored_manifest(&self, digest: &Digest) -> Result<Option<RawManifest>, EndpointError> {
-        self.inner.stored_manifest(digest).await
-    }
-
-    async fn finish(&self) -> Result<(), EndpointError> {
-        if self.commit_later {
-            return Ok(());
-        }
-        self.inner.finish().await
     }
 }
 

@@ -20,6 +20,7 @@ use mirror_oci::{BlobStream, Descriptor, Digest, RawManifest};
 use serde::Serialize;
 
 use crate::budget::{Reservation, SourceBudget};
+use crate::bundle::LeftOut;
 
 /// What one image asked of its two ends.
 #[derive(Debug, Default)]
@@ -254,6 +255,14 @@ pub(crate) struct CountedDestination {
     calls: Arc<CallCounter>,
     /// The plan's HEAD answer for the image's tag, used once.
     planned: Mutex<Option<(String, Option<Digest>)>>,
+    /// Blobs the far side of an air gap holds: present, so the engine leaves
+    /// them out of the bundle ([`crate::bundle`]).
+    left_out: Option<Arc<LeftOut>>,
+    /// A copy's `finish` commits nothing: an archive's commit rewrites the
+    /// whole file, so a run that writes many images into one archive
+    /// commits it once at its end ([`crate::Session::run`]) instead of once
+    /// per image, which would cost images x bytes.
+    commit_later: bool,
 }
 
 impl CountedDestination {
@@ -266,7 +275,16 @@ impl CountedDestination {
             inner,
             calls,
             planned: Mutex::new(planned),
+            left_out: None,
+            commit_later: false,
         }
+    }
+
+    /// A file destination of an air-gap export: see the fields.
+    pub(crate) fn for_file(mut self, left_out: Option<Arc<LeftOut>>, commit_later: bool) -> Self {
+        self.left_out = left_out;
+        self.commit_later = commit_later;
+        self
     }
 }
 
@@ -296,6 +314,9 @@ impl Destination for CountedDestination {
     }
 
     async fn blob_exists(&self, descriptor: &Descriptor) -> Result<bool, EndpointError> {
+        if self.left_out.as_ref().is_some_and(|l| l.holds(descriptor)) {
+            return Ok(true);
+        }
         self.calls
             .destination_blob_heads
             .fetch_add(1, Ordering::Relaxed);
@@ -376,6 +397,9 @@ impl Destination for CountedDestination {
     }
 
     async fn finish(&self) -> Result<(), EndpointError> {
+        if self.commit_later {
+            return Ok(());
+        }
         self.inner.finish().await
     }
 }

@@ -225,14 +225,12 @@ impl Session {
         }
     }
 
-    /// Commits each oci-archive the run copied into, once, with every image
-    /// staged in it (the copies left their commits to this); a commit that
-    /// fails fails every tag that copied into that archive.
+    /// Commits each oci-archive that several tags of the run copied into,
+    /// once, with every image staged in it (the copies left their commits to
+    /// this); a commit that fails fails every tag that copied into it. An
+    /// archive only one tag writes was committed by its copy.
     async fn commit_archives(&self, plan: &Plan, results: &mut [(TagResult, Option<CopyFailure>)]) {
-        let archive_of = |tag: &PlannedTag| match &tag.job.destination {
-            ImageLocation::File(FileLocation::OciArchive { path, .. }) => Some(path.clone()),
-            _ => None,
-        };
+        let archive_of = |tag: &PlannedTag| shared_archive(plan, tag);
         let mut archives = std::collections::BTreeSet::new();
         for ((result, _), tag) in results.iter().zip(&plan.tags) {
             if let (Some(path), Outcome::Copied(copy)) = (archive_of(tag), &result.outcome)
@@ -438,12 +436,7 @@ impl Session {
                 }
             }
             ImageLocation::File(file) => match mirror_layout::open_destination(file).await {
-                // An oci-archive is committed once, at the end of the run.
-                Ok(endpoint) => crate::bundle::LeavingOut::wrap(
-                    endpoint,
-                    self.options.left_out.as_ref(),
-                    matches!(file, FileLocation::OciArchive { .. }),
-                ),
+                Ok(endpoint) => endpoint,
                 Err(error) => return destination_failed(file.to_string(), error),
             },
         };
@@ -458,14 +451,25 @@ impl Session {
         let request = CopyRequest {
             source: counted_source.clone(),
             source_reference,
-            destination: Arc::new(CountedDestination::new(
-                destination,
-                tag.calls.clone(),
-                Some((
-                    destination_reference.clone(),
-                    tag.destination_digest.clone(),
-                )),
-            )),
+            destination: Arc::new(
+                CountedDestination::new(
+                    destination,
+                    tag.calls.clone(),
+                    Some((
+                        destination_reference.clone(),
+                        tag.destination_digest.clone(),
+                    )),
+                )
+                .for_file(
+                    match &tag.job.destination {
+                        ImageLocation::File(_) => self.options.left_out.clone(),
+                        ImageLocation::Registry(_) => None,
+                    },
+                    // An oci-archive that several tags write is committed
+                    // once, at the end of the run.
+                    shared_archive(plan, tag).is_some(),
+                ),
+            ),
             destination_reference,
             source_label: tag.source.clone(),
             destination_label: tag.destination.clone(),
@@ -603,3 +607,18 @@ fn up_to_date_report(tag: &PlannedTag) -> CopyReport {
 #[derive(Debug, thiserror::Error)]
 #[error("committing the archive")]
 struct SharedError(#[source] Arc<EndpointError>);
+
+/// The oci-archive `tag` writes, when other tags of the plan write it too.
+fn shared_archive(plan: &Plan, tag: &PlannedTag) -> Option<std::path::PathBuf> {
+    let archive = |t: &PlannedTag| match &t.job.destination {
+        ImageLocation::File(FileLocation::OciArchive { path, .. }) => Some(path.clone()),
+        _ => None,
+    };
+    let path = archive(tag)?;
+    let writers = plan
+        .tags
+        .iter()
+        .filter(|t| archive(t).as_ref() == Some(&path))
+        .count();
+    (writers > 1).then_some(path)
+}
