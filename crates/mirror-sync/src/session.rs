@@ -32,9 +32,10 @@ pub const DEFAULT_CONCURRENT_IMAGES: usize = 8;
 /// Blob transfers in flight in a `mirror sync` run by default: a fleet is
 /// many small blobs across many repositories, bound by round trips, not
 /// bytes. Measured on the bench's fleet (2026-12-01, loopback HTTPS, 3 runs
-/// each): 16 took 2.9 to 3.7 s where 8 (the single-copy default,
-/// [`mirror_engine::DEFAULT_CONCURRENT_BLOBS`]) took 5.5 to 5.8 s, peak RSS
-/// 25 against 24 MiB; 16 images in flight instead of 8 changed nothing.
+/// each): with the other core busy (a build running) 16 took 2.9 to 3.7 s
+/// where 8 (the single-copy default, [`mirror_engine::DEFAULT_CONCURRENT_BLOBS`])
+/// took 5.5 to 5.8 s; on an idle machine they tie (4.3 to 4.7 s against 4.5
+/// to 4.7 s), peak RSS 1 to 2 MiB higher. Shared CI runners are rarely idle.
 pub const DEFAULT_SYNC_CONCURRENT_BLOBS: usize = 16;
 
 /// How a run behaves (everything but what to copy).
