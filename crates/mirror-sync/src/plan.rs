@@ -2,6 +2,7 @@
 //! A plan is data: `--plan` prints it, a run carries it out, and the HEAD
 //! answers travel with it so that the engine does not ask again.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt as _;
@@ -107,6 +108,10 @@ pub struct Plan {
     pub shard: Option<Shard>,
     #[serde(skip)]
     pub(crate) entries: Vec<Entry>,
+    /// The oci-archives more than one tag writes: each is committed once,
+    /// at the end of the run, not by every copy (a commit rewrites the file).
+    #[serde(skip)]
+    pub(crate) shared_archives: std::collections::BTreeSet<std::path::PathBuf>,
 }
 
 /// A log group the run ensures.
@@ -191,7 +196,20 @@ impl Session {
         tags.sort_by_key(|t| t.job.entry);
         // Log groups are run-wide work: one shard does it.
         let ensure_log_groups = self.options.shard.is_none_or(|s| s.is_first());
+        let mut writers: HashMap<&std::path::Path, usize> = HashMap::new();
+        for tag in &tags {
+            if let ImageLocation::File(FileLocation::OciArchive { path, .. }) = &tag.job.destination
+            {
+                *writers.entry(path).or_default() += 1;
+            }
+        }
+        let shared_archives = writers
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(path, _)| path.to_path_buf())
+            .collect();
         Ok(Plan {
+            shared_archives,
             tags,
             log_groups: request
                 .log_groups

@@ -242,7 +242,7 @@ impl Session {
         }
         for path in archives {
             let location = FileLocation::OciArchive {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 tag: None,
             };
             let committed = match mirror_layout::open_destination(&location).await {
@@ -252,9 +252,7 @@ impl Session {
             let Err(error) = committed else { continue };
             let error = Arc::new(error);
             for ((result, _), tag) in results.iter_mut().zip(&plan.tags) {
-                if archive_of(tag).as_ref() == Some(&path)
-                    && matches!(result.outcome, Outcome::Copied(_))
-                {
+                if archive_of(tag) == Some(path) && matches!(result.outcome, Outcome::Copied(_)) {
                     result.outcome = Outcome::Failed(
                         CopyError::Endpoint {
                             side: Side::Destination,
@@ -609,16 +607,11 @@ fn up_to_date_report(tag: &PlannedTag) -> CopyReport {
 struct SharedError(#[source] Arc<EndpointError>);
 
 /// The oci-archive `tag` writes, when other tags of the plan write it too.
-fn shared_archive(plan: &Plan, tag: &PlannedTag) -> Option<std::path::PathBuf> {
-    let archive = |t: &PlannedTag| match &t.job.destination {
-        ImageLocation::File(FileLocation::OciArchive { path, .. }) => Some(path.clone()),
+fn shared_archive<'p>(plan: &'p Plan, tag: &PlannedTag) -> Option<&'p std::path::Path> {
+    match &tag.job.destination {
+        ImageLocation::File(FileLocation::OciArchive { path, .. }) => {
+            plan.shared_archives.get(path).map(|p| p.as_path())
+        }
         _ => None,
-    };
-    let path = archive(tag)?;
-    let writers = plan
-        .tags
-        .iter()
-        .filter(|t| archive(t).as_ref() == Some(&path))
-        .count();
-    (writers > 1).then_some(path)
+    }
 }
