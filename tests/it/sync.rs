@@ -765,11 +765,19 @@ async fn max_concurrent_images_bounds_the_images_in_flight() {
     out.expect_success();
     assert_landed(&destination.host(), "a", "1", &first, &ANON).await;
     assert_landed(&destination.host(), "b", "1", &second, &ANON).await;
-    // After the plan's HEADs: a's GETs, then b's, never interleaved.
+    // The plan lists each source repository once, beside its HEADs (the
+    // copies need the listing to find referrer tags).
+    let listings = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/tags/list"))
+        .count();
+    assert_eq!(listings, 2, "{}", describe(&proxy.requests()));
+    // After the plan: a's GETs, then b's, never interleaved.
     let gets: Vec<String> = proxy
         .requests()
         .into_iter()
-        .filter(|r| r.method == "GET")
+        .filter(|r| r.method == "GET" && !r.path.contains("/tags/list"))
         .map(|r| r.path.split('/').nth(2).unwrap_or_default().to_owned())
         .collect();
     let switches = gets.windows(2).filter(|w| w[0] != w[1]).count();

@@ -163,13 +163,14 @@ impl Session {
                 location: job.destination.to_string(),
             });
         }
+        let listings = self.list_ahead(self.needing_listings(&request.images, &jobs));
         let planned = futures::stream::iter(
             jobs.into_iter()
                 .map(|job| self.plan_one(&request.images, job)),
         )
         .buffered(PLAN_CONCURRENCY)
-        .collect::<Vec<Result<PlannedTag, SyncError>>>()
-        .await;
+        .collect::<Vec<Result<PlannedTag, SyncError>>>();
+        let (planned, ()) = futures::join!(planned, listings);
         let mut tags = planned.into_iter().collect::<Result<Vec<_>, _>>()?;
         for failed in failed_entries {
             let entry = &request.images[failed.entry];
@@ -225,6 +226,39 @@ impl Session {
         })
     }
 
+    /// Lists, while the HEADs run, each source repository whose images take
+    /// referrers: finding fallback and cosign tags needs that listing for
+    /// every image, even one already up to date, and it costs a round trip
+    /// per repository that would otherwise come after planning. A listing
+    /// that fails here is asked again by the copy that needs it.
+    fn needing_listings<'a>(&self, entries: &'a [Entry], jobs: &[Job]) -> Vec<&'a Entry> {
+        if self.options.dry_run {
+            return Vec::new();
+        }
+        let mut seen = std::collections::HashSet::new();
+        jobs.iter()
+            .filter(|job| !referrers_of(entries, job, &self.options.referrers).is_none())
+            .filter_map(|job| match &job.source {
+                ImageLocation::Registry(reference) => seen
+                    .insert(reference.name())
+                    .then(|| entries.get(job.entry))
+                    .flatten(),
+                ImageLocation::File(_) => None,
+            })
+            .collect()
+    }
+
+    async fn list_ahead(&self, wanted: Vec<&Entry>) {
+        futures::stream::iter(wanted.into_iter().map(|entry| self.list_tags(entry)))
+            .buffer_unordered(PLAN_CONCURRENCY)
+            .for_each(|listed| async move {
+                if let Err(error) = listed {
+                    tracing::debug!(%error, "tags not listed ahead of the copies");
+                }
+            })
+            .await;
+    }
+
     async fn plan_one(&self, entries: &[Entry], job: Job) -> Result<PlannedTag, SyncError> {
         let calls = Arc::new(CallCounter::default());
         let entry = &entries[job.entry];
@@ -240,64 +274,25 @@ impl Session {
             destination_digest: None,
             calls: calls.clone(),
         };
-        // One tag's failure is that tag's, not the run's.
-        let source = match self.source(&job.source).await {
-            Ok(source) => source,
-            Err(error @ SyncError::Open { .. }) => {
-                planned.state = TagState::Failed {
-                    error: error.into(),
-                };
-                return Ok(planned);
-            }
-            Err(setup) => return Err(setup),
-        };
-        if matches!(job.source, ImageLocation::Registry(_)) {
-            calls.count_source_head();
-        }
-        let resolved = match source
-            .endpoint
-            .resolve(&job.source.engine_reference())
-            .await
-        {
+        // One tag's failure is that tag's, not the run's. The two HEADs do
+        // not depend on each other: they run side by side.
+        let (resolved, destination_digest) = futures::join!(
+            self.head_source(&job, &calls),
+            self.head_destination(&job, entry, &calls)
+        );
+        let resolved = match resolved? {
             Ok(found) => found,
             Err(error) => {
-                planned.state = TagState::Failed {
-                    error: CopyError::Endpoint {
-                        side: Side::Source,
-                        name: job.source.to_string(),
-                        source: error,
-                    }
-                    .into(),
-                };
+                planned.state = TagState::Failed { error };
                 return Ok(planned);
             }
         };
-        let destination_digest = match &job.destination {
-            ImageLocation::Registry(reference) => {
-                let handle = self
-                    .registry_destination(reference, &entry.repository)
-                    .await?;
-                calls.count_destination_head();
-                match handle
-                    .endpoint
-                    .manifest_digest(&job.destination.engine_reference())
-                    .await
-                {
-                    Ok(digest) => digest,
-                    Err(error) => {
-                        planned.state = TagState::Failed {
-                            error: CopyError::Endpoint {
-                                side: Side::Destination,
-                                name: job.destination.to_string(),
-                                source: error,
-                            }
-                            .into(),
-                        };
-                        return Ok(planned);
-                    }
-                }
+        let destination_digest = match destination_digest? {
+            Ok(digest) => digest,
+            Err(error) => {
+                planned.state = TagState::Failed { error };
+                return Ok(planned);
             }
-            ImageLocation::File(file) => file_digest(file).await,
         };
         let source_digest = resolved.as_ref().map(|r| r.digest.clone());
         planned.state = match (&source_digest, &destination_digest) {
@@ -318,6 +313,64 @@ impl Session {
         planned.resolved = resolved;
         planned.destination_digest = destination_digest;
         Ok(planned)
+    }
+
+    /// The source's answer for the job's tag: `Err` is a setup failure that
+    /// stops the run, `Ok(Err)` the tag's own.
+    async fn head_source(
+        &self,
+        job: &Job,
+        calls: &CallCounter,
+    ) -> Result<Result<Option<Resolved>, RunError>, SyncError> {
+        let source = match self.source(&job.source).await {
+            Ok(source) => source,
+            Err(error @ SyncError::Open { .. }) => return Ok(Err(error.into())),
+            Err(setup) => return Err(setup),
+        };
+        if matches!(job.source, ImageLocation::Registry(_)) {
+            calls.count_source_head();
+        }
+        Ok(source
+            .endpoint
+            .resolve(&job.source.engine_reference())
+            .await
+            .map_err(|error| {
+                CopyError::Endpoint {
+                    side: Side::Source,
+                    name: job.source.to_string(),
+                    source: error,
+                }
+                .into()
+            }))
+    }
+
+    /// The digest the job's destination tag holds now, if any.
+    async fn head_destination(
+        &self,
+        job: &Job,
+        entry: &Entry,
+        calls: &CallCounter,
+    ) -> Result<Result<Option<Digest>, RunError>, SyncError> {
+        let reference = match &job.destination {
+            ImageLocation::Registry(reference) => reference,
+            ImageLocation::File(file) => return Ok(Ok(file_digest(file).await)),
+        };
+        let handle = self
+            .registry_destination(reference, &entry.repository)
+            .await?;
+        calls.count_destination_head();
+        Ok(handle
+            .endpoint
+            .manifest_digest(&job.destination.engine_reference())
+            .await
+            .map_err(|error| {
+                CopyError::Endpoint {
+                    side: Side::Destination,
+                    name: job.destination.to_string(),
+                    source: error,
+                }
+                .into()
+            }))
     }
 
     /// Whether ECR refuses to move the job's destination tag.

@@ -284,7 +284,7 @@ impl Session {
     }
 
     /// One listing per source repository, however many entries need it.
-    async fn list_tags(&self, entry: &Entry) -> Result<Vec<String>, SyncError> {
+    pub(crate) async fn list_tags(&self, entry: &Entry) -> Result<Vec<String>, SyncError> {
         let key = entry.from.to_string();
         let cell = self
             .listings
