@@ -60,14 +60,17 @@ live in ~/.config/mirror/config.toml (see --config). Exit codes: 0 success, 1 th
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
-    #[command(flatten)]
-    pub mirror: MirrorArgs,
+    // Declared before the flattened groups: an argument takes the help
+    // heading in force where it is declared, and these belong under
+    // "Options" in every command's --help, not under the last group's.
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     /// Only errors on stderr: no progress, no summary.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub mirror: MirrorArgs,
 }
 
 /// `mirror IMAGE...`: into the caller's ECR registry.
@@ -649,6 +652,31 @@ mod flag_names {
     fn named(text: &str) -> Vec<String> {
         let flag = regex::Regex::new(r"(?:^|[^\w-])--([a-z][a-z0-9-]*)").expect("regex");
         flag.captures_iter(text).map(|c| c[1].to_owned()).collect()
+    }
+
+    /// `-v` and `-q` are general options: every command's `--help` lists
+    /// them under "Options", not under a group such as "ECR" or "Air gap".
+    #[test]
+    fn verbosity_flags_have_no_group_heading() {
+        fn walk(command: &clap::Command) {
+            for arg in command.get_arguments() {
+                if matches!(arg.get_id().as_str(), "verbose" | "quiet") {
+                    assert_eq!(
+                        arg.get_help_heading(),
+                        None,
+                        "--{} under a heading in `{}`",
+                        arg.get_id(),
+                        command.get_name()
+                    );
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub);
+            }
+        }
+        let mut root = super::Cli::command();
+        root.build();
+        walk(&root);
     }
 
     /// Regression (issue 10.10): hints named a jobs flag and a retry-after
