@@ -16,7 +16,9 @@ pub(crate) struct Args {
     /// loopback and wan (plain HTTP), where wan puts the source registry in
     /// a network namespace behind a rate limit and an added RTT; ecr (the
     /// headline command `mirror IMAGE` into an ECR stand-in: moto and a
-    /// gated registry); tls (both TLS profiles) or all.
+    /// gated registry); fleet (`mirror sync` against `skopeo sync`);
+    /// fleet-ecr (the fleet into the ECR stand-in, ECR's blob mounting on
+    /// and off); tls (both TLS profiles) or all.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [ProfileArg::LoopbackTls])]
     pub(crate) profile: Vec<ProfileArg>,
     /// Runs per scenario; the tables show the median.
@@ -74,6 +76,8 @@ pub(crate) enum ProfileArg {
     Ecr,
     /// `mirror sync` against `skopeo sync` on a fleet, loopback HTTPS.
     Fleet,
+    /// The fleet into the ECR stand-in, with blob mounting on and off.
+    FleetEcr,
     Tls,
     All,
 }
@@ -91,6 +95,7 @@ impl ProfileArg {
                 ProfileArg::Wan => vec![Profile::Wan],
                 ProfileArg::Ecr => vec![Profile::Ecr],
                 ProfileArg::Fleet => vec![Profile::Fleet],
+                ProfileArg::FleetEcr => vec![Profile::FleetEcr],
                 ProfileArg::Tls => vec![Profile::LoopbackTls, Profile::WanTls],
                 ProfileArg::All => vec![
                     Profile::LoopbackTls,
@@ -99,6 +104,7 @@ impl ProfileArg {
                     Profile::Wan,
                     Profile::Ecr,
                     Profile::Fleet,
+                    Profile::FleetEcr,
                 ],
             })
             .collect();
@@ -140,6 +146,7 @@ pub(crate) enum Profile {
     Wan,
     Ecr,
     Fleet,
+    FleetEcr,
 }
 
 impl Profile {
@@ -151,13 +158,16 @@ impl Profile {
             Profile::Wan => "wan",
             Profile::Ecr => "ecr",
             Profile::Fleet => "fleet tls",
+            Profile::FleetEcr => "fleet ecr",
         }
     }
 
+    /// Whether the source is the HTTPS registry (the fleet into ECR: its
+    /// source is, the stand-in's gate is plain HTTP).
     pub(crate) fn is_tls(self) -> bool {
         matches!(
             self,
-            Profile::LoopbackTls | Profile::WanTls | Profile::Fleet
+            Profile::LoopbackTls | Profile::WanTls | Profile::Fleet | Profile::FleetEcr
         )
     }
 
@@ -179,6 +189,8 @@ pub(crate) enum Scenario {
     ArchiveImport,
     FleetCold,
     FleetWarm,
+    FleetMountsOn,
+    FleetMountsOff,
     SignedCold,
     SignedWarm,
 }
@@ -193,6 +205,8 @@ impl Scenario {
             Scenario::ArchiveImport => "archive import",
             Scenario::FleetCold => "fleet cold",
             Scenario::FleetWarm => "fleet warm",
+            Scenario::FleetMountsOn => "fleet cold, mounting on",
+            Scenario::FleetMountsOff => "fleet cold, mounting off",
             Scenario::SignedCold => "signed cold",
             Scenario::SignedWarm => "signed warm",
         }

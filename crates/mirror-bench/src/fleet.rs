@@ -12,12 +12,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 
 use anyhow::Context as _;
-use mirror_testkit::{ImageSpec, PlatformSpec, PushAuth, PushTarget, Registry};
+use mirror_testkit::{EcrStandIn, ImageSpec, PlatformSpec, PushAuth, PushTarget, Registry};
 
 use crate::args::{Profile, Scenario, Tool, run_label};
 use crate::checks::{verify, wipe};
-use crate::measure::{Endpoint, Measurement, Results};
-use crate::scenarios::{Bench, Corpus};
+use crate::measure::{Counter, Endpoint, Measurement, Results};
+use crate::scenarios::{Bench, Corpus, EcrDestination, aws_calls};
 
 pub(crate) const FLEET_REPOSITORIES: usize = 20;
 pub(crate) const FLEET_TAGS: [&str; 3] = ["1", "2", "3"];
@@ -26,6 +26,9 @@ const FLEET_BASE_SEED: u64 = 0x00f1_ee70;
 
 /// How the fleet profile is set up, for the report.
 pub(crate) const FLEET_CONDITION: &str = "fleet: 20 repositories x 3 tags, each tag an index of 2 platforms (a 24-25 MB base layer shared by the whole fleet, a 1 MB and an 8 KB layer of its own), between the loopback HTTPS registries; mirror runs `mirror sync FILE --ca-cert CA` (targets named by the file), skopeo `skopeo sync --all --src yaml --dest docker --dest-cert-dir DIR FILE HOST` (the YAML's cert-dir for the source); cold = empty destination, warm = the same sync again; MB/s = distinct blob bytes / wall time";
+
+/// How the fleet-into-ECR profile is set up, for the report.
+pub(crate) const FLEET_ECR_CONDITION: &str = "fleet ecr: the fleet from the loopback HTTPS source into the ECR stand-in (a fresh moto and gate for every run, manifest PUTs above 10/s answered 429), once with ECR's account setting BLOB_MOUNTING enabled (the gate mounts a blob only from a repository with a pushed manifest that references it, as ECR does) and once disabled (a mount request opens a plain upload session); mirror runs `mirror sync FILE --ca-cert CA --registry-endpoint ECR_HOST=http://GATE` with `target: ecr` and moto's AWS environment (its token, the 20 repository creations and the setting's read are in its numbers); skopeo runs `skopeo sync --all --dest-creds AWS:TOKEN --dest-tls-verify=false` after the bench created the 20 repositories and fetched the token, untimed (favours skopeo); requests at the destination counted by the gate";
 
 /// The fleet's images, each pushed as `fleetN:TAG`.
 pub(crate) struct Fleet {
@@ -158,15 +161,46 @@ fn access_log_entry(line: &str) -> Option<(&str, &str, u16, u64)> {
     Some((method, path, status, size))
 }
 
-fn traffic(src: &Endpoint<'_>, dst: &Endpoint<'_>) -> Traffic {
-    let mut traffic = Traffic::default();
-    for line in src.log_lines() {
-        if let Some(("GET", path, 200, size)) = access_log_entry(&line)
-            && path.contains("/blobs/sha256:")
-        {
-            traffic.pulled += size;
+/// Blob bytes the source served since its last reset.
+fn pulled(src: &Endpoint<'_>) -> u64 {
+    src.log_lines()
+        .iter()
+        .filter_map(|line| access_log_entry(line))
+        .filter(|(method, path, status, _)| {
+            *method == "GET" && *status == 200 && path.contains("/blobs/sha256:")
+        })
+        .map(|(_, _, _, size)| size)
+        .sum()
+}
+
+/// What crossed into the ECR stand-in, from its gate's records.
+fn gate_traffic(src: &Endpoint<'_>, gate: &EcrStandIn) -> Traffic {
+    let mut traffic = Traffic {
+        pulled: pulled(src),
+        ..Traffic::default()
+    };
+    for request in gate.requests() {
+        match (request.method.as_str(), request.status) {
+            ("PUT", 201) if request.path.contains("/blobs/uploads/") => traffic.uploads += 1,
+            ("POST", 201)
+                if request
+                    .query
+                    .as_deref()
+                    .is_some_and(|q| q.contains("mount=")) =>
+            {
+                traffic.mounts += 1;
+            }
+            _ => {}
         }
     }
+    traffic
+}
+
+fn traffic(src: &Endpoint<'_>, dst: &Endpoint<'_>) -> Traffic {
+    let mut traffic = Traffic {
+        pulled: pulled(src),
+        ..Traffic::default()
+    };
     for line in dst.log_lines() {
         match access_log_entry(&line) {
             Some(("PUT", path, 201, _)) if path.contains("/blobs/uploads/") => {
@@ -239,6 +273,25 @@ impl Bench {
         Ok(notes)
     }
 
+    /// `skopeo sync --all` of the fleet from `source` (the YAML names the
+    /// bench's CA for it) to `destination` reached with `options`.
+    fn skopeo_sync(
+        &self,
+        fleet: &Fleet,
+        source: &str,
+        options: &[OsString],
+        destination: &str,
+    ) -> anyhow::Result<Vec<OsString>> {
+        let file = self.workdir.path().join("fleet-skopeo.yaml");
+        std::fs::write(&file, fleet.skopeo_yaml(source, &self.ca.cert_dir()))?;
+        let mut command = self.skopeo_base();
+        command.extend(["sync", "--all", "--src", "yaml", "--dest", "docker"].map(OsString::from));
+        command.extend(options.iter().cloned());
+        command.push(file.into());
+        command.push(destination.into());
+        Ok(command)
+    }
+
     /// One sync of the fleet by `tool`, onto an emptied destination when
     /// `cold`; fails unless every tag is at the destination afterwards.
     async fn measure_fleet(
@@ -268,25 +321,8 @@ impl Bench {
                 ]
             }
             Tool::Skopeo => {
-                let file = dir.join("fleet-skopeo.yaml");
-                std::fs::write(&file, fleet.skopeo_yaml(&src.host, &self.ca.cert_dir()))?;
-                let mut command = self.skopeo_base();
-                command.extend(
-                    [
-                        "sync",
-                        "--all",
-                        "--src",
-                        "yaml",
-                        "--dest",
-                        "docker",
-                        "--dest-cert-dir",
-                    ]
-                    .map(OsString::from),
-                );
-                command.push(self.ca.cert_dir().into());
-                command.push(file.into());
-                command.push(dst.host.clone().into());
-                command
+                let destination = ["--dest-cert-dir".into(), self.ca.cert_dir().into()];
+                self.skopeo_sync(fleet, &src.host, &destination, &dst.host)?
             }
         };
         let bytes = if cold { fleet.distinct_blobs().1 } else { 0 };
@@ -305,6 +341,144 @@ impl Bench {
                 })?;
         }
         Ok((measurement, traffic))
+    }
+}
+
+impl Bench {
+    /// The fleet into the ECR stand-in: each tool syncs it cold onto a fresh
+    /// stand-in with blob mounting on, then onto one with it off, `runs`
+    /// times. Returns a note per tool and setting on what crossed in its
+    /// first run, and what mirror said about mounts.
+    pub(crate) async fn run_fleet_ecr_profile(
+        &self,
+        src: &mut Endpoint<'_>,
+        fleet: &Fleet,
+        results: &mut Results,
+    ) -> Vec<String> {
+        let profile = Profile::FleetEcr;
+        let runs = self.args.runs;
+        let mut notes = Vec::new();
+        let (distinct, distinct_bytes) = fleet.distinct_blobs();
+        for run in 1..=runs {
+            for (scenario, mounting) in [
+                (Scenario::FleetMountsOn, true),
+                (Scenario::FleetMountsOff, false),
+            ] {
+                for &tool in &self.tools {
+                    let label = run_label(profile, scenario, tool, run, runs);
+                    let outcome =
+                        match EcrDestination::start(self.moto_server.as_deref(), mounting).await {
+                            Ok(ecr) => self.measure_fleet_ecr(tool, src, &ecr, fleet).await,
+                            Err(e) => Err(e.context("starting the ECR stand-in")),
+                        };
+                    let outcome = outcome.map(|(measurement, traffic, said)| {
+                        if run == 1 {
+                            notes.push(format!(
+                                "{}, {}: {:.0} MB of blobs pulled from the source (distinct: {distinct} blobs, {:.0} MB); {} blob uploads and {} mounts at the stand-in ({} repository-blob pairs){}",
+                                scenario.name(),
+                                tool.name(),
+                                traffic.pulled as f64 / 1e6,
+                                distinct_bytes as f64 / 1e6,
+                                traffic.uploads,
+                                traffic.mounts,
+                                fleet.blobs_per_repository(),
+                                said.map(|line| format!("; mirror said: `{line}`"))
+                                    .unwrap_or_default(),
+                            ));
+                        }
+                        measurement
+                    });
+                    results.record((profile, scenario, tool), &label, outcome);
+                }
+            }
+        }
+        notes
+    }
+
+    /// One cold sync of the fleet by `tool` into the fresh stand-in `ecr`;
+    /// fails unless every tag is there afterwards. Also returns what crossed
+    /// and mirror's line about mounts, if it printed one.
+    async fn measure_fleet_ecr(
+        &self,
+        tool: Tool,
+        src: &mut Endpoint<'_>,
+        ecr: &EcrDestination,
+        fleet: &Fleet,
+    ) -> anyhow::Result<(Measurement, Traffic, Option<String>)> {
+        let dir = self.workdir.path();
+        let (command, envs): (Vec<OsString>, _) = match tool {
+            Tool::Mirror => {
+                let file = dir.join("fleet-ecr-mirror.yaml");
+                std::fs::write(&file, fleet.mirror_yaml(&src.host, "ecr"))?;
+                let command = vec![
+                    self.mirror.clone().into(),
+                    "sync".into(),
+                    file.into(),
+                    "--ca-cert".into(),
+                    self.ca.ca_path().into(),
+                    "--registry-endpoint".into(),
+                    ecr.stand_in.endpoint_arg().into(),
+                    "--json".into(),
+                ];
+                (command, ecr.stand_in.aws_env(&ecr.moto))
+            }
+            // What a skopeo user does first: create each repository and get
+            // the password, here before the clock starts.
+            Tool::Skopeo => {
+                for repository in fleet.repositories() {
+                    ecr.moto
+                        .create_repository(repository, "MUTABLE")
+                        .await
+                        .with_context(|| format!("creating {repository} for skopeo"))?;
+                }
+                let (user, password, _) = ecr
+                    .moto
+                    .get_authorization_token()
+                    .await
+                    .context("fetching the ECR password for skopeo")?;
+                let destination = [
+                    "--dest-tls-verify=false".into(),
+                    "--dest-creds".into(),
+                    format!("{user}:{password}").into(),
+                ];
+                let command =
+                    self.skopeo_sync(fleet, &src.host, &destination, &ecr.stand_in.host())?;
+                (command, Vec::new())
+            }
+        };
+        let mut dst = Endpoint {
+            host: ecr.stand_in.host(),
+            tls: false,
+            counter: Counter::Gate(&ecr.stand_in),
+        };
+        ecr.moto.clear_calls();
+        let mut measurement = self
+            .timed(
+                &command,
+                &envs,
+                Some(&mut *src),
+                Some(&mut dst),
+                fleet.distinct_blobs().1,
+            )
+            .await?;
+        measurement.aws = aws_calls(&ecr.moto);
+        let traffic = gate_traffic(src, &ecr.stand_in);
+        let said = std::fs::read_to_string(dir.join("stderr.txt"))
+            .unwrap_or_default()
+            .lines()
+            .find(|line| line.contains("cross-repository mounts"))
+            .map(str::to_owned);
+        for corpus in &fleet.images {
+            verify(&ecr.stand_in.host(), &ecr.stand_in.auth(), corpus)
+                .await
+                .with_context(|| {
+                    format!(
+                        "the ECR stand-in does not hold {}:{}",
+                        corpus.repo, corpus.tag
+                    )
+                })?;
+        }
+        Ok((measurement, traffic, said))
     }
 }
 

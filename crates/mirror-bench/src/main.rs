@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! cargo run --release -p mirror-bench -- \
-//!     [--profile loopback-tls,wan-tls,loopback,wan,ecr,fleet|tls|all]
+//!     [--profile loopback-tls,wan-tls,loopback,wan,ecr,fleet,fleet-ecr|tls|all]
 //!     [--scenarios python,big,archive] [--runs N]
 //!     [--mirror PATH] [--python VENV/bin/python] [--markdown]
 //! ```
@@ -92,7 +92,7 @@ use mirror_testkit::{ImageSpec, Proxy, PushTarget, Registry, TestCa};
 
 use crate::args::{Args, Profile, ProfileArg, ScenarioArg, Tool};
 use crate::checks::{verify_archive, write_reference_archive};
-use crate::fleet::{FLEET_CONDITION, Fleet};
+use crate::fleet::{FLEET_CONDITION, FLEET_ECR_CONDITION, Fleet};
 use crate::floor::CpuFloor;
 use crate::machine::{check_root, workspace_root};
 use crate::measure::{Endpoint, Results};
@@ -155,7 +155,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
         mirror_testkit::require_tool("tc", "iproute2")?;
         mirror_testkit::require_tool("iptables", "iptables")?;
     }
-    let moto_server = if profiles.contains(&Profile::Ecr) {
+    let moto_server = if profiles.contains(&Profile::Ecr) || profiles.contains(&Profile::FleetEcr) {
         let beside_python = args
             .python
             .as_ref()
@@ -267,7 +267,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
         }
     };
 
-    let fleet = if profiles.contains(&Profile::Fleet) {
+    let fleet = if profiles.contains(&Profile::Fleet) || profiles.contains(&Profile::FleetEcr) {
         eprintln!("generating the fleet");
         Some(Fleet::generate().await?)
     } else {
@@ -399,6 +399,17 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<bool> {
                 let notes = bench
                     .run_fleet_profile(&mut src, &mut dst, &destination, fleet, &mut results)
                     .await?;
+                conditions.extend(notes);
+            }
+            Profile::FleetEcr => {
+                let Some(fleet) = &fleet else {
+                    bail!("the fleet was not generated");
+                };
+                conditions.push(FLEET_ECR_CONDITION.to_owned());
+                let mut src = Endpoint::logged(tls_pair()?.0);
+                let notes = bench
+                    .run_fleet_ecr_profile(&mut src, fleet, &mut results)
+                    .await;
                 conditions.extend(notes);
             }
             Profile::Ecr => {

@@ -202,18 +202,18 @@ impl Bench {
                             ));
                         }
                     };
-                    let destination = match EcrDestination::start(self.moto_server.as_deref()).await
-                    {
-                        Ok(destination) => destination,
-                        Err(e) => {
-                            results.fail(format!(
-                                "{}: starting the ECR stand-in: {e:#}",
-                                label(cold, tool, run)
-                            ));
-                            not_run(results);
-                            continue;
-                        }
-                    };
+                    let destination =
+                        match EcrDestination::start(self.moto_server.as_deref(), false).await {
+                            Ok(destination) => destination,
+                            Err(e) => {
+                                results.fail(format!(
+                                    "{}: starting the ECR stand-in: {e:#}",
+                                    label(cold, tool, run)
+                                ));
+                                not_run(results);
+                                continue;
+                            }
+                        };
                     let outcome = self
                         .measure_ecr(tool, src, &destination, corpus, true)
                         .await;
@@ -530,13 +530,19 @@ pub(crate) struct EcrDestination {
 }
 
 impl EcrDestination {
-    pub(crate) async fn start(moto_server: Option<&Path>) -> anyhow::Result<Self> {
+    /// A fresh moto and gate; `blob_mounting` is the account setting
+    /// BLOB_MOUNTING the gate answers and obeys.
+    pub(crate) async fn start(
+        moto_server: Option<&Path>,
+        blob_mounting: bool,
+    ) -> anyhow::Result<Self> {
         let moto = match moto_server {
             Some(program) => Moto::start_program(program).await?,
             None => Moto::start().await?,
         };
         let options = EcrOptions {
             manifest_puts_per_second: Some(ECR_MANIFEST_PUTS_PER_SECOND),
+            blob_mounting,
             ..EcrOptions::default()
         };
         let stand_in = EcrStandIn::start(&moto, options).await?;
