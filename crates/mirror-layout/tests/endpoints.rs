@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt as _;
 use mirror_engine::{
-    CopyError, CopyOptions, CopyReport, CopyRequest, Destination, EndpointError, Engine,
-    EngineOptions, Resolved, Silent, Source,
+    CopyError, CopyOptions, CopyReport, CopyRequest, Destination, EndpointError, Engine, Resolved,
+    Source,
 };
 use mirror_layout::{
     DockerArchive, FileLocation, LayoutError, OciArchive, OciArchiveWriter, OciLayout, list,
@@ -21,17 +21,11 @@ use mirror_testkit::{
     GeneratedImage, ImageSpec, RawEntry, TarEntry, blob_entry_name, generate, write_raw_tar,
 };
 
-// ---------------------------------------------------------------- helpers
+mod support;
 
-fn engine() -> Engine {
-    Engine::new(
-        EngineOptions {
-            blob_attempts: 1,
-            ..EngineOptions::default()
-        },
-        Arc::new(Silent),
-    )
-}
+use support::{chain, copy_dir, engine, request};
+
+// ---------------------------------------------------------------- helpers
 
 async fn copy_with(
     engine: &Engine,
@@ -40,15 +34,7 @@ async fn copy_with(
     destination: Arc<dyn Destination>,
     destination_reference: &str,
 ) -> Result<CopyReport, CopyError> {
-    let request = CopyRequest {
-        source_label: source.name(),
-        destination_label: destination.name(),
-        source,
-        source_reference: source_reference.to_owned(),
-        destination,
-        destination_reference: destination_reference.to_owned(),
-        options: CopyOptions::default(),
-    };
+    let request = request(source, source_reference, destination, destination_reference);
     engine.copy(request).await
 }
 
@@ -86,6 +72,30 @@ fn image(spec: ImageSpec) -> GeneratedImage {
 
 async fn layout(path: &Path) -> Arc<OciLayout> {
     Arc::new(OciLayout::open(path).await.expect("opening a layout"))
+}
+
+/// A layout destination at `path`, made if absent.
+async fn new_layout(path: &Path) -> Arc<OciLayout> {
+    Arc::new(OciLayout::create(path).await.expect("creating a layout"))
+}
+
+/// An oci-archive destination at `path`, added to if it exists.
+async fn new_archive(path: &Path) -> Arc<OciArchiveWriter> {
+    Arc::new(
+        OciArchiveWriter::create(path)
+            .await
+            .expect("creating an oci-archive"),
+    )
+}
+
+/// [`copy_ok`] of the only image of `src`'s layout into the layout at `dir`.
+async fn into_layout(src: &GeneratedImage, dir: &Path, tag: &str) -> CopyReport {
+    copy_ok(layout(&src.layout).await, "", new_layout(dir).await, tag).await
+}
+
+/// [`copy_ok`] of the only image of `src`'s layout into the oci-archive `file`.
+async fn into_archive(src: &GeneratedImage, file: &Path, tag: &str) -> CopyReport {
+    copy_ok(layout(&src.layout).await, "", new_archive(file).await, tag).await
 }
 
 /// Every blob file of a layout (name -> size), checking that each hashes to
@@ -171,30 +181,16 @@ fn archive_blobs(path: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    mirror_testkit::copy_dir(from, to).expect("copying a layout");
-}
-
 fn tar_entries(path: &Path) -> Vec<TarEntry> {
     mirror_testkit::tar_entries(path).expect("reading a tar")
 }
 
 fn largest_layer(image: &GeneratedImage) -> Descriptor {
-    image
-        .blobs
-        .iter()
-        .max_by_key(|d| d.size())
-        .cloned()
-        .expect("an image has layers")
+    image.largest_blob().cloned().expect("an image has layers")
 }
 
 fn smallest_layer(image: &GeneratedImage) -> Descriptor {
-    image
-        .blobs
-        .iter()
-        .min_by_key(|d| d.size())
-        .cloned()
-        .expect("an image has layers")
+    image.smallest_blob().cloned().expect("an image has layers")
 }
 
 /// Runs skopeo; its stdout.
@@ -221,7 +217,7 @@ async fn layout_to_layout_preserves_every_digest() {
         let src = image(spec);
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("out");
-        let destination = Arc::new(OciLayout::create(&out).await.unwrap());
+        let destination = new_layout(&out).await;
         let report = copy_ok(layout(&src.layout).await, "", destination.clone(), "v1").await;
         assert_eq!(report.digest, src.root_digest());
         assert_eq!(blobs_of(&out), blobs_of(&src.layout));
@@ -250,7 +246,7 @@ async fn unknown_and_ambiguous_tags_list_the_names() {
     let b = image(ImageSpec::small("names-b", 112));
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("many");
-    let destination = Arc::new(OciLayout::create(&out).await.unwrap());
+    let destination = new_layout(&out).await;
     copy_ok(layout(&a.layout).await, "", destination.clone(), "a").await;
     copy_ok(layout(&b.layout).await, "", destination.clone(), "b").await;
     let source = layout(&out).await;
@@ -307,10 +303,8 @@ async fn a_dry_run_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("dir");
     let file = tmp.path().join("file.tar");
-    let destinations: [Arc<dyn Destination>; 2] = [
-        Arc::new(OciLayout::create(&dir).await.unwrap()),
-        Arc::new(OciArchiveWriter::create(&file).await.unwrap()),
-    ];
+    let destinations: [Arc<dyn Destination>; 2] =
+        [new_layout(&dir).await, new_archive(&file).await];
     for destination in destinations {
         let request = CopyRequest {
             source_label: "src".to_owned(),
@@ -335,13 +329,7 @@ async fn stale_temporary_files_are_removed_on_open() {
     let src = image(ImageSpec::small("stale", 131));
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    copy_ok(
-        layout(&src.layout).await,
-        "",
-        Arc::new(OciLayout::create(&out).await.unwrap()),
-        "latest",
-    )
-    .await;
+    into_layout(&src, &out, "latest").await;
     let dead = out.join("blobs/sha256/.tmp-abc-999999999-0");
     let live = out.join(format!("blobs/sha256/.tmp-abc-{}-0", std::process::id()));
     std::fs::write(&dead, "half").unwrap();
@@ -359,7 +347,7 @@ async fn layout_archive_layout_round_trip() {
     let src = image(ImageSpec::small("archive-trip", 201).with_attestations());
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("image.tar");
-    let writer = Arc::new(OciArchiveWriter::create(&file).await.unwrap());
+    let writer = new_archive(&file).await;
     copy_ok(layout(&src.layout).await, "", writer.clone(), "v1").await;
     assert!(file.is_file());
     assert!(!writer.partial_path().exists(), "partial dir removed");
@@ -383,13 +371,7 @@ async fn layout_archive_layout_round_trip() {
 
     // Deterministic: the same content gives the same bytes.
     let file2 = tmp.path().join("again.tar");
-    copy_ok(
-        layout(&src.layout).await,
-        "",
-        Arc::new(OciArchiveWriter::create(&file2).await.unwrap()),
-        "v1",
-    )
-    .await;
+    into_archive(&src, &file2, "v1").await;
     assert_eq!(
         std::fs::read(&file).unwrap(),
         std::fs::read(&file2).unwrap()
@@ -399,23 +381,11 @@ async fn layout_archive_layout_round_trip() {
     let archive = Arc::new(OciArchive::open(&file).await.unwrap());
     assert_eq!(archive.find("v1").await.unwrap().digest, src.root_digest());
     let out = tmp.path().join("out");
-    copy_ok(
-        archive,
-        "v1",
-        Arc::new(OciLayout::create(&out).await.unwrap()),
-        "v1",
-    )
-    .await;
+    copy_ok(archive, "v1", new_layout(&out).await, "v1").await;
     assert_eq!(blobs_of(&out), blobs_of(&src.layout));
 
     // A warm re-run into the archive writes nothing.
-    let again = copy_ok(
-        layout(&src.layout).await,
-        "",
-        Arc::new(OciArchiveWriter::create(&file).await.unwrap()),
-        "v1",
-    )
-    .await;
+    let again = into_archive(&src, &file, "v1").await;
     assert!(again.up_to_date);
 }
 
@@ -439,7 +409,7 @@ async fn two_images_share_blobs_once_in_a_layout_and_an_archive() {
     let tmp = tempfile::tempdir().unwrap();
     // Layout: one after the other; the second copies no layer.
     let out = tmp.path().join("layout");
-    let destination = Arc::new(OciLayout::create(&out).await.unwrap());
+    let destination = new_layout(&out).await;
     copy_ok(layout(&a.layout).await, "", destination.clone(), "oci").await;
     let second = copy_ok(layout(&b.layout).await, "", destination, "docker").await;
     assert_eq!(second.blobs.copied, 0, "{second:?}");
@@ -455,7 +425,7 @@ async fn two_images_share_blobs_once_in_a_layout_and_an_archive() {
 
     // Archive: both at once into one writer.
     let file = tmp.path().join("both.tar");
-    let writer = Arc::new(OciArchiveWriter::create(&file).await.unwrap());
+    let writer = new_archive(&file).await;
     let engine = engine();
     let (ra, rb) = tokio::join!(
         copy_with(&engine, layout(&a.layout).await, "", writer.clone(), "oci"),
@@ -486,20 +456,8 @@ async fn two_images_share_blobs_once_in_a_layout_and_an_archive() {
 
     // Archive: a second run adds to an existing file and keeps what it holds.
     let file = tmp.path().join("merged.tar");
-    copy_ok(
-        layout(&a.layout).await,
-        "",
-        Arc::new(OciArchiveWriter::create(&file).await.unwrap()),
-        "oci",
-    )
-    .await;
-    let second = copy_ok(
-        layout(&b.layout).await,
-        "",
-        Arc::new(OciArchiveWriter::create(&file).await.unwrap()),
-        "docker",
-    )
-    .await;
+    into_archive(&a, &file, "oci").await;
+    let second = into_archive(&b, &file, "docker").await;
     assert_eq!(
         second.blobs.copied, 0,
         "blobs in the existing archive are skipped"
@@ -512,13 +470,7 @@ async fn two_images_share_blobs_once_in_a_layout_and_an_archive() {
         b.root_digest()
     );
     // Re-tagging replaces only that name.
-    copy_ok(
-        layout(&b.layout).await,
-        "",
-        Arc::new(OciArchiveWriter::create(&file).await.unwrap()),
-        "oci",
-    )
-    .await;
+    into_archive(&b, &file, "oci").await;
     let archive = OciArchive::open(&file).await.unwrap();
     assert_eq!(archive.find("oci").await.unwrap().digest, b.root_digest());
     assert_eq!(
@@ -548,7 +500,7 @@ async fn python_like_variants_share_base_layers_in_one_archive() {
 
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("python.tar");
-    let writer = Arc::new(OciArchiveWriter::create(&file).await.unwrap());
+    let writer = new_archive(&file).await;
     copy_ok(layout(&a.layout).await, "", writer.clone(), "3.10-a").await;
     let second = copy_ok(layout(&b.layout).await, "", writer, "3.10-b").await;
     assert_eq!(second.blobs.skipped, shared as u64, "{second:?}");
@@ -560,7 +512,7 @@ async fn python_like_variants_share_base_layers_in_one_archive() {
 
     let archive = Arc::new(OciArchive::open(&file).await.unwrap());
     let out = tmp.path().join("out");
-    let destination = Arc::new(OciLayout::create(&out).await.unwrap());
+    let destination = new_layout(&out).await;
     copy_ok(archive.clone(), "3.10-a", destination.clone(), "a").await;
     copy(archive, "3.10-b", destination, "b").await.unwrap();
     assert_eq!(blobs_of(&out).into_keys().collect::<BTreeSet<_>>(), union);
@@ -573,13 +525,7 @@ async fn skopeo_reads_what_we_write() {
     let src = image(ImageSpec::small("skopeo-reads", 301).with_attestations());
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("ours.tar");
-    copy_ok(
-        layout(&src.layout).await,
-        "",
-        Arc::new(OciArchiveWriter::create(&file).await.unwrap()),
-        "v1",
-    )
-    .await;
+    into_archive(&src, &file, "v1").await;
     let archive_ref = format!("oci-archive:{}:v1", file.display());
     let raw = skopeo(&["inspect", "--raw", &archive_ref]).await;
     assert_eq!(
@@ -594,13 +540,7 @@ async fn skopeo_reads_what_we_write() {
 
     // A layout we wrote, too.
     let dir = tmp.path().join("ours");
-    copy_ok(
-        layout(&src.layout).await,
-        "",
-        Arc::new(OciLayout::create(&dir).await.unwrap()),
-        "v2",
-    )
-    .await;
+    into_layout(&src, &dir, "v2").await;
     let raw = skopeo(&["inspect", "--raw", &format!("oci:{}:v2", dir.display())]).await;
     assert_eq!(mirror_oci::digest_of(&raw), src.root_digest());
 }
@@ -751,14 +691,9 @@ async fn a_corrupt_source_blob_fails_and_commits_nothing() {
     std::fs::write(&path, bytes).unwrap();
 
     let out = tmp.path().join("out");
-    let err = copy(
-        layout(&bad).await,
-        "",
-        Arc::new(OciLayout::create(&out).await.unwrap()),
-        "latest",
-    )
-    .await
-    .unwrap_err();
+    let err = copy(layout(&bad).await, "", new_layout(&out).await, "latest")
+        .await
+        .unwrap_err();
     assert!(
         chain(&err).contains("does not match its digest"),
         "{}",
@@ -770,7 +705,7 @@ async fn a_corrupt_source_blob_fails_and_commits_nothing() {
     assert!(!blobs_of(&out).contains_key(victim.digest().digest()));
 
     let file = tmp.path().join("out.tar");
-    let writer = Arc::new(OciArchiveWriter::create(&file).await.unwrap());
+    let writer = new_archive(&file).await;
     copy(layout(&bad).await, "", writer.clone(), "latest")
         .await
         .unwrap_err();
@@ -841,7 +776,7 @@ async fn an_interrupted_export_keeps_verified_blobs_and_resumes() {
     let err = copy(
         faulty(&src, &victim, false).await,
         "",
-        Arc::new(OciLayout::create(&out).await.unwrap()),
+        new_layout(&out).await,
         "latest",
     )
     .await
@@ -852,20 +787,14 @@ async fn an_interrupted_export_keeps_verified_blobs_and_resumes() {
     assert!(!kept.is_empty(), "verified blobs are kept");
     assert!(!kept.contains_key(victim.digest().digest()));
     assert!(index_of(&out).is_empty());
-    let report = copy_ok(
-        layout(&src.layout).await,
-        "",
-        Arc::new(OciLayout::create(&out).await.unwrap()),
-        "latest",
-    )
-    .await;
+    let report = into_layout(&src, &out, "latest").await;
     assert!(report.blobs.skipped > 0, "{report:?}");
     assert_eq!(blobs_of(&out), blobs_of(&src.layout));
     assert_eq!(index_of(&out).len(), 1);
 
     // Archive: the same, resumed from FILE.partial by a new writer.
     let file = tmp.path().join("out.tar");
-    let writer = Arc::new(OciArchiveWriter::create(&file).await.unwrap());
+    let writer = new_archive(&file).await;
     let partial = writer.partial_path().to_owned();
     copy(faulty(&src, &victim, false).await, "", writer, "latest")
         .await
@@ -876,13 +805,7 @@ async fn an_interrupted_export_keeps_verified_blobs_and_resumes() {
         !blobs_of(&partial).is_empty(),
         "verified blobs kept in FILE.partial"
     );
-    let report = copy_ok(
-        layout(&src.layout).await,
-        "",
-        Arc::new(OciArchiveWriter::create(&file).await.unwrap()),
-        "latest",
-    )
-    .await;
+    let report = into_archive(&src, &file, "latest").await;
     assert!(report.blobs.skipped > 0, "{report:?}");
     assert!(!partial.exists());
     assert_eq!(
@@ -902,7 +825,7 @@ async fn a_dropped_copy_leaves_no_partial_files() {
         &engine,
         faulty(&src, &victim, true).await,
         "",
-        Arc::new(OciLayout::create(&out).await.unwrap()),
+        new_layout(&out).await,
         "latest",
     );
     assert!(
@@ -916,13 +839,7 @@ async fn a_dropped_copy_leaves_no_partial_files() {
     assert!(left.is_empty(), "{left:?}");
     assert!(!blobs_of(&out).contains_key(victim.digest().digest()));
     assert!(index_of(&out).is_empty());
-    copy_ok(
-        layout(&src.layout).await,
-        "",
-        Arc::new(OciLayout::create(&out).await.unwrap()),
-        "latest",
-    )
-    .await;
+    into_layout(&src, &out, "latest").await;
     assert_eq!(blobs_of(&out), blobs_of(&src.layout));
 }
 
@@ -1019,13 +936,7 @@ async fn docker_archives_are_read_with_a_computed_manifest() {
         .expect("a file location");
     let source = mirror_layout::open_source(&location).await.unwrap();
     let out = tmp.path().join("out");
-    let report = copy_ok(
-        source,
-        &location.reference(),
-        Arc::new(OciLayout::create(&out).await.unwrap()),
-        "1.0",
-    )
-    .await;
+    let report = copy_ok(source, &location.reference(), new_layout(&out).await, "1.0").await;
     let written = layout(&out).await;
     let root = written.find("1.0").await.unwrap();
     assert_eq!(root.digest, report.digest);
@@ -1154,19 +1065,33 @@ fn docker_entry(image: &GeneratedImage, manifest: &Digest) -> (String, Vec<Strin
     (path(&parsed["config"]["digest"]), layers)
 }
 
+/// A docker-archive destination at `path`, added to if it exists.
+async fn new_docker_archive(path: &Path) -> Arc<OciArchiveWriter> {
+    Arc::new(
+        OciArchiveWriter::create_docker(path)
+            .await
+            .expect("creating a docker-archive"),
+    )
+}
+
+/// [`copy_platform`] into the docker-archive `file`.
+async fn docker_write(
+    image: &GeneratedImage,
+    file: &Path,
+    reference: &str,
+    platform: Option<&str>,
+) -> Result<CopyReport, CopyError> {
+    copy_platform(image, new_docker_archive(file).await, reference, platform).await
+}
+
+/// A copy of the only image of `image`'s layout, of `platform` if given.
 async fn copy_platform(
-    source: Arc<dyn Source>,
+    image: &GeneratedImage,
     destination: Arc<dyn Destination>,
     destination_reference: &str,
     platform: Option<&str>,
 ) -> Result<CopyReport, CopyError> {
     let request = CopyRequest {
-        source_label: source.name(),
-        destination_label: destination.name(),
-        source,
-        source_reference: String::new(),
-        destination,
-        destination_reference: destination_reference.to_owned(),
         options: CopyOptions {
             platforms: platform
                 .map(|p| p.parse().expect("a platform"))
@@ -1174,6 +1099,12 @@ async fn copy_platform(
                 .collect(),
             ..CopyOptions::default()
         },
+        ..request(
+            layout(&image.layout).await,
+            "",
+            destination,
+            destination_reference,
+        )
     };
     engine().copy(request).await
 }
@@ -1195,14 +1126,7 @@ async fn docker_archives_are_written_one_platform_per_image() {
         (&multi, "linux/amd64, linux/arm64/v8"),
         (&attested, "linux/amd64"),
     ] {
-        let err = copy_platform(
-            layout(&image.layout).await,
-            Arc::new(OciArchiveWriter::create_docker(&file).await.unwrap()),
-            "app:1",
-            None,
-        )
-        .await
-        .unwrap_err();
+        let err = docker_write(image, &file, "app:1", None).await.unwrap_err();
         assert!(err.is_usage(), "{err}");
         let text = err.to_string();
         assert!(
@@ -1221,9 +1145,9 @@ async fn docker_archives_are_written_one_platform_per_image() {
     // One platform of each; the attested image's index holds only one.
     let amd64 = multi.image_manifests()[0].0.clone();
     let arm64 = multi.image_manifests()[1].0.clone();
-    let report = copy_platform(
-        layout(&multi.layout).await,
-        Arc::new(OciArchiveWriter::create_docker(&file).await.unwrap()),
+    let report = docker_write(
+        &multi,
+        &file,
         "docker.io/library/app:1",
         Some("linux/amd64"),
     )
@@ -1231,14 +1155,9 @@ async fn docker_archives_are_written_one_platform_per_image() {
     .unwrap();
     assert_eq!(&report.digest, amd64.digest());
     let only = attested.image_manifests()[0].0.clone();
-    copy_platform(
-        layout(&attested.layout).await,
-        Arc::new(OciArchiveWriter::create_docker(&file).await.unwrap()),
-        "",
-        Some("linux/amd64"),
-    )
-    .await
-    .unwrap();
+    docker_write(&attested, &file, "", Some("linux/amd64"))
+        .await
+        .unwrap();
     let (amd64_config, amd64_layers) = docker_entry(&multi, amd64.digest());
     let (only_config, only_layers) = docker_entry(&attested, only.digest());
     assert_eq!(
@@ -1291,23 +1210,13 @@ async fn docker_archives_are_written_one_platform_per_image() {
 
     // The same again is up to date; the other platform as app:1 moves the tag
     // (the amd64 image, left without a tag, goes from manifest.json).
-    let again = copy_platform(
-        layout(&multi.layout).await,
-        Arc::new(OciArchiveWriter::create_docker(&file).await.unwrap()),
-        "app:1",
-        Some("linux/amd64"),
-    )
-    .await
-    .unwrap();
+    let again = docker_write(&multi, &file, "app:1", Some("linux/amd64"))
+        .await
+        .unwrap();
     assert!(again.up_to_date, "{again:?}");
-    copy_platform(
-        layout(&multi.layout).await,
-        Arc::new(OciArchiveWriter::create_docker(&file).await.unwrap()),
-        "app:1",
-        Some("linux/arm64"),
-    )
-    .await
-    .unwrap();
+    docker_write(&multi, &file, "app:1", Some("linux/arm64"))
+        .await
+        .unwrap();
     let (arm64_config, arm64_layers) = docker_entry(&multi, arm64.digest());
     let entries = manifest_json(&file);
     assert_eq!(entries.len(), 2, "{entries:?}");
@@ -1319,8 +1228,8 @@ async fn docker_archives_are_written_one_platform_per_image() {
 
     // An oci-archive write into it keeps manifest.json in step.
     copy_platform(
-        layout(&multi.layout).await,
-        Arc::new(OciArchiveWriter::create(&file).await.unwrap()),
+        &multi,
+        new_archive(&file).await,
         "other:2",
         Some("linux/amd64"),
     )
@@ -1347,26 +1256,15 @@ async fn docker_archives_with_an_oci_layout_keep_the_manifest() {
     let multi = image(ImageSpec::small("docker-keep", 312));
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("saved.tar");
-    let written = copy_platform(
-        layout(&multi.layout).await,
-        Arc::new(OciArchiveWriter::create_docker(&file).await.unwrap()),
-        "app:1",
-        Some("linux/arm64/v8"),
-    )
-    .await
-    .unwrap();
+    let written = docker_write(&multi, &file, "app:1", Some("linux/arm64/v8"))
+        .await
+        .unwrap();
 
     let archive = DockerArchive::open(&file).await.unwrap();
     let resolved = archive.resolve("app:1").await.unwrap().unwrap();
     assert_eq!(resolved.digest, written.digest);
     let out = tmp.path().join("out");
-    let report = copy_ok(
-        Arc::new(archive),
-        "app:1",
-        Arc::new(OciLayout::create(&out).await.unwrap()),
-        "back",
-    )
-    .await;
+    let report = copy_ok(Arc::new(archive), "app:1", new_layout(&out).await, "back").await;
     assert_eq!(report.digest, written.digest);
     let back = layout(&out).await;
     let manifest = Source::manifest(&*back, &report.digest).await.unwrap();
@@ -1464,13 +1362,4 @@ async fn docker_archives_compute_what_they_do_not_store() {
             ),
         ]
     );
-}
-
-/// An error and every cause under it, as one line (each error says only its
-/// own part; the causes are its sources).
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    std::iter::successors(Some(error), |e| e.source())
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
 }

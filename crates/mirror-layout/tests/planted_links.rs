@@ -8,35 +8,21 @@ use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::sync::Arc;
 
-use mirror_engine::{
-    CopyError, CopyOptions, CopyReport, CopyRequest, Destination, Engine, EngineOptions, Silent,
-    Source,
-};
+use mirror_engine::{CopyError, CopyReport, Destination, Source};
 use mirror_layout::{OciArchive, OciArchiveWriter, OciLayout};
 use mirror_testkit::{GeneratedImage, ImageSpec, generate};
+
+mod support;
+
+use support::{chain, copy_dir, engine, request};
 
 async fn copy(
     source: Arc<dyn Source>,
     destination: Arc<dyn Destination>,
     destination_reference: &str,
 ) -> Result<CopyReport, CopyError> {
-    let engine = Engine::new(
-        EngineOptions {
-            blob_attempts: 1,
-            ..EngineOptions::default()
-        },
-        Arc::new(Silent),
-    );
-    engine
-        .copy(CopyRequest {
-            source_label: source.name(),
-            destination_label: destination.name(),
-            source,
-            source_reference: String::new(),
-            destination,
-            destination_reference: destination_reference.to_owned(),
-            options: CopyOptions::default(),
-        })
+    engine()
+        .copy(request(source, "", destination, destination_reference))
         .await
 }
 
@@ -50,6 +36,29 @@ async fn source(image: &GeneratedImage) -> Arc<dyn Source> {
             .await
             .expect("opening the source layout"),
     )
+}
+
+/// What refused a copy of `image` as `latest` into the destination
+/// `opened`: opening it (the error with its causes) or the copy (`what`,
+/// which must fail: its error).
+async fn refusal<D, E>(image: &GeneratedImage, opened: Result<D, E>, what: &str) -> String
+where
+    D: Destination + 'static,
+    E: std::error::Error,
+{
+    match opened {
+        Err(e) => chain(&e),
+        Ok(destination) => copy(source(image).await, Arc::new(destination), "latest")
+            .await
+            .expect_err(what)
+            .to_string(),
+    }
+}
+
+/// The `oci-layout` file that makes `dir` a layout.
+fn write_oci_layout(dir: &Path) {
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .expect("writing oci-layout");
 }
 
 const PRECIOUS: &[u8] = b"a file the attacker wants overwritten\n";
@@ -104,13 +113,12 @@ async fn a_symlinked_partial_directory_is_refused() {
     let file = tmp.path().join("out.tar");
     symlink(&elsewhere, tmp.path().join("out.tar.partial")).expect("planting FILE.partial");
 
-    let refused = match OciArchiveWriter::create(&file).await {
-        Err(e) => chain(&e),
-        Ok(writer) => copy(source(&image).await, Arc::new(writer), "latest")
-            .await
-            .expect_err("a copy through a planted FILE.partial")
-            .to_string(),
-    };
+    let refused = refusal(
+        &image,
+        OciArchiveWriter::create(&file).await,
+        "a copy through a planted FILE.partial",
+    )
+    .await;
     assert!(
         refused.contains("out.tar.partial") && refused.contains("symbolic link"),
         "{refused}"
@@ -127,19 +135,14 @@ async fn a_symlinked_partial_directory_is_refused() {
     std::fs::remove_file(tmp.path().join("out.tar.partial")).expect("removing the link");
     let partial = tmp.path().join("out.tar.partial");
     std::fs::create_dir(&partial).expect("a real FILE.partial");
-    std::fs::write(
-        partial.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .expect("writing oci-layout");
+    write_oci_layout(&partial);
     symlink(&elsewhere, partial.join("blobs")).expect("planting FILE.partial/blobs");
-    let refused = match OciArchiveWriter::create(&file).await {
-        Err(e) => chain(&e),
-        Ok(writer) => copy(source(&image).await, Arc::new(writer), "latest")
-            .await
-            .expect_err("a copy through a planted FILE.partial/blobs")
-            .to_string(),
-    };
+    let refused = refusal(
+        &image,
+        OciArchiveWriter::create(&file).await,
+        "a copy through a planted FILE.partial/blobs",
+    )
+    .await;
     assert!(refused.contains("symbolic link"), "{refused}");
     assert_eq!(
         std::fs::read_dir(&elsewhere).expect("the target").count(),
@@ -154,12 +157,7 @@ async fn a_symlinked_partial_directory_is_refused() {
 async fn a_linked_blob_in_the_partial_directory_is_not_archived() {
     let image = image();
     let tmp = tempfile::tempdir().expect("a temp dir");
-    let layer = image
-        .blobs
-        .iter()
-        .max_by_key(|b| b.size())
-        .expect("a layer")
-        .clone();
+    let layer = image.largest_blob().expect("a layer").clone();
     // Outside, a file of the blob's size (what a size check cannot tell).
     let secret = tmp.path().join("secret");
     std::fs::write(
@@ -170,11 +168,7 @@ async fn a_linked_blob_in_the_partial_directory_is_not_archived() {
     let file = tmp.path().join("out.tar");
     let blobs = tmp.path().join("out.tar.partial/blobs/sha256");
     std::fs::create_dir_all(&blobs).expect("a FILE.partial");
-    std::fs::write(
-        tmp.path().join("out.tar.partial/oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .expect("writing oci-layout");
+    write_oci_layout(&tmp.path().join("out.tar.partial"));
     symlink(&secret, blobs.join(layer.digest().digest())).expect("planting a blob link");
 
     let outcome = match OciArchiveWriter::create(&file).await {
@@ -205,13 +199,12 @@ async fn a_planted_lock_link_creates_nothing() {
     let file = tmp.path().join("out.tar");
     symlink(&target, tmp.path().join("out.tar.lock")).expect("planting FILE.lock");
 
-    let refused = match OciArchiveWriter::create(&file).await {
-        Err(e) => chain(&e),
-        Ok(writer) => copy(source(&image).await, Arc::new(writer), "latest")
-            .await
-            .expect_err("a copy with a planted lock link")
-            .to_string(),
-    };
+    let refused = refusal(
+        &image,
+        OciArchiveWriter::create(&file).await,
+        "a copy with a planted lock link",
+    )
+    .await;
     assert!(
         refused.contains("out.tar.lock") && refused.contains("symbolic link"),
         "{refused}"
@@ -222,13 +215,12 @@ async fn a_planted_lock_link_creates_nothing() {
     let layout = tmp.path().join("layout");
     std::fs::create_dir(&layout).expect("a layout dir");
     symlink(&target, layout.join(".mirror.lock")).expect("planting .mirror.lock");
-    let refused = match OciLayout::create(&layout).await {
-        Err(e) => chain(&e),
-        Ok(writer) => copy(source(&image).await, Arc::new(writer), "latest")
-            .await
-            .expect_err("a copy with a planted lock link")
-            .to_string(),
-    };
+    let refused = refusal(
+        &image,
+        OciLayout::create(&layout).await,
+        "a copy with a planted lock link",
+    )
+    .await;
     assert!(refused.contains(".mirror.lock"), "{refused}");
     assert!(!target.exists(), "the lock link's target was created");
 }
@@ -241,12 +233,7 @@ async fn a_planted_lock_link_creates_nothing() {
 async fn layout_files_linking_outside_the_layout_are_refused() {
     let image = image();
     let tmp = tempfile::tempdir().expect("a temp dir");
-    let layer = image
-        .blobs
-        .iter()
-        .max_by_key(|b| b.size())
-        .expect("a layer")
-        .clone();
+    let layer = image.largest_blob().expect("a layer").clone();
 
     for (name, case) in [
         ("a blob", "blob"),
@@ -306,20 +293,4 @@ async fn layout_files_linking_outside_the_layout_are_refused() {
     )
     .await
     .expect("a copy from a layout linking inside itself");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    mirror_testkit::copy_dir(from, to).expect("copying a layout");
-}
-
-/// An error with every cause in its chain: what the binary prints.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

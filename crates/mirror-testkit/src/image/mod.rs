@@ -255,6 +255,18 @@ impl GeneratedImage {
         self.blobs.iter().map(Descriptor::size).sum()
     }
 
+    /// The largest config or layer (the last of equals); `None` for an
+    /// image without blobs.
+    pub fn largest_blob(&self) -> Option<&Descriptor> {
+        self.blobs.iter().max_by_key(|b| b.size())
+    }
+
+    /// The smallest config or layer (the first of equals); `None` for an
+    /// image without blobs.
+    pub fn smallest_blob(&self) -> Option<&Descriptor> {
+        self.blobs.iter().min_by_key(|b| b.size())
+    }
+
     /// The digest of the root index or manifest.
     pub fn root_digest(&self) -> Digest {
         self.root.digest().clone()
