@@ -86,6 +86,14 @@ pub struct MirrorArgs {
     #[arg(long, value_name = "PREFIX")]
     pub prefix: Option<String>,
     #[command(flatten)]
+    pub flags: CopyCommandArgs,
+}
+
+/// The flags of `mirror IMAGE...` and `mirror copy` but their images and
+/// destination.
+#[derive(Debug, Args)]
+pub struct CopyCommandArgs {
+    #[command(flatten)]
     pub copy: CommonCopyArgs,
     #[command(flatten)]
     pub ecr: EcrArgs,
@@ -99,14 +107,8 @@ pub struct CommonCopyArgs {
     /// Copy only this platform (os/arch[/variant]); repeatable.
     #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]")]
     pub platforms: Vec<PlatformFilter>,
-    /// USER:PASSWORD for the source registry.
-    #[arg(
-        long,
-        env = "MIRROR_SRC_CREDS",
-        hide_env_values = true,
-        value_name = "USER:PASS"
-    )]
-    pub src_creds: Option<String>,
+    #[command(flatten)]
+    pub src: SourceCredsArgs,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -116,13 +118,6 @@ pub struct CommonCopyArgs {
     /// Blob transfers in flight across the whole run.
     #[arg(long, default_value_t = mirror_engine::DEFAULT_CONCURRENT_BLOBS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub max_concurrent_blobs: usize,
-    /// Also copy non-distributable (foreign) layers.
-    #[arg(long)]
-    pub include_foreign: bool,
-    /// Distinct manifests one image may reference (index, platforms,
-    /// attestations) before the copy stops: a bound against hostile sources.
-    #[arg(long, value_name = "N", default_value_t = mirror_engine::DEFAULT_MAX_MANIFESTS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
-    pub max_manifests: usize,
     /// Copy every tag of the source repository (give it without a tag), each
     /// to the same tag at the destination.
     #[arg(long)]
@@ -131,12 +126,29 @@ pub struct CommonCopyArgs {
     /// (`3\.1[0-2].*`).
     #[arg(long, value_name = "REGEX", requires = "all_tags")]
     pub tag_regex: Option<String>,
+    #[command(flatten)]
+    pub image: ImageCopyArgs,
+}
+
+/// How each image is copied: shared by `mirror IMAGE...`, `mirror copy` and
+/// `mirror sync`.
+#[derive(Debug, Clone, Args)]
+pub struct ImageCopyArgs {
     /// Images (tags) copied at once; blobs stay bounded by --max-concurrent-blobs.
     #[arg(long, default_value_t = mirror_sync::DEFAULT_CONCURRENT_IMAGES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub max_concurrent_images: usize,
+    /// Also copy non-distributable (foreign) layers.
+    #[arg(long)]
+    pub include_foreign: bool,
+    /// Distinct manifests one image may reference (index, platforms,
+    /// attestations) before its copy stops: a bound against hostile sources.
+    #[arg(long, value_name = "N", default_value_t = mirror_engine::DEFAULT_MAX_MANIFESTS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub max_manifests: usize,
     /// Which referrers (signatures, SBOMs, attestations) travel with each
     /// image: all, none, or a comma-separated list of signature, sbom,
-    /// attestation and artifact types (application/spdx+json).
+    /// attestation and artifact types (application/spdx+json). In a sync,
+    /// with any, a tag already current still gets the referrers added since
+    /// the last run.
     #[arg(long, value_name = "all|none|KIND,TYPE,...", default_value = "all")]
     pub referrers: ReferrerSelection,
     /// Copy an image only if a cosign signature by this public key names it
@@ -144,6 +156,34 @@ pub struct CommonCopyArgs {
     /// Repeatable: any of the keys may match.
     #[arg(long = "require-signature", value_name = "cosign:KEY.pub")]
     pub require_signature: Vec<String>,
+}
+
+/// `--src-creds`: shared by every command that reads a registry it is given.
+#[derive(Debug, Clone, Args)]
+pub struct SourceCredsArgs {
+    /// USER:PASSWORD for the source registry (in a sync, every source registry).
+    #[arg(
+        long,
+        env = "MIRROR_SRC_CREDS",
+        hide_env_values = true,
+        value_name = "USER:PASS"
+    )]
+    pub src_creds: Option<String>,
+}
+
+/// `--dest-creds`: shared by every command that writes (or verifies) a
+/// registry it is given.
+#[derive(Debug, Clone, Args)]
+pub struct DestinationCredsArgs {
+    /// USER:PASSWORD for the destination registry (in a sync, every
+    /// destination registry but ECR).
+    #[arg(
+        long,
+        env = "MIRROR_DEST_CREDS",
+        hide_env_values = true,
+        value_name = "USER:PASS"
+    )]
+    pub dest_creds: Option<String>,
 }
 
 /// ECR settings: used when the destination is an ECR registry.
@@ -314,47 +354,16 @@ pub struct SyncArgs {
     /// pulls); tags past it are deferred, exit 3.
     #[arg(long, value_name = "N")]
     pub max_source_pulls: Option<u64>,
-    /// Images (tags) copied at once.
-    #[arg(long, default_value_t = mirror_sync::DEFAULT_CONCURRENT_IMAGES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
-    pub max_concurrent_images: usize,
     /// Blob transfers in flight across the whole run (a fleet's many small
     /// blobs are bound by round trips: twice `mirror copy`'s default).
     #[arg(long, default_value_t = mirror_sync::DEFAULT_SYNC_CONCURRENT_BLOBS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256))]
     pub max_concurrent_blobs: usize,
-    /// Also copy non-distributable (foreign) layers.
-    #[arg(long)]
-    pub include_foreign: bool,
-    /// Distinct manifests one image may reference (index, platforms,
-    /// attestations) before its copy stops: a bound against hostile sources.
-    #[arg(long, value_name = "N", default_value_t = mirror_engine::DEFAULT_MAX_MANIFESTS, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
-    pub max_manifests: usize,
-    /// Which referrers (signatures, SBOMs, attestations) travel with each
-    /// image: all, none, or a comma-separated list of signature, sbom,
-    /// attestation and artifact types. With any, a tag already current still
-    /// gets the referrers added since the last run.
-    #[arg(long, value_name = "all|none|KIND,TYPE,...", default_value = "all")]
-    pub referrers: ReferrerSelection,
-    /// Copy an image only if a cosign signature by this public key names it
-    /// (checked before anything is written; other images carry on).
-    /// Repeatable: any of the keys may match.
-    #[arg(long = "require-signature", value_name = "cosign:KEY.pub")]
-    pub require_signature: Vec<String>,
-    /// USER:PASSWORD for every source registry.
-    #[arg(
-        long,
-        env = "MIRROR_SRC_CREDS",
-        hide_env_values = true,
-        value_name = "USER:PASS"
-    )]
-    pub src_creds: Option<String>,
-    /// USER:PASSWORD for every destination registry (not ECR).
-    #[arg(
-        long,
-        env = "MIRROR_DEST_CREDS",
-        hide_env_values = true,
-        value_name = "USER:PASS"
-    )]
-    pub dest_creds: Option<String>,
+    #[command(flatten)]
+    pub image: ImageCopyArgs,
+    #[command(flatten)]
+    pub src: SourceCredsArgs,
+    #[command(flatten)]
+    pub dest: DestinationCredsArgs,
     /// AWS region of `target: ecr` and log groups (default: from the AWS config chain).
     #[arg(long, env = "AWS_REGION", hide_env = true)]
     pub region: Option<String>,
@@ -402,22 +411,10 @@ pub struct VerifyArgs {
     pub to: Option<String>,
     #[arg(long, value_name = "PREFIX")]
     pub prefix: Option<String>,
-    /// USER:PASSWORD for the source registry.
-    #[arg(
-        long,
-        env = "MIRROR_SRC_CREDS",
-        hide_env_values = true,
-        value_name = "USER:PASS"
-    )]
-    pub src_creds: Option<String>,
-    /// USER:PASSWORD for the destination registry.
-    #[arg(
-        long,
-        env = "MIRROR_DEST_CREDS",
-        hide_env_values = true,
-        value_name = "USER:PASS"
-    )]
-    pub dest_creds: Option<String>,
+    #[command(flatten)]
+    pub src: SourceCredsArgs,
+    #[command(flatten)]
+    pub dest: DestinationCredsArgs,
     #[arg(long)]
     pub json: bool,
     #[arg(long, env = "AWS_REGION", hide_env = true)]
@@ -488,20 +485,10 @@ pub struct CopyArgs {
     /// reads both back). Without a tag the
     /// source's tag (or name) is kept.
     pub destination: String,
-    /// USER:PASSWORD for the destination registry.
-    #[arg(
-        long,
-        env = "MIRROR_DEST_CREDS",
-        hide_env_values = true,
-        value_name = "USER:PASS"
-    )]
-    pub dest_creds: Option<String>,
     #[command(flatten)]
-    pub copy: CommonCopyArgs,
+    pub dest: DestinationCredsArgs,
     #[command(flatten)]
-    pub ecr: EcrArgs,
-    #[command(flatten)]
-    pub transport: TransportArgs,
+    pub flags: CopyCommandArgs,
 }
 
 #[derive(Debug, Args)]

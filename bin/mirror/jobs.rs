@@ -20,7 +20,8 @@ use mirror_sync::{
 use serde_json::json;
 
 use crate::cli::{
-    CommonCopyArgs, CopyArgs, EcrArgs, MirrorArgs, SyncArgs, TransportArgs, VerifyArgs,
+    CommonCopyArgs, CopyArgs, CopyCommandArgs, EcrArgs, MirrorArgs, SyncArgs, TransportArgs,
+    VerifyArgs,
 };
 use crate::progress::{Mode, Progress};
 use crate::{Failure, client, parse_credentials, parse_reference};
@@ -177,17 +178,17 @@ fn run_options(
     dest_creds: Option<&str>,
 ) -> Result<RunOptions, Failure> {
     Ok(RunOptions {
-        source_credentials: parse_credentials(common.src_creds.as_deref(), "--src-creds")?,
+        source_credentials: parse_credentials(common.src.src_creds.as_deref(), "--src-creds")?,
         destination_credentials: parse_credentials(dest_creds, "--dest-creds")?,
-        include_foreign: common.include_foreign,
+        include_foreign: common.image.include_foreign,
         dry_run: common.dry_run,
         max_concurrent_blobs: common.max_concurrent_blobs,
         blob_attempts: transport.retries,
-        max_concurrent_images: common.max_concurrent_images,
-        max_manifests: common.max_manifests,
+        max_concurrent_images: common.image.max_concurrent_images,
+        max_manifests: common.image.max_manifests,
         max_retry_after: std::time::Duration::from_secs(transport.max_retry_after),
-        referrers: common.referrers.clone(),
-        require_signature: keyring(&common.require_signature)?,
+        referrers: common.image.referrers.clone(),
+        require_signature: keyring(&common.image.require_signature)?,
         ..RunOptions::default()
     })
 }
@@ -209,87 +210,105 @@ pub(crate) async fn mirror_to_ecr(args: MirrorArgs, quiet: bool) -> Result<(), F
             "--to names one repository: give one image, or use --prefix for several",
         ));
     }
-    let repository = settings(&args.ecr)?;
-    let tags = selection(&args.copy)?;
+    let copies = Copies::new(&args.flags)?;
     let mut images = Vec::new();
     for image in &args.images {
-        images.push(Entry {
-            from: location(image, "image")?,
-            to: args.to.clone(),
-            target: Target::Ecr,
-            prefix: args.prefix.clone(),
-            tags: tags.clone(),
-            platforms: args.copy.platforms.clone(),
-            repository: repository.clone(),
-            referrers: None,
-            require_signature: None,
-            origin: None,
-        });
+        images.push(copies.entry(
+            location(image, "image")?,
+            Target::Ecr,
+            args.to.clone(),
+            args.prefix.clone(),
+        ));
     }
-    let options = run_options(&args.copy, &args.transport, None)?;
-    let registries = Registries::new(
-        client(&args.transport)?,
-        EcrOptions {
-            region: args.ecr.region.clone(),
-            manifest_puts_per_second: args.ecr.manifest_puts_per_second,
-        },
-    );
-    let request = Request {
-        images,
-        log_groups: Vec::new(),
-    };
-    let report = run(
-        registries,
-        options,
-        &request,
-        quiet,
-        FrontEnd::Mirror,
-        &args.images,
-    )
-    .await?;
-    print_copies(&report, &args.copy.platforms, args.copy.json, quiet);
-    copies_exit(&report)
+    copies
+        .run(images, None, FrontEnd::Mirror, &args.images, quiet)
+        .await
 }
 
 /// `mirror copy SRC DST`.
 pub(crate) async fn copy(args: CopyArgs, quiet: bool) -> Result<(), Failure> {
     let source = location(&args.source, "source")?;
     let destination = location(&args.destination, "destination")?;
-    let entry = Entry {
-        from: source,
-        to: None,
-        target: Target::Exact(destination),
-        prefix: None,
-        tags: selection(&args.copy)?,
-        platforms: args.copy.platforms.clone(),
-        repository: settings(&args.ecr)?,
-        referrers: None,
-        require_signature: None,
-        origin: None,
-    };
-    let options = run_options(&args.copy, &args.transport, args.dest_creds.as_deref())?;
-    let registries = Registries::new(
-        client(&args.transport)?,
-        EcrOptions {
-            region: args.ecr.region.clone(),
-            manifest_puts_per_second: args.ecr.manifest_puts_per_second,
-        },
-    );
-    let request = Request {
-        images: vec![entry],
-        log_groups: Vec::new(),
-    };
-    let report = run(
-        registries,
-        options,
-        &request,
-        quiet,
-        FrontEnd::Copy,
-        std::slice::from_ref(&args.source),
-    )
-    .await?;
-    print_copies(&report, &args.copy.platforms, args.copy.json, quiet);
-    copies_exit(&report)
+    let copies = Copies::new(&args.flags)?;
+    let entry = copies.entry(source, Target::Exact(destination), None, None);
+    let named = std::slice::from_ref(&args.source);
+    let dest_creds = args.dest.dest_creds.as_deref();
+    copies
+        .run(vec![entry], dest_creds, FrontEnd::Copy, named, quiet)
+        .await
+}
+
+/// What `mirror IMAGE...` and `mirror copy` make of the flags they share.
+struct Copies<'a> {
+    flags: &'a CopyCommandArgs,
+    tags: Tags,
+    repository: RepositorySettings,
+}
+
+impl<'a> Copies<'a> {
+    /// The flags, checked: ECR settings, then the tag selection.
+    fn new(flags: &'a CopyCommandArgs) -> Result<Self, Failure> {
+        Ok(Self {
+            flags,
+            repository: settings(&flags.ecr)?,
+            tags: selection(&flags.copy)?,
+        })
+    }
+
+    /// An entry of `from` to `target`, with the tags, platforms and
+    /// repository settings the flags give.
+    fn entry(
+        &self,
+        from: ImageLocation,
+        target: Target,
+        to: Option<String>,
+        prefix: Option<String>,
+    ) -> Entry {
+        Entry {
+            from,
+            to,
+            target,
+            prefix,
+            tags: self.tags.clone(),
+            platforms: self.flags.copy.platforms.clone(),
+            repository: self.repository.clone(),
+            referrers: None,
+            require_signature: None,
+            origin: None,
+        }
+    }
+
+    /// Plans and runs `images`, prints what each tag became and picks the
+    /// exit code; `named` are the images as the command line gave them.
+    async fn run(
+        &self,
+        images: Vec<Entry>,
+        dest_creds: Option<&str>,
+        front: FrontEnd,
+        named: &[String],
+        quiet: bool,
+    ) -> Result<(), Failure> {
+        let CopyCommandArgs {
+            copy,
+            ecr,
+            transport,
+        } = self.flags;
+        let options = run_options(copy, transport, dest_creds)?;
+        let registries = Registries::new(
+            client(transport)?,
+            EcrOptions {
+                region: ecr.region.clone(),
+                manifest_puts_per_second: ecr.manifest_puts_per_second,
+            },
+        );
+        let request = Request {
+            images,
+            log_groups: Vec::new(),
+        };
+        let report = run(registries, options, &request, quiet, front, named).await?;
+        print_copies(&report, &copy.platforms, copy.json, quiet);
+        copies_exit(&report)
+    }
 }
 
 /// Plans and runs a request with progress on stderr.
@@ -424,19 +443,15 @@ pub(crate) async fn sync_round(args: &SyncArgs, quiet: bool) -> Result<Option<Ru
         SyncFile::read(&path).map_err(|e| failure(SyncError::File(e), FrontEnd::Sync, &[]))?;
     let common = CommonCopyArgs {
         platforms: Vec::new(),
-        src_creds: args.src_creds.clone(),
+        src: args.src.clone(),
         json: args.json,
         dry_run: false,
         max_concurrent_blobs: args.max_concurrent_blobs,
-        include_foreign: args.include_foreign,
         all_tags: false,
         tag_regex: None,
-        max_concurrent_images: args.max_concurrent_images,
-        max_manifests: args.max_manifests,
-        referrers: args.referrers.clone(),
-        require_signature: args.require_signature.clone(),
+        image: args.image.clone(),
     };
-    let mut options = run_options(&common, &args.transport, args.dest_creds.as_deref())?;
+    let mut options = run_options(&common, &args.transport, args.dest.dest_creds.as_deref())?;
     options.fail_fast = args.fail_fast;
     options.max_source_pulls = args.max_source_pulls;
     options.shard = match (args.shard, args.shards) {
@@ -619,8 +634,8 @@ pub(crate) fn ecr_target(
 /// `mirror verify IMAGE [DST]`.
 pub(crate) async fn verify(args: VerifyArgs) -> Result<(), Failure> {
     let source = parse_reference(&args.image, "image")?;
-    let src_creds = parse_credentials(args.src_creds.as_deref(), "--src-creds")?;
-    let dest_creds = parse_credentials(args.dest_creds.as_deref(), "--dest-creds")?;
+    let src_creds = parse_credentials(args.src.src_creds.as_deref(), "--src-creds")?;
+    let dest_creds = parse_credentials(args.dest.dest_creds.as_deref(), "--dest-creds")?;
     let registries = Registries::new(
         client(&args.transport)?,
         EcrOptions {

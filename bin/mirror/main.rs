@@ -202,6 +202,15 @@ async fn inspect_local(location: &FileLocation, json: bool) -> Result<(), Failur
     Ok(())
 }
 
+/// A descriptor as `mirror inspect --json` lists it.
+fn descriptor_json(d: &mirror_oci::Descriptor) -> serde_json::Value {
+    json!({
+        "digest": d.digest().to_string(),
+        "media_type": d.media_type().to_string(),
+        "size": d.size(),
+    })
+}
+
 async fn inspect(args: InspectArgs) -> Result<(), Failure> {
     let location = ImageLocation::parse(&args.reference)
         .map_err(|e| Failure::from(e).context(format!("reference `{}`", args.reference)))?;
@@ -224,25 +233,12 @@ async fn inspect(args: InspectArgs) -> Result<(), Failure> {
         .children()
         .iter()
         .map(|d| {
-            json!({
-                "digest": d.digest().to_string(),
-                "media_type": d.media_type().to_string(),
-                "size": d.size(),
-                "platform": d.platform().as_ref().map(platform_string),
-            })
+            let mut child = descriptor_json(d);
+            child["platform"] = json!(d.platform().as_ref().map(platform_string));
+            child
         })
         .collect();
-    let blobs: Vec<serde_json::Value> = manifest
-        .blobs()
-        .iter()
-        .map(|d| {
-            json!({
-                "digest": d.digest().to_string(),
-                "media_type": d.media_type().to_string(),
-                "size": d.size(),
-            })
-        })
-        .collect();
+    let blobs: Vec<serde_json::Value> = manifest.blobs().into_iter().map(descriptor_json).collect();
     if args.json {
         let value = json!({
             "reference": reference.to_string(),
