@@ -5,7 +5,8 @@
 //! endpoint variables: the same code path as real ECR and Docker Hub.
 
 use mirror_testkit::{
-    DockerHubStandIn, EcrOptions, EcrStandIn, ImageSpec, Moto, PushAuth, RequestRecord,
+    DockerHubStandIn, EcrOptions, EcrStandIn, GeneratedImage, ImageSpec, Moto, PushAuth,
+    RequestRecord,
 };
 use serde_json::Value;
 
@@ -31,7 +32,7 @@ pub(crate) async fn aws(options: EcrOptions) -> Aws {
 }
 
 /// The stand-ins with a small image as Docker Hub's `alpine:3.20`.
-async fn aws_with_alpine() -> (Aws, mirror_testkit::GeneratedImage) {
+async fn aws_with_alpine() -> (Aws, GeneratedImage) {
     let aws = aws(EcrOptions::default()).await;
     let small = small_image().await;
     aws.hub
@@ -48,11 +49,7 @@ impl Aws {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut run = Mirror::new(args);
-        for (key, value) in self.moto.env() {
-            run = run.env(&key, value);
-        }
-        run
+        with_env(Mirror::new(args), self.moto.env())
     }
 
     /// `mirror ARGS...` with only endpoint mappings and AWS variables set.
@@ -61,16 +58,31 @@ impl Aws {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut run = Mirror::new(args).args([
+        with_env(self.with_endpoints(args), self.moto.env())
+    }
+
+    /// [`Aws::mirror`] with the ECR API reached through the stand-in's gate,
+    /// which answers GetAccountSetting (BLOB_MOUNTING) as its options say.
+    pub(crate) fn mirror_through_gate<I, S>(&self, args: I) -> Mirror
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        with_env(self.with_endpoints(args), self.ecr.aws_env(&self.moto))
+    }
+
+    /// `mirror ARGS...` with the stand-ins' endpoint mappings.
+    fn with_endpoints<I, S>(&self, args: I) -> Mirror
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Mirror::new(args).args([
             "--registry-endpoint".to_owned(),
             self.ecr.endpoint_arg(),
             "--registry-endpoint".to_owned(),
             self.hub.endpoint_arg(),
-        ]);
-        for (key, value) in self.moto.env() {
-            run = run.env(&key, value);
-        }
-        run
+        ])
     }
 
     /// The repository as moto has it, `None` when it does not exist.
@@ -79,6 +91,11 @@ impl Aws {
             .describe_repository(name)
             .await
             .expect("moto answers")
+    }
+
+    /// [`assert_landed`] at the ECR stand-in.
+    pub(crate) async fn assert_landed(&self, repo: &str, tag: &str, image: &GeneratedImage) {
+        assert_landed(&self.ecr.host(), repo, tag, image, &self.ecr_auth()).await;
     }
 
     pub(crate) fn ecr_auth(&self) -> PushAuth {
@@ -92,6 +109,14 @@ impl Aws {
             .filter(|r| matches!(r.method.as_str(), "PUT" | "POST" | "PATCH" | "DELETE"))
             .collect()
     }
+}
+
+/// `run` with these environment variables.
+fn with_env(mut run: Mirror, env: Vec<(String, String)>) -> Mirror {
+    for (key, value) in env {
+        run = run.env(&key, value);
+    }
+    run
 }
 
 pub(crate) fn mutability(repository: &Value) -> String {
@@ -141,14 +166,8 @@ async fn headline_command_creates_the_repository_and_lands_every_platform() {
         .await
         .expect("the repository exists in moto");
     assert_eq!(mutability(&repo), "MUTABLE");
-    assert_landed(
-        &aws.ecr.host(),
-        "cruddur-python",
-        "3.10-slim-buster",
-        &python,
-        &aws.ecr_auth(),
-    )
-    .await;
+    aws.assert_landed("cruddur-python", "3.10-slim-buster", &python)
+        .await;
 
     // Blobs came through the CDN redirect, never with Docker Hub's credentials.
     assert!(
@@ -249,14 +268,7 @@ async fn default_name_settings_and_no_create() {
         repo["imageScanningConfiguration"]["scanOnPush"], true,
         "{repo}"
     );
-    assert_landed(
-        &aws.ecr.host(),
-        "base/alpine",
-        "3.20",
-        &small,
-        &aws.ecr_auth(),
-    )
-    .await;
+    aws.assert_landed("base/alpine", "3.20", &small).await;
 
     // Asking for other settings later is reported, not applied.
     let drift = aws
@@ -345,7 +357,7 @@ async fn immutable_tags_skip_or_conflict() {
     let mixed = aws.mirror(["app:1", "tool:1"]).run().await;
     mixed.expect_code(1);
     assert!(mixed.stderr.contains("app"), "{}", mixed.describe());
-    assert_landed(&aws.ecr.host(), "tool", "1", &other, &aws.ecr_auth()).await;
+    aws.assert_landed("tool", "1", &other).await;
     let kept = fetch(&aws.ecr.host(), "app", "1", &aws.ecr_auth()).await;
     assert_eq!(
         kept.digest, landed.digest,
@@ -355,11 +367,7 @@ async fn immutable_tags_skip_or_conflict() {
 
 /// Stand-ins whose gate answers 429 above `limit` manifest PUTs a second,
 /// with a python-like image (seed `seed`) on the hub as `python:TAG`.
-async fn throttled_python(
-    limit: u32,
-    seed: u64,
-    tag: &str,
-) -> (Aws, mirror_testkit::GeneratedImage) {
+async fn throttled_python(limit: u32, seed: u64, tag: &str) -> (Aws, GeneratedImage) {
     let aws = aws(EcrOptions {
         manifest_puts_per_second: Some(limit),
         ..EcrOptions::default()
@@ -392,7 +400,7 @@ async fn token_refresh_and_manifest_throttling() {
         .run()
         .await;
     out.expect_success();
-    assert_landed(&aws.ecr.host(), "python", "3.11", &img, &aws.ecr_auth()).await;
+    aws.assert_landed("python", "3.11", &img).await;
     let throttled = aws
         .ecr
         .requests()
@@ -423,7 +431,7 @@ async fn manifest_puts_paced_to_the_quota_are_never_throttled() {
         .run()
         .await;
     out.expect_success();
-    assert_landed(&aws.ecr.host(), "python", "3.12", &img, &aws.ecr_auth()).await;
+    aws.assert_landed("python", "3.12", &img).await;
     let puts: Vec<_> = aws
         .ecr
         .requests()
@@ -559,7 +567,7 @@ async fn cross_repository_mounts_on_and_off() {
         out.expect_success();
         let report = out.json();
         let blobs = img.blobs.len() as u64;
-        assert_landed(&aws.ecr.host(), "team-b/app", "1", &img, &aws.ecr_auth()).await;
+        aws.assert_landed("team-b/app", "1", &img).await;
         let requests = aws.ecr.requests();
         let blob_gets = requests
             .iter()
@@ -615,7 +623,7 @@ async fn unauthorized_mid_run_refreshes_the_token() {
         .run()
         .await
         .expect_success();
-    assert_landed(&aws.ecr.host(), "app", "1", &img, &aws.ecr_auth()).await;
+    aws.assert_landed("app", "1", &img).await;
     let unauthorized = aws
         .ecr
         .requests()
@@ -662,7 +670,7 @@ async fn endpoint_mapping_from_the_config_file() {
         .run()
         .await;
     out.expect_success();
-    assert_landed(&aws.ecr.host(), "alpine", "3.20", &small, &aws.ecr_auth()).await;
+    aws.assert_landed("alpine", "3.20", &small).await;
 
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind a port");
     let closed = listener.local_addr().expect("local addr");
@@ -794,7 +802,7 @@ async fn all_tags_into_ecr_and_back_out() {
     let out = aws.mirror(["app", "--all-tags", "--json"]).run().await;
     out.expect_success();
     for (tag, img) in &images {
-        assert_landed(&aws.ecr.host(), "app", tag, img, &aws.ecr_auth()).await;
+        aws.assert_landed("app", tag, img).await;
     }
     assert!(
         aws.repository("app").await.is_some(),
@@ -895,7 +903,7 @@ async fn the_printed_policies_grant_what_the_walkthrough_needs() {
         .expect("stop enforcing IAM");
 
     pushed.expect_success();
-    assert_landed(&aws.ecr.host(), "alpine", "3.20", &small, &aws.ecr_auth()).await;
+    aws.assert_landed("alpine", "3.20", &small).await;
     logs.expect_success();
     let groups = aws
         .moto
@@ -921,8 +929,7 @@ async fn local_builds_land_in_ecr() {
     let aws = aws(EcrOptions::default()).await;
     let backend = image(ImageSpec::small("ecr-backend-flask", 41)).await;
     let frontend = image(ImageSpec::small("ecr-frontend-react-js", 42).docker()).await;
-    let layout =
-        |img: &mirror_testkit::GeneratedImage| format!("oci:{}:latest", img.layout.display());
+    let layout = |img: &GeneratedImage| format!("oci:{}:latest", img.layout.display());
 
     let unnamed = aws.mirror([layout(&backend)]).run().await;
     unnamed.expect_code(2);
@@ -947,7 +954,7 @@ async fn local_builds_land_in_ecr() {
         assert_eq!(out.json()["digest"], img.root_digest().to_string());
         let repo = aws.repository(name).await.expect("created");
         assert_eq!(mutability(&repo), "MUTABLE");
-        assert_landed(&aws.ecr.host(), name, "latest", img, &aws.ecr_auth()).await;
+        aws.assert_landed(name, "latest", img).await;
     }
 }
 

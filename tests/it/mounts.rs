@@ -16,11 +16,12 @@ use std::sync::Arc;
 use mirror_engine::{CopyOptions, CopyRequest, Engine, EngineOptions, RegistryEndpoint, Silent};
 use mirror_registry::{ClientOptions, CredentialStore, RegistryClient};
 use mirror_testkit::{
-    EcrOptions, EcrStandIn, Fault, GeneratedImage, ImageSpec, Moto, PlatformSpec, Proxy, PushAuth,
-    RequestRecord, Rule,
+    EcrOptions, Fault, GeneratedImage, ImageSpec, PlatformSpec, Proxy, PushAuth, RequestRecord,
+    Rule,
 };
 
-use crate::support::{Mirror, assert_landed, describe, image, num, open_registry, proxy_to, seed};
+use crate::ecr::{Aws, aws};
+use crate::support::{assert_landed, describe, image, num, open_registry, proxy_to, seed};
 
 const ANON: PushAuth = PushAuth::Anonymous;
 
@@ -66,6 +67,37 @@ fn mounts(requests: &[RequestRecord], digest: &str, status: u16) -> usize {
                 && r.status == status
         })
         .count()
+}
+
+/// Fleet images `0..count`, each seeded as `app-i:v1` at `host`.
+async fn seed_fleet(host: &str, count: usize) -> Vec<GeneratedImage> {
+    let mut images = Vec::new();
+    for i in 0..count {
+        let fleet = fleet_image(i as u64).await;
+        seed(&fleet, host, &format!("app-{i}"), "v1").await;
+        images.push(fleet);
+    }
+    images
+}
+
+/// The base layer was uploaded `uploaded` times and mounted (201)
+/// `mounted` times.
+#[track_caller]
+fn assert_base_moves(requests: &[RequestRecord], base: &str, uploaded: usize, mounted: usize) {
+    assert_eq!(uploads(requests, base), uploaded, "{}", describe(requests));
+    assert_eq!(
+        mounts(requests, base, 201),
+        mounted,
+        "{}",
+        describe(requests)
+    );
+}
+
+/// Every fleet image landed at `host` as `PREFIXi:v1`.
+async fn assert_fleet_landed(host: &str, prefix: &str, images: &[GeneratedImage], auth: &PushAuth) {
+    for (i, fleet) in images.iter().enumerate() {
+        assert_landed(host, &format!("{prefix}{i}"), "v1", fleet, auth).await;
+    }
 }
 
 /// One engine copying `images[i]` from `source/app-i:v1` into
@@ -136,18 +168,8 @@ async fn copy_fleet(
 async fn a_fleet_uploads_each_shared_blob_once_and_mounts_it_everywhere_else() {
     const N: usize = 4;
     let source = open_registry().await;
-    let mut images = Vec::new();
-    for i in 0..N {
-        let fleet = fleet_image(i as u64).await;
-        seed(&fleet, &source.host(), &format!("app-{i}"), "v1").await;
-        images.push(fleet);
-    }
-    let base = images[0]
-        .blobs
-        .iter()
-        .max_by_key(|b| b.size())
-        .expect("base")
-        .clone();
+    let images = seed_fleet(&source.host(), N).await;
+    let base = images[0].largest_blob().expect("base").clone();
     assert!(
         images.iter().all(|i| i.blobs.contains(&base)),
         "the base is shared"
@@ -165,18 +187,7 @@ async fn a_fleet_uploads_each_shared_blob_once_and_mounts_it_everywhere_else() {
     }
     let requests = log.requests();
     let base_digest = base.digest().to_string();
-    assert_eq!(
-        uploads(&requests, &base_digest),
-        1,
-        "{}",
-        describe(&requests)
-    );
-    assert_eq!(
-        mounts(&requests, &base_digest, 201),
-        N - 1,
-        "{}",
-        describe(&requests)
-    );
+    assert_base_moves(&requests, &base_digest, 1, N - 1);
     let mut unique = std::collections::HashSet::new();
     for fleet in &images {
         for blob in &fleet.blobs {
@@ -192,16 +203,7 @@ async fn a_fleet_uploads_each_shared_blob_once_and_mounts_it_everywhere_else() {
     assert_eq!(all_uploads, unique.len(), "uploads = unique blobs");
     assert_eq!(mounted, (N - 1) as u64);
     assert_eq!(bytes_mounted, (N as u64 - 1) * base.size());
-    for (i, fleet) in images.iter().enumerate() {
-        assert_landed(
-            &destination.host(),
-            &format!("fleet-{i}"),
-            "v1",
-            fleet,
-            &ANON,
-        )
-        .await;
-    }
+    assert_fleet_landed(&destination.host(), "fleet-", &images, &ANON).await;
     eprintln!(
         "measured: {N} repositories, {} unique blobs: {all_uploads} uploads, {mounted} mounts",
         unique.len()
@@ -212,12 +214,7 @@ async fn a_fleet_uploads_each_shared_blob_once_and_mounts_it_everywhere_else() {
 async fn a_failed_leader_upload_leaves_every_follower_to_land() {
     const N: usize = 3;
     let source = open_registry().await;
-    let mut images = Vec::new();
-    for i in 0..N {
-        let fleet = fleet_image(i as u64).await;
-        seed(&fleet, &source.host(), &format!("app-{i}"), "v1").await;
-        images.push(fleet);
-    }
+    let images = seed_fleet(&source.host(), N).await;
     let destination = open_registry().await;
     let log = proxy_to(&destination).await;
     // Every blob upload of the leading repository is refused: not transient.
@@ -249,38 +246,6 @@ async fn a_failed_leader_upload_leaves_every_follower_to_land() {
 
 // ---- ECR ---------------------------------------------------------------------
 
-struct Aws {
-    moto: Moto,
-    ecr: EcrStandIn,
-}
-
-async fn aws(options: EcrOptions) -> Aws {
-    let moto = Moto::start()
-        .await
-        .expect("moto starts (./scripts/test.sh installs it)");
-    let ecr = EcrStandIn::start(&moto, options)
-        .await
-        .expect("ECR stand-in starts");
-    Aws { moto, ecr }
-}
-
-impl Aws {
-    /// `mirror ARGS...` reaching the stand-in, its ECR API through the gate
-    /// (which answers GetAccountSetting).
-    fn mirror<I, S>(&self, args: I) -> Mirror
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        let mut run =
-            Mirror::new(args).args(["--registry-endpoint".to_owned(), self.ecr.endpoint_arg()]);
-        for (key, value) in self.ecr.aws_env(&self.moto) {
-            run = run.env(&key, value);
-        }
-        run
-    }
-}
-
 /// `mirror SRC/app-0:v1 SRC/app-1:v1 SRC/app-2:v1 --prefix fleet/` into the
 /// ECR stand-in; returns the images, the base layer and the run's output.
 async fn ecr_fleet(
@@ -291,22 +256,11 @@ async fn ecr_fleet(
     crate::support::Output,
 ) {
     let source = open_registry().await;
-    let mut images = Vec::new();
-    let mut args = Vec::new();
-    for i in 0..3 {
-        let fleet = fleet_image(i).await;
-        seed(&fleet, &source.host(), &format!("app-{i}"), "v1").await;
-        args.push(format!("{}/app-{i}:v1", source.host()));
-        images.push(fleet);
-    }
-    let base = images[0]
-        .blobs
-        .iter()
-        .max_by_key(|b| b.size())
-        .expect("base")
-        .clone();
+    let images = seed_fleet(&source.host(), 3).await;
+    let args = (0..images.len()).map(|i| format!("{}/app-{i}:v1", source.host()));
+    let base = images[0].largest_blob().expect("base").clone();
     let out = aws
-        .mirror(args)
+        .mirror_through_gate(args)
         .args([
             "--prefix",
             "fleet/",
@@ -332,18 +286,7 @@ async fn ecr_with_blob_mounting_on_uploads_each_blob_once_and_mounts_committed_o
     out.expect_success();
     let requests = aws.ecr.requests();
     let base_digest = base.digest().to_string();
-    assert_eq!(
-        uploads(&requests, &base_digest),
-        1,
-        "{}",
-        describe(&requests)
-    );
-    assert_eq!(
-        mounts(&requests, &base_digest, 201),
-        2,
-        "{}",
-        describe(&requests)
-    );
+    assert_base_moves(&requests, &base_digest, 1, 2);
     assert_eq!(
         mounts(&requests, &base_digest, 202),
         0,
@@ -359,16 +302,7 @@ async fn ecr_with_blob_mounting_on_uploads_each_blob_once_and_mounts_committed_o
     assert_eq!(bytes_mounted, 2 * base.size());
     assert!(out.stderr.contains("mounted ("), "{}", out.stderr);
     assert!(!out.stderr.contains("mounts are off"), "{}", out.stderr);
-    for (i, fleet) in images.iter().enumerate() {
-        assert_landed(
-            &aws.ecr.host(),
-            &format!("fleet/app-{i}"),
-            "v1",
-            fleet,
-            &aws.ecr.auth(),
-        )
-        .await;
-    }
+    assert_fleet_landed(&aws.ecr.host(), "fleet/app-", &images, &aws.ecr.auth()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,13 +312,7 @@ async fn ecr_with_blob_mounting_off_moves_shared_blobs_again_and_says_so_once() 
     out.expect_success();
     let requests = aws.ecr.requests();
     let base_digest = base.digest().to_string();
-    assert_eq!(
-        uploads(&requests, &base_digest),
-        3,
-        "{}",
-        describe(&requests)
-    );
-    assert_eq!(mounts(&requests, &base_digest, 201), 0);
+    assert_base_moves(&requests, &base_digest, 3, 0);
     let notes: Vec<&str> = out
         .stderr
         .lines()
@@ -398,16 +326,7 @@ async fn ecr_with_blob_mounting_off_moves_shared_blobs_again_and_says_so_once() 
         "{}",
         notes[0]
     );
-    for (i, fleet) in images.iter().enumerate() {
-        assert_landed(
-            &aws.ecr.host(),
-            &format!("fleet/app-{i}"),
-            "v1",
-            fleet,
-            &aws.ecr.auth(),
-        )
-        .await;
-    }
+    assert_fleet_landed(&aws.ecr.host(), "fleet/app-", &images, &aws.ecr.auth()).await;
 }
 
 /// A mount ECR refuses (the source repository's manifest was never pushed
@@ -437,7 +356,7 @@ async fn a_refused_mount_uploads_through_the_session_it_opened() {
     .expect("seed behind the gate");
     let host = aws.ecr.registry_host();
     let out = aws
-        .mirror([
+        .mirror_through_gate([
             "copy".to_owned(),
             format!("{host}/team/source:v1"),
             format!("{host}/team/copy:v1"),

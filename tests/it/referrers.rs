@@ -7,16 +7,17 @@
 //! against signatures Python's `cryptography` made.
 
 use mirror_testkit::{
-    Artifact, EcrOptions, EcrStandIn, Fault, GeneratedImage, ImageSpec, Moto, PushAuth, Rule,
-    SigningKey, Subject, cosign_attestation, cosign_payload, cosign_signature, fallback_index,
-    fetch_referrers, in_toto_provenance, list_tags, push_artifact, push_manifest_bytes, spdx_sbom,
+    Artifact, EcrOptions, Fault, GeneratedImage, ImageSpec, PushAuth, Registry, Rule, SigningKey,
+    Subject, cosign_attestation, cosign_payload, cosign_signature, fallback_index, fetch_referrers,
+    in_toto_provenance, list_tags, push_artifact, push_manifest_bytes, spdx_sbom,
 };
 use serde_json::Value;
 
+use crate::ecr::aws;
 use crate::support::{
-    Mirror, Scratch, assert_landed, assert_no_manifest, copy_json, describe, fetch, image, is_ping,
-    is_write, num, open_registry, proxy_to, seeded_registry, small_app_v1, small_image, text,
-    three_platforms, try_fetch,
+    Mirror, Output, Scratch, assert_landed, assert_no_manifest, copy_json, describe, fetch, image,
+    is_ping, is_write, num, open_registry, proxy_to, seeded_registry, small_app_v1, small_image,
+    text, three_platforms, try_fetch,
 };
 
 const ANON: PushAuth = PushAuth::Anonymous;
@@ -68,6 +69,59 @@ async fn push_at(host: &str, repo: &str, artifact: &Artifact, tag: &str) {
         .unwrap_or_else(|e| panic!("pushing {tag} to {host}/{repo}: {e:#}"));
 }
 
+/// cosign's signature tag of `subject`: `sha256-<hex>.sig`.
+fn sig_tag(subject: &Subject) -> String {
+    format!("{}.sig", fallback_tag(&subject.digest))
+}
+
+/// Pushes a fallback tag index of `subject` at `host/app` listing `artifacts`.
+async fn push_fallback_index(host: &str, subject: &Subject, artifacts: &[&Artifact]) {
+    push_manifest_bytes(
+        host,
+        "app",
+        &ANON,
+        &fallback_index(artifacts),
+        INDEX,
+        &fallback_tag(&subject.digest),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("pushing a fallback index to {host}/app: {e:#}"));
+}
+
+/// The small image at `app:v1` of a new registry, with an SPDX SBOM of its
+/// root pushed and listed in the root's fallback tag index.
+async fn with_listed_sbom() -> (GeneratedImage, Registry, Subject, Artifact) {
+    let image = small_image().await;
+    let src = seeded_registry(&image, "app", "v1").await;
+    let root = root_of(&image);
+    let sbom = spdx_sbom(&root, "app");
+    push(&src.host(), "app", &ANON, &sbom).await;
+    push_fallback_index(&src.host(), &root, &[&sbom]).await;
+    (image, src, root, sbom)
+}
+
+/// `run` with `--require-signature` of `key` and `--json`, expected to
+/// succeed: its report.
+async fn run_signed(run: Mirror, key: &SigningKey) -> Value {
+    let out = run
+        .args([
+            "--require-signature".to_owned(),
+            format!("cosign:{}", key.public_pem.display()),
+            "--json".to_owned(),
+        ])
+        .run()
+        .await;
+    out.expect_success();
+    out.json()
+}
+
+/// The report's count of referrers `field` (copied, left_out...) is `expected`.
+#[track_caller]
+fn assert_referrers(out: &Output, field: &str, expected: u64) {
+    let pointer = format!("/referrers/{field}");
+    assert_eq!(num(&out.json(), &pointer), expected, "{}", out.describe());
+}
+
 /// The digests a fallback tag index lists at `host/repo`.
 async fn listed_at(host: &str, repo: &str, subject: &str) -> Vec<String> {
     let index = fetch(host, repo, &fallback_tag(subject), &ANON).await;
@@ -115,37 +169,6 @@ async fn assert_artifacts_landed(host: &str, repo: &str, auth: &PushAuth, artifa
     }
 }
 
-struct Aws {
-    moto: Moto,
-    ecr: EcrStandIn,
-}
-
-async fn aws() -> Aws {
-    let moto = Moto::start()
-        .await
-        .expect("moto starts (./scripts/test.sh installs it)");
-    let ecr = EcrStandIn::start(&moto, EcrOptions::default())
-        .await
-        .expect("ECR stand-in starts");
-    Aws { moto, ecr }
-}
-
-impl Aws {
-    /// `mirror ARGS...` with the ECR endpoint mapping and moto's AWS variables.
-    fn mirror<I, S>(&self, args: I) -> Mirror
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        let mut run =
-            Mirror::new(args).args(["--registry-endpoint".to_owned(), self.ecr.endpoint_arg()]);
-        for (key, value) in self.moto.env() {
-            run = run.env(&key, value);
-        }
-        run
-    }
-}
-
 /// Referrers pushed to the ECR stand-in through its referrers API (a
 /// signature, an SPDX SBOM, in-toto provenance, and a signature of the
 /// SBOM, listed two per page) land on distribution 2.8, which has no
@@ -155,7 +178,7 @@ impl Aws {
 async fn api_referrers_from_ecr_land_in_fallback_indexes_on_distribution() {
     let scratch = Scratch::new("referrers-api");
     let key = SigningKey::generate(scratch.path(), "cosign").expect("a key");
-    let aws = aws().await;
+    let aws = aws(EcrOptions::default()).await;
     aws.moto
         .create_repository("app", "MUTABLE")
         .await
@@ -191,21 +214,17 @@ async fn api_referrers_from_ecr_land_in_fallback_indexes_on_distribution() {
     let dst_proxy = proxy_to(&dst).await;
     let source = format!("{}/app:v1", aws.ecr.registry_host());
     let destination = format!("{}/app:v1", dst_proxy.host());
-    let out = aws
-        .mirror([
+    let report = run_signed(
+        aws.mirror([
             "copy",
             &source,
             &destination,
             "--insecure-registry",
             &dst_proxy.host(),
-            "--require-signature",
-            &format!("cosign:{}", key.public_pem.display()),
-            "--json",
-        ])
-        .run()
-        .await;
-    out.expect_success();
-    let report = out.json();
+        ]),
+        &key,
+    )
+    .await;
     assert_eq!(num(&report, "/referrers/copied"), 4, "{report:#}");
     assert_eq!(num(&report, "/referrers/failed"), 0, "{report:#}");
     assert_eq!(
@@ -303,39 +322,26 @@ async fn fallback_and_cosign_tags_reach_the_ecr_referrers_api() {
     for artifact in [&sbom, &provenance] {
         assert_eq!(push(&host, "app", &ANON, artifact).await, None);
     }
-    push_manifest_bytes(
-        &host,
-        "app",
-        &ANON,
-        &fallback_index(&[&sbom, &provenance]),
-        INDEX,
-        &fallback_tag(&root.digest),
-    )
-    .await
-    .expect("push the fallback index");
+    push_fallback_index(&host, &root, &[&sbom, &provenance]).await;
     let signature = cosign_signature(None, &[signed_by(&key, &root)]);
     let attestation = cosign_attestation(&root, &key).expect("an attestation");
-    let sig_tag = format!("{}.sig", fallback_tag(&root.digest));
+    let sig_tag = sig_tag(&root);
     let att_tag = format!("{}.att", fallback_tag(&root.digest));
     push_at(&host, "app", &signature, &sig_tag).await;
     push_at(&host, "app", &attestation, &att_tag).await;
 
-    let aws = aws().await;
-    let out = aws
-        .mirror([
+    let aws = aws(EcrOptions::default()).await;
+    let report = run_signed(
+        aws.mirror([
             &format!("{host}/app:v1"),
             "--to",
             "app",
             "--insecure-registry",
             &host,
-            "--require-signature",
-            &format!("cosign:{}", key.public_pem.display()),
-            "--json",
-        ])
-        .run()
-        .await;
-    out.expect_success();
-    let report = out.json();
+        ]),
+        &key,
+    )
+    .await;
     assert_eq!(num(&report, "/referrers/copied"), 4, "{report:#}");
     assert_eq!(text(&report, "/signature/found_at"), sig_tag, "{report:#}");
 
@@ -375,21 +381,7 @@ async fn fallback_and_cosign_tags_reach_the_ecr_referrers_api() {
 /// per side plus the referrer look-ups the README states.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_tools_referrer_survives_and_a_warm_run_costs_what_the_readme_says() {
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let root = root_of(&image);
-    let sbom = spdx_sbom(&root, "app");
-    push(&src.host(), "app", &ANON, &sbom).await;
-    push_manifest_bytes(
-        &src.host(),
-        "app",
-        &ANON,
-        &fallback_index(&[&sbom]),
-        INDEX,
-        &fallback_tag(&root.digest),
-    )
-    .await
-    .expect("source fallback index");
+    let (_, src, root, sbom) = with_listed_sbom().await;
 
     let dst = open_registry().await;
     // Another tool's scan report, in its own fallback index entry shape.
@@ -422,12 +414,7 @@ async fn another_tools_referrer_survives_and_a_warm_run_costs_what_the_readme_sa
     let source = format!("{}/app:v1", src_proxy.host());
     let destination = format!("{}/app:v1", dst_proxy.host());
     let out = copy_json(&source, &destination).await;
-    assert_eq!(
-        num(&out.json(), "/referrers/copied"),
-        1,
-        "{}",
-        out.describe()
-    );
+    assert_referrers(&out, "copied", 1);
     let merged = fetch(&dst.host(), "app", &fallback_tag(&root.digest), &ANON)
         .await
         .json();
@@ -498,23 +485,9 @@ async fn another_tools_referrer_survives_and_a_warm_run_costs_what_the_readme_sa
 async fn an_oci_archive_round_trip_keeps_referrers() {
     let scratch = Scratch::new("referrers-archive");
     let key = SigningKey::generate(scratch.path(), "cosign").expect("a key");
-    let image = small_image().await;
-    let src = seeded_registry(&image, "app", "v1").await;
-    let root = root_of(&image);
-    let sbom = spdx_sbom(&root, "app");
-    push(&src.host(), "app", &ANON, &sbom).await;
-    push_manifest_bytes(
-        &src.host(),
-        "app",
-        &ANON,
-        &fallback_index(&[&sbom]),
-        INDEX,
-        &fallback_tag(&root.digest),
-    )
-    .await
-    .expect("fallback index");
+    let (image, src, root, sbom) = with_listed_sbom().await;
     let signature = cosign_signature(None, &[signed_by(&key, &root)]);
-    let sig_tag = format!("{}.sig", fallback_tag(&root.digest));
+    let sig_tag = sig_tag(&root);
     push_at(&src.host(), "app", &signature, &sig_tag).await;
 
     let archive = scratch.path().join("app.tar");
@@ -523,12 +496,7 @@ async fn an_oci_archive_round_trip_keeps_referrers() {
         &format!("oci-archive:{}:v1", archive.display()),
     )
     .await;
-    assert_eq!(
-        num(&out.json(), "/referrers/copied"),
-        2,
-        "{}",
-        out.describe()
-    );
+    assert_referrers(&out, "copied", 2);
     let index = archive_index(&archive);
     let entries = index["manifests"].as_array().expect("entries");
     assert!(
@@ -550,19 +518,14 @@ async fn an_oci_archive_round_trip_keeps_referrers() {
 
     // Read back as "the only image": referrer entries name none.
     let dst = open_registry().await;
-    let out = Mirror::copy(
-        &format!("oci-archive:{}", archive.display()),
-        &format!("{}/app:v1", dst.host()),
+    let report = run_signed(
+        Mirror::copy(
+            &format!("oci-archive:{}", archive.display()),
+            &format!("{}/app:v1", dst.host()),
+        ),
+        &key,
     )
-    .args([
-        "--require-signature",
-        &format!("cosign:{}", key.public_pem.display()),
-        "--json",
-    ])
-    .run()
     .await;
-    out.expect_success();
-    let report = out.json();
     assert_eq!(num(&report, "/referrers/copied"), 2, "{report:#}");
     assert_eq!(text(&report, "/signature/found_at"), sig_tag);
     assert_landed(&dst.host(), "app", "v1", &image, &ANON).await;
@@ -631,13 +594,7 @@ async fn require_signature_refuses_what_no_key_signed_and_others_carry_on() {
         };
         if let Some(signed) = signed {
             let manifest = cosign_signature(None, &[signed]);
-            push_at(
-                &host,
-                "app",
-                &manifest,
-                &format!("{}.sig", fallback_tag(&root.digest)),
-            )
-            .await;
+            push_at(&host, "app", &manifest, &sig_tag(&root)).await;
         }
     }
     let tags = list_tags(&host, "app", &ANON).await.expect("tags");
@@ -771,16 +728,7 @@ async fn platform_filter_referrer_choice_and_docker_archive() {
         (&arm64, &arm64_sbom),
     ] {
         push(&host, "app", &ANON, artifact).await;
-        push_manifest_bytes(
-            &host,
-            "app",
-            &ANON,
-            &fallback_index(&[artifact]),
-            INDEX,
-            &fallback_tag(&subject.digest),
-        )
-        .await
-        .expect("fallback index");
+        push_fallback_index(&host, subject, &[artifact]).await;
     }
 
     let dst = open_registry().await;
@@ -790,12 +738,7 @@ async fn platform_filter_referrer_choice_and_docker_archive() {
         .run()
         .await;
     out.expect_success();
-    assert_eq!(
-        num(&out.json(), "/referrers/copied"),
-        1,
-        "{}",
-        out.describe()
-    );
+    assert_referrers(&out, "copied", 1);
     assert_eq!(
         listed_at(&dst_host, "amd64", &amd64.digest).await,
         sorted(&[&amd64_sbom])
@@ -834,12 +777,7 @@ async fn platform_filter_referrer_choice_and_docker_archive() {
     .run()
     .await;
     out.expect_success();
-    assert_eq!(
-        num(&out.json(), "/referrers/left_out"),
-        1,
-        "{}",
-        out.describe()
-    );
+    assert_referrers(&out, "left_out", 1);
     assert_eq!(
         out.stderr.matches("cannot hold referrers").count(),
         1,
@@ -861,17 +799,8 @@ async fn a_refused_referrer_push_is_reported_and_the_image_still_lands() {
     for artifact in [&sbom, &provenance] {
         push(&src.host(), "app", &ANON, artifact).await;
     }
-    push_manifest_bytes(
-        &src.host(),
-        "app",
-        &ANON,
-        &fallback_index(&[&sbom, &provenance]),
-        INDEX,
-        &fallback_tag(&root.digest),
-    )
-    .await
-    .expect("fallback index");
-    let aws = aws().await;
+    push_fallback_index(&src.host(), &root, &[&sbom, &provenance]).await;
+    let aws = aws(EcrOptions::default()).await;
     aws.ecr.faults().add_rule(
         Rule::new(Fault::ReplaceResponse {
             status: 405,
@@ -924,7 +853,7 @@ async fn a_destination_signature_the_source_lacks_is_never_dropped() {
     let mirror_team = SigningKey::generate(scratch.path(), "mirror-team").expect("a key");
     let (image, src, dst) = small_app_v1().await;
     let root = root_of(&image);
-    let sig_tag = format!("{}.sig", fallback_tag(&root.digest));
+    let sig_tag = sig_tag(&root);
     let theirs = signed_by(&mirror_team, &root);
     let ours = signed_by(&publisher, &root);
     let at_destination = cosign_signature(None, std::slice::from_ref(&theirs));
@@ -996,13 +925,7 @@ async fn sync_files_require_signatures_per_entry() {
         if let Some(key) = key {
             let root = root_of(&img);
             let manifest = cosign_signature(None, &[signed_by(key, &root)]);
-            push_at(
-                &host,
-                repo,
-                &manifest,
-                &format!("{}.sig", fallback_tag(&root.digest)),
-            )
-            .await;
+            push_at(&host, repo, &manifest, &sig_tag(&root)).await;
         }
         images.push((*repo, img));
     }

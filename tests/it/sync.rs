@@ -5,7 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use mirror_testkit::{EcrOptions, Fault, ImageSpec, PushAuth, RequestRecord, Rule, open_layout};
+use mirror_testkit::{
+    EcrOptions, Fault, GeneratedImage, ImageSpec, PushAuth, Registry, RequestRecord, Rule,
+    open_layout,
+};
 use serde_json::Value;
 
 use crate::ecr::{Aws, aws, mutability};
@@ -25,6 +28,28 @@ pub(crate) fn sync_file(scratch: &Scratch, name: &str, text: &str) -> String {
     let path = scratch.path().join(name);
     std::fs::write(&path, text).expect("write the sync file");
     path.display().to_string()
+}
+
+/// A sync file's text: every image to `target`, one entry per item of
+/// `images`, `from: SOURCE/ITEM` (an item may go on with more keys, each on a
+/// line of its own).
+fn fleet(target: &str, source: &str, images: &[&str]) -> String {
+    let mut yaml = format!("defaults:\n  target: {target}\nimages:\n");
+    for image in images {
+        yaml.push_str(&format!("  - from: {source}/{image}\n"));
+    }
+    yaml
+}
+
+/// A sync file of [`fleet`] written into `scratch`.
+fn fleet_file(
+    scratch: &Scratch,
+    name: &str,
+    target: &str,
+    source: &str,
+    images: &[&str],
+) -> String {
+    sync_file(scratch, name, &fleet(target, source, images))
 }
 
 /// `mirror sync FILE ARGS... --insecure-registry HOST...`.
@@ -102,18 +127,12 @@ async fn the_walkthrough_file_lands_everything_and_a_rerun_is_one_head_per_tag_p
         ],
         "{report:#}"
     );
-    assert_landed(
-        &aws.ecr.host(),
-        "cruddur-python",
-        "3.10-slim-buster",
-        &python,
-        &aws.ecr_auth(),
-    )
-    .await;
+    aws.assert_landed("cruddur-python", "3.10-slim-buster", &python)
+        .await;
     for app in ["backend-flask", "frontend-react-js"] {
         let layout =
             open_layout(&fixtures().join("walkthrough").join(app)).expect("fixture layout");
-        assert_landed(&aws.ecr.host(), app, "latest", &layout, &aws.ecr_auth()).await;
+        aws.assert_landed(app, "latest", &layout).await;
     }
     for repository in ["cruddur-python", "backend-flask", "frontend-react-js"] {
         let found = aws
@@ -329,14 +348,16 @@ async fn tag_selection_lands_exactly_the_chosen_tags_over_one_listing() {
     let proxy = proxy_to(&source).await;
     let destination = open_registry().await;
     let scratch = Scratch::new("sync-selection");
-    let file = sync_file(
+    let file = fleet_file(
         &scratch,
         "mirror.yaml",
-        &format!(
-            "defaults:\n  target: {dst}/mirror\nimages:\n  - from: {src}/node\n    tags: {{ semver: \">=20 <23\", latest: 3, exclude: ['.*-rc.*'] }}\n  - from: {src}/node\n    tags: {{ regex: '1[0-9][.].*' }}\n    prefix: old/\n  - from: {src}/node\n    tags: [latest]\n    prefix: pinned/\n",
-            src = proxy.host(),
-            dst = destination.host()
-        ),
+        &format!("{}/mirror", destination.host()),
+        &proxy.host(),
+        &[
+            "node\n    tags: { semver: \">=20 <23\", latest: 3, exclude: ['.*-rc.*'] }",
+            "node\n    tags: { regex: '1[0-9][.].*' }\n    prefix: old/",
+            "node\n    tags: [latest]\n    prefix: pinned/",
+        ],
     );
     let out = sync(&file, &[proxy.host(), destination.host()], ["--json"])
         .run()
@@ -384,15 +405,8 @@ async fn a_failing_image_fails_alone_and_the_summary_names_its_cause() {
     seed(&shared, &source.host(), "app", "2").await;
     seed(&other, &source.host(), "tool", "1").await;
     let proxy = proxy_to(&source).await;
-    let largest = |image: &mirror_testkit::GeneratedImage| {
-        image
-            .blobs
-            .iter()
-            .max_by_key(|b| b.size())
-            .expect("blobs")
-            .digest()
-            .to_string()
-    };
+    let largest =
+        |image: &GeneratedImage| image.largest_blob().expect("blobs").digest().to_string();
     let (bad, flaky) = (largest(&broken), largest(&shared));
     // Every GET of this one is corrupt; the shared one only the first time.
     proxy.add_rule(
@@ -408,14 +422,12 @@ async fn a_failing_image_fails_alone_and_the_summary_names_its_cause() {
     );
     let destination = open_registry().await;
     let scratch = Scratch::new("sync-isolation");
-    let file = sync_file(
+    let file = fleet_file(
         &scratch,
         "mirror.yaml",
-        &format!(
-            "defaults:\n  target: {dst}\nimages:\n  - from: {src}/broken:1\n  - from: {src}/app\n    tags: [\"1\", \"2\"]\n  - from: {src}/tool:1\n",
-            src = proxy.host(),
-            dst = destination.host()
-        ),
+        &destination.host(),
+        &proxy.host(),
+        &["broken:1", "app\n    tags: [\"1\", \"2\"]", "tool:1"],
     );
     let hosts = [proxy.host(), destination.host()];
     let out = sync(&file, &hosts, ["--json"]).run().await;
@@ -450,14 +462,12 @@ async fn a_failing_image_fails_alone_and_the_summary_names_its_cause() {
 
     // --fail-fast, one image at a time: the first fails, nothing else starts.
     let destination = open_registry().await;
-    let file = sync_file(
+    let file = fleet_file(
         &scratch,
         "fail-fast.yaml",
-        &format!(
-            "defaults:\n  target: {dst}\nimages:\n  - from: {src}/broken:1\n  - from: {src}/tool:1\n",
-            src = proxy.host(),
-            dst = destination.host()
-        ),
+        &destination.host(),
+        &proxy.host(),
+        &["broken:1", "tool:1"],
     );
     let out = sync(
         &file,
@@ -532,7 +542,7 @@ async fn the_pull_budget_defers_what_it_cannot_afford() {
         "{}",
         out.describe()
     );
-    assert_landed(&aws.ecr.host(), "app0", "1", &images[0], &aws.ecr_auth()).await;
+    aws.assert_landed("app0", "1", &images[0]).await;
     for repository in ["app1", "app2"] {
         assert_no_manifest(&aws.ecr.host(), repository, "1", &aws.ecr_auth()).await;
         assert!(
@@ -561,14 +571,7 @@ async fn the_pull_budget_defers_what_it_cannot_afford() {
     let out = aws.mirror(["sync", &file, "--json"]).run().await;
     out.expect_success();
     for (i, img) in images.iter().enumerate() {
-        assert_landed(
-            &aws.ecr.host(),
-            &format!("app{i}"),
-            "1",
-            img,
-            &aws.ecr_auth(),
-        )
-        .await;
+        aws.assert_landed(&format!("app{i}"), "1", img).await;
     }
 }
 
@@ -671,8 +674,8 @@ async fn the_plan_says_what_each_tag_needs_and_writes_nothing() {
     );
     let pinned = fetch(&aws.ecr.host(), "pinned", "1", &aws.ecr_auth()).await;
     assert_eq!(pinned.digest, small.root_digest().to_string());
-    assert_landed(&aws.ecr.host(), "moved", "1", &newer, &aws.ecr_auth()).await;
-    assert_landed(&aws.ecr.host(), "fresh", "1", &small, &aws.ecr_auth()).await;
+    aws.assert_landed("moved", "1", &newer).await;
+    aws.assert_landed("fresh", "1", &small).await;
 }
 
 /// `target: oci-archive:FILE`: every selected image in one archive, each
@@ -733,27 +736,32 @@ async fn a_file_target_holds_every_image_under_its_name_and_tag() {
     assert_landed(&destination.host(), "app", "1.0", &other, &ANON).await;
 }
 
+/// Two small images (`LABEL-a` of `seed_of_a`, `LABEL-b` of the seed after
+/// it) as `a:1` and `b:1` of a new registry.
+async fn a_and_b(label: &str, seed_of_a: u64) -> (GeneratedImage, GeneratedImage, Registry) {
+    let first = image(ImageSpec::small(&format!("{label}-a"), seed_of_a)).await;
+    let second = image(ImageSpec::small(&format!("{label}-b"), seed_of_a + 1)).await;
+    let source = open_registry().await;
+    seed(&first, &source.host(), "a", "1").await;
+    seed(&second, &source.host(), "b", "1").await;
+    (first, second, source)
+}
+
 /// `--max-concurrent-images 1`: one image at a time, so the source sees
 /// every request of one image before the next image's first GET (with the
 /// default bound the two interleave).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_concurrent_images_bounds_the_images_in_flight() {
-    let first = image(ImageSpec::small("sync-one-at-a-time-a", 51)).await;
-    let second = image(ImageSpec::small("sync-one-at-a-time-b", 52)).await;
-    let source = open_registry().await;
-    seed(&first, &source.host(), "a", "1").await;
-    seed(&second, &source.host(), "b", "1").await;
+    let (first, second, source) = a_and_b("sync-one-at-a-time", 51).await;
     let proxy = proxy_to(&source).await;
     let destination = open_registry().await;
     let scratch = Scratch::new("sync-one-at-a-time");
-    let file = sync_file(
+    let file = fleet_file(
         &scratch,
         "mirror.yaml",
-        &format!(
-            "defaults:\n  target: {dst}\nimages:\n  - from: {src}/a:1\n  - from: {src}/b:1\n",
-            src = proxy.host(),
-            dst = destination.host()
-        ),
+        &destination.host(),
+        &proxy.host(),
+        &["a:1", "b:1"],
     );
     let out = sync(
         &file,
@@ -810,13 +818,12 @@ async fn shards_run_at_once_and_together_copy_the_plan_once() {
     let destination = open_registry().await;
     let proxy = proxy_to(&destination).await;
     let scratch = Scratch::new("sync-shards");
-    let mut yaml = format!("defaults:\n  target: {}\nimages:\n", proxy.host());
-    for repository in &repositories {
-        yaml.push_str(&format!(
-            "  - from: {}/{repository}\n    tags: ['1', '2']\n",
-            source.host()
-        ));
-    }
+    let images: Vec<String> = repositories
+        .iter()
+        .map(|repository| format!("{repository}\n    tags: ['1', '2']"))
+        .collect();
+    let images: Vec<&str> = images.iter().map(String::as_str).collect();
+    let yaml = fleet(&proxy.host(), &source.host(), &images);
     let file = sync_file(&scratch, "fleet.yaml", &yaml);
     let with_logs = sync_file(
         &scratch,
@@ -956,52 +963,52 @@ fn sample(text: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// That one sample of a Prometheus text file has this value (`None`: no
+/// such sample).
+#[track_caller]
+fn assert_sample(text: &str, series: &str, expected: Option<f64>) {
+    assert_eq!(sample(text, series), expected, "{series} in\n{text}");
+}
+
+/// Runs `run`, which must exit `code`, and reads the metrics file it wrote.
+async fn metrics_of(run: Mirror, code: i32, metrics: &Path) -> String {
+    run.run().await.expect_code(code);
+    std::fs::read_to_string(metrics).expect("the metrics file")
+}
+
 /// `--metrics-file`: the run's numbers in the Prometheus text format, written
 /// atomically at the end: tags by outcome, blobs, answers by host and class,
 /// pulls; a failed run keeps the last success time of the run before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_file_says_what_the_run_did() {
-    let first = image(ImageSpec::small("sync-metrics-a", 61)).await;
-    let second = image(ImageSpec::small("sync-metrics-b", 62)).await;
-    let source = open_registry().await;
-    seed(&first, &source.host(), "a", "1").await;
-    seed(&second, &source.host(), "b", "1").await;
+    let (first, second, source) = a_and_b("sync-metrics", 61).await;
     let destination = open_registry().await;
     let scratch = Scratch::new("sync-metrics");
-    let file = sync_file(
+    let file = fleet_file(
         &scratch,
         "mirror.yaml",
-        &format!(
-            "defaults:\n  target: {dst}\nimages:\n  - from: {src}/a:1\n  - from: {src}/b:1\n",
-            src = source.host(),
-            dst = destination.host()
-        ),
+        &destination.host(),
+        &source.host(),
+        &["a:1", "b:1"],
     );
     let metrics = scratch.path().join("mirror.prom");
     let metrics_arg = metrics.display().to_string();
     let hosts = [source.host(), destination.host()];
 
-    sync(&file, &hosts, ["--metrics-file", &metrics_arg])
-        .run()
-        .await
-        .expect_success();
-    let text = std::fs::read_to_string(&metrics).expect("the metrics file");
-    assert_eq!(
-        sample(&text, r#"mirror_sync_tags{state="copied"}"#),
-        Some(2.0),
-        "{text}"
-    );
+    let text = metrics_of(
+        sync(&file, &hosts, ["--metrics-file", &metrics_arg]),
+        0,
+        &metrics,
+    )
+    .await;
+    assert_sample(&text, r#"mirror_sync_tags{state="copied"}"#, Some(2.0));
     let blobs = (first.blobs.len() + second.blobs.len()) as f64;
-    assert_eq!(
-        sample(&text, r#"mirror_sync_blobs{outcome="copied"}"#),
-        Some(blobs),
-        "{text}"
-    );
+    assert_sample(&text, r#"mirror_sync_blobs{outcome="copied"}"#, Some(blobs));
     let bytes = (first.total_blob_bytes() + second.total_blob_bytes()) as f64;
-    assert_eq!(
-        sample(&text, r#"mirror_sync_blob_bytes{outcome="copied"}"#),
+    assert_sample(
+        &text,
+        r#"mirror_sync_blob_bytes{outcome="copied"}"#,
         Some(bytes),
-        "{text}"
     );
     let ok = format!(
         r#"mirror_sync_requests{{host="{}",class="2xx"}}"#,
@@ -1012,48 +1019,32 @@ async fn the_metrics_file_says_what_the_run_did() {
         sample(&text, "mirror_sync_last_success_timestamp_seconds").expect("a success time");
 
     // Warm: both up to date.
-    sync(&file, &hosts, ["--metrics-file", &metrics_arg])
-        .run()
-        .await
-        .expect_success();
-    let text = std::fs::read_to_string(&metrics).expect("the metrics file");
-    assert_eq!(
-        sample(&text, r#"mirror_sync_tags{state="up-to-date"}"#),
-        Some(2.0),
-        "{text}"
-    );
-    assert_eq!(
-        sample(&text, r#"mirror_sync_tags{state="copied"}"#),
-        None,
-        "{text}"
-    );
+    let text = metrics_of(
+        sync(&file, &hosts, ["--metrics-file", &metrics_arg]),
+        0,
+        &metrics,
+    )
+    .await;
+    assert_sample(&text, r#"mirror_sync_tags{state="up-to-date"}"#, Some(2.0));
+    assert_sample(&text, r#"mirror_sync_tags{state="copied"}"#, None);
     let warm = sample(&text, "mirror_sync_last_success_timestamp_seconds").expect("a success time");
     assert!(warm >= succeeded, "{text}");
 
     // A failing tag: the run's own counts, the last success carried over.
-    let failing = sync_file(
+    let failing = fleet_file(
         &scratch,
         "failing.yaml",
-        &format!(
-            "defaults:\n  target: {dst}\nimages:\n  - from: {src}/a:1\n  - from: {src}/missing:1\n",
-            src = source.host(),
-            dst = destination.host()
-        ),
+        &destination.host(),
+        &source.host(),
+        &["a:1", "missing:1"],
     );
-    let out = sync(&failing, &hosts, ["--metrics-file", &metrics_arg])
-        .run()
-        .await;
-    out.expect_code(1);
-    let text = std::fs::read_to_string(&metrics).expect("the metrics file");
-    assert_eq!(
-        sample(&text, r#"mirror_sync_tags{state="failed"}"#),
-        Some(1.0),
-        "{text}"
-    );
-    assert_eq!(
-        sample(&text, "mirror_sync_last_success_timestamp_seconds"),
+    let run = sync(&failing, &hosts, ["--metrics-file", &metrics_arg]);
+    let text = metrics_of(run, 1, &metrics).await;
+    assert_sample(&text, r#"mirror_sync_tags{state="failed"}"#, Some(1.0));
+    assert_sample(
+        &text,
+        "mirror_sync_last_success_timestamp_seconds",
         Some(warm),
-        "{text}"
     );
     let last_run = sample(&text, "mirror_sync_last_run_timestamp_seconds").expect("a run time");
     assert!(last_run >= warm, "{text}");
