@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use mirror_testkit::{
-    GeneratedImage, ImageSpec, PlatformSpec, PushAuth, blob_exists, open_layout, skopeo_digest,
-    skopeo_inspect_raw,
+    GeneratedImage, ImageSpec, PlatformSpec, Proxy, PushAuth, RequestRecord, blob_exists,
+    open_layout, skopeo_digest, skopeo_inspect_raw,
 };
 use serde_json::{Value, json};
 
@@ -18,6 +18,17 @@ use crate::support::{
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const ANON: PushAuth = PushAuth::Anonymous;
+
+/// What the source's and the destination's proxies saw, and both described.
+fn logs_of(src: &Proxy, dst: &Proxy) -> (Vec<RequestRecord>, Vec<RequestRecord>, String) {
+    let (src_log, dst_log) = (src.requests(), dst.requests());
+    let logs = format!(
+        "source log:\n{}\ndestination log:\n{}",
+        describe(&src_log),
+        describe(&dst_log)
+    );
+    (src_log, dst_log, logs)
+}
 
 /// The python-shaped index (7 platforms, each with an attestation manifest)
 /// lands byte for byte: same root digest, every child manifest and blob, and
@@ -194,13 +205,7 @@ async fn warm_rerun_is_one_head_per_registry() {
         .await;
     second.expect_success();
     let report = second.json();
-    let src_log = src_proxy.requests();
-    let dst_log = dst_proxy.requests();
-    let logs = format!(
-        "source log:\n{}\ndestination log:\n{}",
-        describe(&src_log),
-        describe(&dst_log)
-    );
+    let (src_log, dst_log, logs) = logs_of(&src_proxy, &dst_proxy);
 
     let tag_head = |log: &[mirror_testkit::RequestRecord]| -> Vec<String> {
         log.iter()
@@ -271,13 +276,7 @@ async fn blobs_already_at_the_destination_are_skipped() {
     .await;
     assert_landed(&dst.host(), "app", "new", &new, &ANON).await;
 
-    let src_log = src_proxy.requests();
-    let dst_log = dst_proxy.requests();
-    let logs = format!(
-        "source log:\n{}\ndestination log:\n{}",
-        describe(&src_log),
-        describe(&dst_log)
-    );
+    let (src_log, dst_log, logs) = logs_of(&src_proxy, &dst_proxy);
     for digest in digests(&new) {
         let (gets, writes) = (blob_gets(&src_log, &digest), blob_writes(&dst_log, &digest));
         if shared.contains(&digest) {
@@ -412,13 +411,7 @@ async fn blobs_shared_within_one_index_move_once() {
     out.expect_success();
     assert_landed(&dst.host(), "app", "both", &composed, &ANON).await;
 
-    let src_log = src_proxy.requests();
-    let dst_log = dst_proxy.requests();
-    let logs = format!(
-        "source log:\n{}\ndestination log:\n{}",
-        describe(&src_log),
-        describe(&dst_log)
-    );
+    let (src_log, dst_log, logs) = logs_of(&src_proxy, &dst_proxy);
     for digest in digests(&composed) {
         assert_eq!(
             blob_gets(&src_log, &digest),

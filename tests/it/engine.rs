@@ -49,7 +49,7 @@ fn config_of(image: &GeneratedImage) -> String {
 async fn one_tags_failure_never_cancels_another_tag() {
     let healthy = sharing_a_base("isolation-healthy", 41).await;
     let failing = sharing_a_base("isolation-failing", 42).await;
-    let shared = healthy.blobs.iter().max_by_key(|b| b.size()).expect("base");
+    let shared = healthy.largest_blob().expect("base");
     assert!(
         failing.blobs.iter().any(|b| b.digest() == shared.digest()),
         "the two images share their base layer"
@@ -235,7 +235,7 @@ async fn blob_uploads_wait_as_long_as_retry_after_asks() {
     let src = seeded_registry(&image, "app", "v1").await;
     let dst = open_registry().await;
     let dst_proxy = proxy_to(&dst).await;
-    let layer = image.blobs.iter().max_by_key(|b| b.size()).expect("layer");
+    let layer = image.largest_blob().expect("layer");
     let hex = layer.digest().digest().to_owned();
     dst_proxy.add_rule(
         Rule::new(Fault::status_retry_after(429, "2"))

@@ -121,9 +121,7 @@ impl Bed {
     /// The largest layer, which most faults hit.
     fn layer(&self) -> String {
         self.image
-            .blobs
-            .iter()
-            .max_by_key(|b| b.size())
+            .largest_blob()
             .expect("a layer")
             .digest()
             .to_string()

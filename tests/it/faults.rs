@@ -17,13 +17,7 @@ const ANON: PushAuth = PushAuth::Anonymous;
 async fn corrupted_blob_fails_and_leaves_no_tag() {
     let (image, src, dst) = small_app_v1().await;
     let src_proxy = proxy_to(&src).await;
-    let layer = image
-        .blobs
-        .iter()
-        .max_by_key(|b| b.size())
-        .expect("a layer")
-        .digest()
-        .clone();
+    let layer = image.largest_blob().expect("a layer").digest().clone();
     src_proxy.add_rule(
         Rule::new(Fault::FlipByte { offset: 1_000 })
             .method("GET")

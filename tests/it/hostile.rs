@@ -72,27 +72,20 @@ async fn tag_list_page_on_another_host_gets_no_credentials() {
     let src = private_registry_with(&image).await;
     let registry = proxy_to(&src).await;
     let other_host = proxy_to(&src).await;
-    registry.add_rule(
-        Rule::new(Fault::AddHeaders(vec![(
-            "Link".to_owned(),
-            format!(
-                r#"<http://{}/v2/app/tags/list?n=1000&last=v1>; rel="next""#,
-                other_host.host()
-            ),
-        )]))
-        .method("GET")
-        .path_contains("/tags/list"),
+    add_next_link(
+        &registry,
+        &format!(
+            r#"<http://{}/v2/app/tags/list?n=1000&last=v1>; rel="next""#,
+            other_host.host()
+        ),
+        "/tags/list",
     );
     let dst = open_registry().await;
 
-    let out = Mirror::copy(
-        &format!("{}/app", registry.host()),
-        &format!("{}/app", dst.host()),
-    )
-    .args(["--all-tags", "--src-creds", &creds(PASSWORD)])
-    .timeout(Duration::from_secs(60))
-    .run()
-    .await;
+    let out = all_tags(&registry, &dst)
+        .args(["--src-creds", &creds(PASSWORD)])
+        .run()
+        .await;
     let leaked = credentialed(&other_host.requests()).len();
     assert_eq!(
         leaked,
@@ -124,32 +117,22 @@ async fn tag_list_relative_links_are_followed_on_the_registry() {
     let src = private_registry_with(&image).await;
     seed_with_auth(&image, &src.host(), "app", "v2").await;
     let registry = proxy_to(&src).await;
-    registry.add_rule(
-        Rule::new(Fault::AddHeaders(vec![(
-            "Link".to_owned(),
-            r#"</v2/app/tags/list?last=v1&n=1000>; rel="next""#.to_owned(),
-        )]))
-        .method("GET")
-        .path_contains("/tags/list?n=1000"),
+    add_next_link(
+        &registry,
+        r#"</v2/app/tags/list?last=v1&n=1000>; rel="next""#,
+        "/tags/list?n=1000",
     );
-    registry.add_rule(
-        Rule::new(Fault::AddHeaders(vec![(
-            "Link".to_owned(),
-            r#"<?last=v2&n=1000&page=3>; rel="next""#.to_owned(),
-        )]))
-        .method("GET")
-        .path_contains("/tags/list?last=v1"),
+    add_next_link(
+        &registry,
+        r#"<?last=v2&n=1000&page=3>; rel="next""#,
+        "/tags/list?last=v1",
     );
     let dst = open_registry().await;
 
-    let out = Mirror::copy(
-        &format!("{}/app", registry.host()),
-        &format!("{}/app", dst.host()),
-    )
-    .args(["--all-tags", "--src-creds", &creds(PASSWORD)])
-    .timeout(Duration::from_secs(60))
-    .run()
-    .await;
+    let out = all_tags(&registry, &dst)
+        .args(["--src-creds", &creds(PASSWORD)])
+        .run()
+        .await;
     out.expect_success();
     let log = registry.requests();
     let pages: Vec<&RequestRecord> = log
@@ -189,6 +172,28 @@ async fn tag_list_relative_links_are_followed_on_the_registry() {
     }
 }
 
+/// Every page `path_contains` matches at `registry` answers `Link: LINK`.
+fn add_next_link(registry: &Proxy, link: &str, path_contains: &str) {
+    registry.add_rule(
+        Rule::new(Fault::AddHeaders(vec![(
+            "Link".to_owned(),
+            link.to_owned(),
+        )]))
+        .method("GET")
+        .path_contains(path_contains),
+    );
+}
+
+/// `mirror copy REGISTRY/app DST/app --all-tags`, cut off after a minute.
+fn all_tags(registry: &Proxy, dst: &Registry) -> Mirror {
+    Mirror::copy(
+        &format!("{}/app", registry.host()),
+        &format!("{}/app", dst.host()),
+    )
+    .arg("--all-tags")
+    .timeout(Duration::from_secs(60))
+}
+
 async fn seed_with_auth(image: &GeneratedImage, host: &str, repo: &str, tag: &str) {
     push_layout(image, &PushTarget::new(host, repo, tag).with_auth(basic()))
         .await
@@ -204,24 +209,14 @@ async fn tag_list_that_links_back_to_itself_is_cut() {
     let src = open_registry().await;
     seed(&image, &src.host(), "app", "v1").await;
     let registry = proxy_to(&src).await;
-    registry.add_rule(
-        Rule::new(Fault::AddHeaders(vec![(
-            "Link".to_owned(),
-            r#"</v2/app/tags/list?n=1000>; rel="next""#.to_owned(),
-        )]))
-        .method("GET")
-        .path_contains("/tags/list"),
+    add_next_link(
+        &registry,
+        r#"</v2/app/tags/list?n=1000>; rel="next""#,
+        "/tags/list",
     );
     let dst = open_registry().await;
 
-    let out = Mirror::copy(
-        &format!("{}/app", registry.host()),
-        &format!("{}/app", dst.host()),
-    )
-    .arg("--all-tags")
-    .timeout(Duration::from_secs(60))
-    .run()
-    .await;
+    let out = all_tags(&registry, &dst).run().await;
     let pages = registry
         .requests()
         .iter()
@@ -291,13 +286,7 @@ async fn failed_uploads_cancel_their_sessions() {
     let src = open_registry().await;
     seed(&image, &src.host(), "app", "v1").await;
     let dst = open_registry().await;
-    let layer = image
-        .blobs
-        .iter()
-        .max_by_key(|b| b.size())
-        .expect("a layer")
-        .digest()
-        .to_string();
+    let layer = image.largest_blob().expect("a layer").digest().to_string();
     let hex = layer.trim_start_matches("sha256:").to_owned();
 
     // The destination refuses every upload PUT of one layer.

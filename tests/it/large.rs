@@ -13,12 +13,7 @@ const MAX_RSS_KIB: u64 = 100 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gib_layer_streams_in_bounded_memory() {
     let image = image(ImageSpec::single_layer("it-1gib", GIB)).await;
-    let layer = image
-        .blobs
-        .iter()
-        .max_by_key(|b| b.size())
-        .expect("the layer")
-        .clone();
+    let layer = image.largest_blob().expect("the layer").clone();
     assert!(layer.size() > GIB);
     let src = seeded_registry(&image, "big/app", "v1").await;
     let dst = open_registry().await;

@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use mirror_testkit::{PushAuth, Registry, TestCa};
+use mirror_testkit::{GeneratedImage, PushAuth, Registry, ServerCert, TestCa};
 
 use crate::support::{
     Mirror, assert_landed, assert_no_manifest, num, open_registry, seeded_registry, small_image,
@@ -15,13 +15,52 @@ use crate::support::{
 
 const ANON: PushAuth = PushAuth::Anonymous;
 
+fn localhost_cert(ca: &TestCa) -> ServerCert {
+    ca.server(&[IpAddr::V4(Ipv4Addr::LOCALHOST)], &["localhost"])
+        .expect("a server certificate")
+}
+
 async fn tls_registry(ca: &TestCa, storage_of: &Registry) -> Registry {
-    let cert = ca
-        .server(&[IpAddr::V4(Ipv4Addr::LOCALHOST)], &["localhost"])
-        .expect("a server certificate");
-    Registry::open_tls(&cert, Some(storage_of.storage_dir()))
+    Registry::open_tls(&localhost_cert(ca), Some(storage_of.storage_dir()))
         .await
         .expect("start a TLS docker-registry")
+}
+
+/// A small image at `app:v1` of a plain registry, served over TLS with a
+/// certificate of a new CA, and an empty plain registry to copy to.
+struct Setup {
+    image: GeneratedImage,
+    ca: TestCa,
+    /// Holds the source's storage: alive as long as the TLS source.
+    _plain_source: Registry,
+    source: Registry,
+    plain_destination: Registry,
+}
+
+async fn setup() -> Setup {
+    let image = small_image().await;
+    let ca = TestCa::new().expect("a CA");
+    let plain_source = seeded_registry(&image, "app", "v1").await;
+    let plain_destination = open_registry().await;
+    let source = tls_registry(&ca, &plain_source).await;
+    Setup {
+        image,
+        ca,
+        _plain_source: plain_source,
+        source,
+        plain_destination,
+    }
+}
+
+/// `mirror copy SOURCE/app:v1 DESTINATION/copied:v1`. Not `Mirror::copy`:
+/// that names every host `--insecure-registry` (the one way to allow a hop
+/// to plain HTTP).
+fn copy_app(source: &Registry, destination: &Registry) -> Mirror {
+    Mirror::new([
+        "copy".to_owned(),
+        format!("{}/app:v1", source.host()),
+        format!("{}/copied:v1", destination.host()),
+    ])
 }
 
 /// The registry's access log lines for `/v2/` requests, by protocol.
@@ -43,29 +82,22 @@ fn protocols(registry: &Registry) -> Vec<String> {
 /// `--ca-cert` alone, and every request went over HTTP/2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_between_tls_registries_over_http2_with_ca_cert() {
-    let image = small_image().await;
-    let ca = TestCa::new().expect("a CA");
-    let plain_source = seeded_registry(&image, "app", "v1").await;
-    let plain_destination = open_registry().await;
-    let source = tls_registry(&ca, &plain_source).await;
-    let destination = tls_registry(&ca, &plain_destination).await;
+    let tls = setup().await;
+    let (image, ca, plain_destination) = (&tls.image, &tls.ca, &tls.plain_destination);
+    let source = &tls.source;
+    let destination = tls_registry(ca, plain_destination).await;
 
-    // Not `Mirror::copy`: that names every host `--insecure-registry`.
-    let out = Mirror::new([
-        "copy".to_owned(),
-        format!("{}/app:v1", source.host()),
-        format!("{}/copied:v1", destination.host()),
-    ])
-    .arg("--ca-cert")
-    .arg(ca.ca_path().to_string_lossy())
-    .arg("--json")
-    .run()
-    .await;
+    let out = copy_app(source, &destination)
+        .arg("--ca-cert")
+        .arg(ca.ca_path().to_string_lossy())
+        .arg("--json")
+        .run()
+        .await;
     out.expect_success();
     assert_eq!(num(&out.json(), "/blobs/copied"), image.blobs.len() as u64);
-    assert_landed(&plain_destination.host(), "copied", "v1", &image, &ANON).await;
+    assert_landed(&plain_destination.host(), "copied", "v1", image, &ANON).await;
 
-    for (side, registry) in [("source", &source), ("destination", &destination)] {
+    for (side, registry) in [("source", source), ("destination", &destination)] {
         let seen = protocols(registry);
         assert!(!seen.is_empty(), "the {side} logged no requests");
         assert!(
@@ -79,21 +111,11 @@ async fn copies_between_tls_registries_over_http2_with_ca_cert() {
 /// error says it is the certificate, and nothing is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_certificate_is_refused_by_name() {
-    let image = small_image().await;
-    let ca = TestCa::new().expect("a CA");
-    let plain_source = seeded_registry(&image, "app", "v1").await;
-    let plain_destination = open_registry().await;
-    let source = tls_registry(&ca, &plain_source).await;
-    let destination = tls_registry(&ca, &plain_destination).await;
+    let tls = setup().await;
+    let plain_destination = &tls.plain_destination;
+    let destination = tls_registry(&tls.ca, plain_destination).await;
 
-    // Not `Mirror::copy`: that names every host `--insecure-registry`.
-    let out = Mirror::new([
-        "copy".to_owned(),
-        format!("{}/app:v1", source.host()),
-        format!("{}/copied:v1", destination.host()),
-    ])
-    .run()
-    .await;
+    let out = copy_app(&tls.source, &destination).run().await;
     out.expect_code(1);
     let stderr = out.stderr_lower();
     assert!(stderr.contains("certificate"), "{}", out.describe());
@@ -105,31 +127,22 @@ async fn an_untrusted_certificate_is_refused_by_name() {
 /// before a byte of the blob crosses unencrypted, and nothing lands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_location_that_leaves_https_for_http_is_refused() {
-    let image = small_image().await;
-    let ca = TestCa::new().expect("a CA");
-    let plain_source = seeded_registry(&image, "app", "v1").await;
-    let plain_destination = open_registry().await;
-    let source = tls_registry(&ca, &plain_source).await;
-    let cert = ca
-        .server(&[IpAddr::V4(Ipv4Addr::LOCALHOST)], &["localhost"])
-        .expect("a server certificate");
+    let tls = setup().await;
+    let (ca, plain_destination) = (&tls.ca, &tls.plain_destination);
     let announced = format!("http://{}", plain_destination.host());
-    let destination =
-        Registry::open_tls_announcing(&cert, Some(plain_destination.storage_dir()), &announced)
-            .await
-            .expect("start a TLS docker-registry announcing plain HTTP");
+    let destination = Registry::open_tls_announcing(
+        &localhost_cert(ca),
+        Some(plain_destination.storage_dir()),
+        &announced,
+    )
+    .await
+    .expect("start a TLS docker-registry announcing plain HTTP");
 
-    // Not `Mirror::copy`: that names every host `--insecure-registry`, which
-    // is the one way to allow the hop.
-    let out = Mirror::new([
-        "copy".to_owned(),
-        format!("{}/app:v1", source.host()),
-        format!("{}/copied:v1", destination.host()),
-    ])
-    .arg("--ca-cert")
-    .arg(ca.ca_path().to_string_lossy())
-    .run()
-    .await;
+    let out = copy_app(&tls.source, &destination)
+        .arg("--ca-cert")
+        .arg(ca.ca_path().to_string_lossy())
+        .run()
+        .await;
     out.expect_code(1);
     let stderr = out.stderr_lower();
     assert!(
