@@ -209,15 +209,12 @@ async fn air_gap_round_trip_through_an_oci_archive() {
     );
 
     // Import: a destination without a tag keeps the archive's.
-    let out = copy_json(
+    assert_copies_root(
         &loc("oci-archive", &archive, Some("v1")),
         &format!("{}/mirrored/app", dst.host()),
+        image.root_digest().as_ref(),
     )
     .await;
-    assert_eq!(
-        text(&out.json(), "/digest"),
-        image.root_digest().to_string()
-    );
     assert_landed(&dst.host(), "mirrored/app", "v1", &image, &ANON).await;
     assert_eq!(
         skopeo_digest(&format!("docker://{}/mirrored/app:v1", dst.host()), None)
@@ -360,15 +357,12 @@ async fn mirror_reads_an_archive_skopeo_wrote() {
         inspect_local(&loc("oci-archive", &archive, None)).await,
         vec![(Some("v3".to_owned()), image.root_digest().to_string())]
     );
-    let out = copy_json(
+    assert_copies_root(
         &loc("oci-archive", &archive, Some("v3")),
         &format!("{}/app:v3", dst.host()),
+        image.root_digest().as_ref(),
     )
     .await;
-    assert_eq!(
-        text(&out.json(), "/digest"),
-        image.root_digest().to_string()
-    );
     assert_landed(&dst.host(), "app", "v3", &image, &ANON).await;
 }
 
@@ -503,6 +497,22 @@ fn file_digest(file: &Path, name: &Value) -> String {
     mirror_oci::digest_of(&archive_file(file, name.as_str().expect("a path"))).to_string()
 }
 
+/// The sha256 of each layer file a `manifest.json` entry names, in order.
+fn stored_layers(file: &Path, entry: &Value) -> Vec<String> {
+    entry["Layers"]
+        .as_array()
+        .expect("Layers")
+        .iter()
+        .map(|l| file_digest(file, l))
+        .collect()
+}
+
+/// `mirror copy --json FROM TO` reports `root` as the digest it copied.
+async fn assert_copies_root(from: &str, to: &str, root: &str) {
+    let out = copy_json(from, to).await;
+    assert_eq!(text(&out.json(), "/digest"), root, "{}", out.describe());
+}
+
 /// Runs skopeo; its stdout, or a panic with its stderr.
 async fn skopeo(args: &[&str]) -> Vec<u8> {
     mirror_testkit::skopeo(args).await.expect("skopeo")
@@ -566,12 +576,7 @@ async fn a_registry_image_becomes_a_docker_archive() {
     let entry = &entries[0];
     assert_eq!(entry["RepoTags"], serde_json::json!(["app:1"]));
     assert_eq!(file_digest(&archive, &entry["Config"]), config);
-    let stored: Vec<String> = entry["Layers"]
-        .as_array()
-        .expect("Layers")
-        .iter()
-        .map(|l| file_digest(&archive, l))
-        .collect();
+    let stored = stored_layers(&archive, entry);
     assert_eq!(
         stored, layers,
         "the layers, in order, as the registry serves them"
@@ -734,12 +739,7 @@ async fn two_images_share_one_docker_archive() {
     for (entry, (tags, config, layers)) in entries.iter().zip(&expected) {
         assert_eq!(crate::support::strings(entry, "/RepoTags"), *tags);
         assert_eq!(file_digest(&archive, &entry["Config"]), *config);
-        let stored: Vec<String> = entry["Layers"]
-            .as_array()
-            .expect("Layers")
-            .iter()
-            .map(|l| file_digest(&archive, l))
-            .collect();
+        let stored = stored_layers(&archive, entry);
         assert_eq!(stored, *layers);
     }
     assert_eq!(entries[2]["RepoTags"], Value::Null, "{:#}", entries[2]);
@@ -928,12 +928,7 @@ async fn corrupted_local_blob_fails_and_leaves_no_tag() {
     let image = small_image().await;
     let dst = open_registry().await;
     let scratch = Scratch::new("corrupt");
-    let layer = image
-        .blobs
-        .iter()
-        .max_by_key(|b| b.size())
-        .expect("a layer")
-        .clone();
+    let layer = image.largest_blob().expect("a layer").clone();
     let hex = layer.digest().digest().to_owned();
 
     // A layout directory.
@@ -1001,13 +996,7 @@ async fn interrupted_export_resumes() {
     let partial = scratch.path().join("export.tar.partial");
     // The largest layer (amd64) goes first and breaks late, after a delay in
     // which the other blobs complete.
-    let broken = image
-        .blobs
-        .iter()
-        .max_by_key(|b| b.size())
-        .expect("a layer")
-        .digest()
-        .to_string();
+    let broken = image.largest_blob().expect("a layer").digest().to_string();
     let path = format!("/blobs/{broken}");
     proxy.add_rule(
         Rule::new(Fault::Delay(Duration::from_millis(1_500)))
@@ -1516,24 +1505,10 @@ async fn a_full_disk_fails_cleanly_and_keeps_what_was_there() {
 
 /// Runs a program; `Err` with its output when it cannot run or fails.
 async fn run_tool(program: &str, args: &[&str]) -> Result<(), String> {
-    let output = tokio::process::Command::new(program)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
+    mirror_testkit::run_tool(program, program, args)
         .await
-        .map_err(|e| format!("{program}: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} {} failed ({}):\n{}{}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
+        .map(drop)
+        .map_err(|e| format!("{e:#}"))
 }
 
 /// `buildah bud --isolation chroot` + `buildah push oci:DIR:TAG`, then mirror
@@ -1598,8 +1573,7 @@ async fn buildah_build_lands_in_a_registry() {
     assert_eq!(layout_digest, built.root_digest().to_string());
 
     let dst = open_registry().await;
-    let out = copy_json(&target, &format!("{}/app", dst.host())).await;
-    assert_eq!(text(&out.json(), "/digest"), layout_digest);
+    assert_copies_root(&target, &format!("{}/app", dst.host()), &layout_digest).await;
     assert_landed(&dst.host(), "app", "1", &built, &ANON).await;
     assert_eq!(
         skopeo_digest(&format!("docker://{}/app:1", dst.host()), None)

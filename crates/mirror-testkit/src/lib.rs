@@ -96,7 +96,7 @@ pub use signing::{
     Artifact, SignedPayload, SigningKey, Subject, cosign_attestation, cosign_payload,
     cosign_signature, fallback_index, find_python, in_toto_provenance, spdx_sbom,
 };
-pub use skopeo::{skopeo, skopeo_copy, skopeo_digest, skopeo_inspect_raw};
+pub use skopeo::{run_tool, skopeo, skopeo_copy, skopeo_digest, skopeo_inspect_raw};
 pub use stand_in::{
     DOCKER_HUB_HOST, DockerHubOptions, DockerHubStandIn, EcrOptions, EcrStandIn, ReferrersApi,
 };

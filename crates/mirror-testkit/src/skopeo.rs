@@ -11,6 +11,16 @@ use anyhow::{Context as _, bail};
 /// Runs `skopeo ARGS...`: its stdout, or an error with its stderr.
 pub async fn skopeo<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> anyhow::Result<Vec<u8>> {
     let program = crate::require_tool("skopeo", "skopeo")?;
+    run_tool(&program, "skopeo", args).await
+}
+
+/// Runs `program ARGS...` (shown as `name ARGS...`) with nothing on its
+/// stdin, killed if dropped: its stdout, or an error with its output.
+pub async fn run_tool<S: AsRef<std::ffi::OsStr>>(
+    program: impl AsRef<std::ffi::OsStr>,
+    name: &str,
+    args: &[S],
+) -> anyhow::Result<Vec<u8>> {
     let shown = args
         .iter()
         .map(|a| a.as_ref().to_string_lossy().into_owned())
@@ -22,10 +32,10 @@ pub async fn skopeo<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> anyhow::Result<Vec
         .kill_on_drop(true)
         .output()
         .await
-        .with_context(|| format!("running skopeo {shown}"))?;
+        .with_context(|| format!("running {name} {shown}"))?;
     if !output.status.success() {
         bail!(
-            "skopeo {shown} failed ({}):\nstdout: {}\nstderr: {}",
+            "{name} {shown} failed ({}):\nstdout: {}\nstderr: {}",
             output.status,
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr),
