@@ -578,20 +578,7 @@ async fn handle(
     if plan.tail.is_some() {
         parts.headers.remove(hyper::header::CONTENT_LENGTH);
     }
-    let run = BodyRun {
-        inner: Some(body),
-        pending: Bytes::new(),
-        sent: 0,
-        flip: plan.flip,
-        cut: plan.cut,
-        throttle: plan.throttle,
-        tail: plan.tail,
-        started: None,
-        finished: false,
-        shared,
-        index,
-        conn,
-    };
+    let run = BodyRun::new(Some(body), Bytes::new(), plan, shared, index, conn);
     Ok(Response::from_parts(parts, faulty_body(run)))
 }
 
@@ -600,9 +587,9 @@ fn answered(
     shared: &Arc<Shared>,
     conn: &Arc<ConnCtl>,
     index: usize,
-    plan: Plan,
+    mut plan: Plan,
 ) -> Response<ProxyBody> {
-    let Some((status, headers, body)) = plan.answer else {
+    let Some((status, headers, body)) = plan.answer.take() else {
         return bad_gateway(shared, index, "proxy: no answer planned".to_owned());
     };
     shared.update(index, |r| r.status = status);
@@ -618,20 +605,8 @@ fn answered(
     {
         parts.headers.insert(hyper::header::CONTENT_LENGTH, length);
     }
-    let run = BodyRun {
-        inner: None,
-        pending: flip_answer(plan.flip, body),
-        sent: 0,
-        flip: plan.flip,
-        cut: plan.cut,
-        throttle: plan.throttle,
-        tail: plan.tail,
-        started: None,
-        finished: false,
-        shared: shared.clone(),
-        index,
-        conn: conn.clone(),
-    };
+    let pending = flip_answer(plan.flip, body);
+    let run = BodyRun::new(None, pending, plan, shared.clone(), index, conn.clone());
     Response::from_parts(parts, faulty_body(run))
 }
 
@@ -690,6 +665,32 @@ fn faulty_body(run: BodyRun) -> ProxyBody {
 }
 
 impl BodyRun {
+    /// `pending`, then what `inner` (upstream's body, if any) yields, with
+    /// the plan's body faults.
+    fn new(
+        inner: Option<Incoming>,
+        pending: Bytes,
+        plan: Plan,
+        shared: Arc<Shared>,
+        index: usize,
+        conn: Arc<ConnCtl>,
+    ) -> Self {
+        Self {
+            inner,
+            pending,
+            sent: 0,
+            flip: plan.flip,
+            cut: plan.cut,
+            throttle: plan.throttle,
+            tail: plan.tail,
+            started: None,
+            finished: false,
+            shared,
+            index,
+            conn,
+        }
+    }
+
     async fn next(&mut self) -> Option<Result<Frame<Bytes>, BoxError>> {
         loop {
             if self.finished {

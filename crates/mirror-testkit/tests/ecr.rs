@@ -25,6 +25,29 @@ fn small(name: &str) -> GeneratedImage {
     generate(&ImageSpec::small(name, 7)).expect("generate image")
 }
 
+/// moto and an ECR stand-in in front of it.
+async fn moto_and_ecr() -> (Moto, EcrStandIn) {
+    let moto = Moto::start().await.expect("moto starts");
+    let ecr = EcrStandIn::start(&moto, EcrOptions::default())
+        .await
+        .expect("the ECR stand-in starts");
+    (moto, ecr)
+}
+
+/// `library/python:3.10-slim-buster` through the testkit's fetcher
+/// (anonymous bearer flow): its bytes and content type.
+async fn python_from(hub: &DockerHubStandIn) -> (bytes::Bytes, String) {
+    let (bytes, content_type, _) = fetch_manifest(
+        &hub.host(),
+        "library/python",
+        "3.10-slim-buster",
+        &PushAuth::Anonymous,
+    )
+    .await
+    .expect("fetching python from the Docker Hub stand-in");
+    (bytes, content_type)
+}
+
 async fn json_of(response: reqwest::Response) -> Value {
     serde_json::from_slice(&response.bytes().await.expect("body")).expect("JSON body")
 }
@@ -107,10 +130,7 @@ async fn moto_hands_out_the_documented_account_token_and_endpoint() {
 
 #[tokio::test]
 async fn ecr_answers_name_unknown_until_moto_has_the_repository() {
-    let moto = Moto::start().await.unwrap();
-    let ecr = EcrStandIn::start(&moto, EcrOptions::default())
-        .await
-        .unwrap();
+    let (moto, ecr) = moto_and_ecr().await;
     assert_eq!(ecr.registry_host(), ECR_HOST);
     assert_eq!(
         ecr.endpoint_arg(),
@@ -125,23 +145,14 @@ async fn ecr_answers_name_unknown_until_moto_has_the_repository() {
     );
     let http = client();
     let base = format!("http://{}", ecr.host());
+    let get = |url: &str| http.get(url).header("authorization", &basic).send();
 
     // Basic AWS:<moto's password> gets past the registry.
-    let root = http
-        .get(format!("{base}/v2/"))
-        .header("authorization", &basic)
-        .send()
-        .await
-        .unwrap();
+    let root = get(&format!("{base}/v2/")).await.unwrap();
     assert_eq!(root.status(), StatusCode::OK);
 
     let tags = format!("{base}/v2/team/app/tags/list");
-    let missing = http
-        .get(&tags)
-        .header("authorization", &basic)
-        .send()
-        .await
-        .unwrap();
+    let missing = get(&tags).await.unwrap();
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     assert_eq!(
         json_of(missing).await,
@@ -164,12 +175,7 @@ async fn ecr_answers_name_unknown_until_moto_has_the_repository() {
     )
     .await
     .unwrap();
-    let listed = http
-        .get(&tags)
-        .header("authorization", &basic)
-        .send()
-        .await
-        .unwrap();
+    let listed = get(&tags).await.unwrap();
     assert_eq!(listed.status(), StatusCode::OK);
     assert_eq!(json_of(listed).await["tags"], json!(["v1"]));
     assert_eq!(
@@ -201,29 +207,16 @@ async fn ecr_answers_name_unknown_until_moto_has_the_repository() {
 
     // A rotated password locks moto's token out until it is set back.
     ecr.set_password("rotated").unwrap();
-    let refused = http
-        .get(&tags)
-        .header("authorization", &basic)
-        .send()
-        .await
-        .unwrap();
+    let refused = get(&tags).await.unwrap();
     assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
     ecr.set_password("123456789012-auth-token").unwrap();
-    let again = http
-        .get(&tags)
-        .header("authorization", &basic)
-        .send()
-        .await
-        .unwrap();
+    let again = get(&tags).await.unwrap();
     assert_eq!(again.status(), StatusCode::OK);
 }
 
 #[tokio::test]
 async fn immutable_repository_refuses_an_existing_tag_even_with_the_same_digest() {
-    let moto = Moto::start().await.unwrap();
-    let ecr = EcrStandIn::start(&moto, EcrOptions::default())
-        .await
-        .unwrap();
+    let (moto, ecr) = moto_and_ecr().await;
     moto.create_repository("locked", "IMMUTABLE").await.unwrap();
     moto.create_repository("open", "MUTABLE").await.unwrap();
     let image = small("ecr-immutable");
@@ -256,10 +249,7 @@ async fn immutable_repository_refuses_an_existing_tag_even_with_the_same_digest(
 
 #[tokio::test]
 async fn patch_answers_201_and_upload_status_is_404() {
-    let moto = Moto::start().await.unwrap();
-    let ecr = EcrStandIn::start(&moto, EcrOptions::default())
-        .await
-        .unwrap();
+    let (moto, ecr) = moto_and_ecr().await;
     moto.create_repository("uploads", "MUTABLE").await.unwrap();
     let auth = {
         let PushAuth::Basic(user, password) = ecr.auth() else {
@@ -542,14 +532,7 @@ async fn docker_hub_serves_the_seeded_index_with_rate_limit_headers() {
     assert_eq!(hub.remaining(), 98);
 
     // The testkit's fetcher (anonymous bearer flow) gets the same bytes.
-    let (fetched, content_type, _) = fetch_manifest(
-        &hub.host(),
-        "library/python",
-        "3.10-slim-buster",
-        &PushAuth::Anonymous,
-    )
-    .await
-    .unwrap();
+    let (fetched, content_type) = python_from(&hub).await;
     assert_eq!(fetched, bytes);
     assert_eq!(content_type, "application/vnd.oci.image.index.v1+json");
 
@@ -626,14 +609,7 @@ async fn docker_hub_blobs_redirect_to_a_cdn_that_refuses_authorization() {
 async fn docker_hub_seeds_python_like_as_python_3_10_slim_buster() {
     let hub = DockerHubStandIn::start().await.unwrap();
     let image = hub.seed_python().await.unwrap();
-    let (bytes, _, _) = fetch_manifest(
-        &hub.host(),
-        "library/python",
-        "3.10-slim-buster",
-        &PushAuth::Anonymous,
-    )
-    .await
-    .unwrap();
+    let (bytes, _) = python_from(&hub).await;
     assert_eq!(mirror_oci::digest_of(&bytes), image.root_digest());
     assert_eq!(image.manifests.len(), 7);
 }
