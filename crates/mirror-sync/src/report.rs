@@ -22,20 +22,9 @@ fn days(count: i32) -> String {
     }
 }
 
-/// `1.5 MiB`.
+/// `1.50 MiB` (indicatif's binary units, as the progress bars show them).
 pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    indicatif::HumanBytes(bytes).to_string()
 }
 
 /// The lines of one copied (or current) tag. `requests` is what the tag
