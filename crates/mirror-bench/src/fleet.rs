@@ -149,6 +149,21 @@ struct Traffic {
     mounts: usize,
 }
 
+impl Traffic {
+    /// What crossed, against the fleet's distinct blobs, for the report.
+    fn describe(&self, fleet: &Fleet) -> String {
+        let (distinct, distinct_bytes) = fleet.distinct_blobs();
+        format!(
+            "{:.0} MB of blobs pulled from the source (the fleet's distinct blobs: {distinct}, {:.0} MB); {} blob uploads and {} mounts at the destination ({} repository-blob pairs)",
+            self.pulled as f64 / 1e6,
+            distinct_bytes as f64 / 1e6,
+            self.uploads,
+            self.mounts,
+            fleet.blobs_per_repository(),
+        )
+    }
+}
+
 /// `(method, path, status, size)` of a combined-format access log line.
 fn access_log_entry(line: &str) -> Option<(&str, &str, u16, u64)> {
     let (_, rest) = line.split_once("] \"")?;
@@ -230,7 +245,6 @@ impl Bench {
             run_label(profile, scenario, tool, run, runs)
         };
         let mut notes = Vec::new();
-        let (distinct, distinct_bytes) = fleet.distinct_blobs();
         for run in 1..=runs {
             for &tool in &self.tools {
                 let cold = self
@@ -240,13 +254,9 @@ impl Bench {
                     Ok((measurement, traffic)) => {
                         if run == 1 {
                             notes.push(format!(
-                                "fleet cold, {}: {:.0} MB of blobs pulled from the source (the fleet's distinct blobs: {distinct}, {:.0} MB); {} blob uploads and {} mounts at the destination ({} repository-blob pairs)",
+                                "fleet cold, {}: {}",
                                 tool.name(),
-                                traffic.pulled as f64 / 1e6,
-                                distinct_bytes as f64 / 1e6,
-                                traffic.uploads,
-                                traffic.mounts,
-                                fleet.blobs_per_repository(),
+                                traffic.describe(fleet)
                             ));
                         }
                         Ok(measurement)
@@ -358,7 +368,6 @@ impl Bench {
         let profile = Profile::FleetEcr;
         let runs = self.args.runs;
         let mut notes = Vec::new();
-        let (distinct, distinct_bytes) = fleet.distinct_blobs();
         for run in 1..=runs {
             for (scenario, mounting) in [
                 (Scenario::FleetMountsOn, true),
@@ -374,14 +383,10 @@ impl Bench {
                     let outcome = outcome.map(|(measurement, traffic, said)| {
                         if run == 1 {
                             notes.push(format!(
-                                "{}, {}: {:.0} MB of blobs pulled from the source (distinct: {distinct} blobs, {:.0} MB); {} blob uploads and {} mounts at the stand-in ({} repository-blob pairs){}",
+                                "{}, {}: {}{}",
                                 scenario.name(),
                                 tool.name(),
-                                traffic.pulled as f64 / 1e6,
-                                distinct_bytes as f64 / 1e6,
-                                traffic.uploads,
-                                traffic.mounts,
-                                fleet.blobs_per_repository(),
+                                traffic.describe(fleet),
                                 said.map(|line| format!("; mirror said: `{line}`"))
                                     .unwrap_or_default(),
                             ));

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt as _;
-use mirror_engine::{CopyError, CopyOptions, CopyRequest, Resolved, Side};
+use mirror_engine::{CopyError, CopyOptions, CopyRequest, EndpointError, Resolved, Side};
 use mirror_layout::FileLocation;
 use mirror_oci::Digest;
 use serde::Serialize;
@@ -334,14 +334,7 @@ impl Session {
             .endpoint
             .resolve(&job.source.engine_reference())
             .await
-            .map_err(|error| {
-                CopyError::Endpoint {
-                    side: Side::Source,
-                    name: job.source.to_string(),
-                    source: error,
-                }
-                .into()
-            }))
+            .map_err(|error| failed_head(Side::Source, &job.source, error)))
     }
 
     /// The digest the job's destination tag holds now, if any.
@@ -363,14 +356,7 @@ impl Session {
             .endpoint
             .manifest_digest(&job.destination.engine_reference())
             .await
-            .map_err(|error| {
-                CopyError::Endpoint {
-                    side: Side::Destination,
-                    name: job.destination.to_string(),
-                    source: error,
-                }
-                .into()
-            }))
+            .map_err(|error| failed_head(Side::Destination, &job.destination, error)))
     }
 
     /// Whether ECR refuses to move the job's destination tag.
@@ -493,6 +479,16 @@ impl Session {
 }
 
 /// The digest a layout or archive holds under a location's name, if any.
+/// A tag's own failure to answer its plan HEAD on one side.
+fn failed_head(side: Side, location: &ImageLocation, error: EndpointError) -> RunError {
+    CopyError::Endpoint {
+        side,
+        name: location.to_string(),
+        source: error,
+    }
+    .into()
+}
+
 async fn file_digest(file: &FileLocation) -> Option<Digest> {
     let wanted = file.reference();
     let listed = mirror_layout::list(file).await.ok()?;
