@@ -29,6 +29,10 @@ use crate::config::FileConfig;
 
 pub(crate) use crate::failure::Failure;
 
+/// How long the end of a run waits for the cancellation of upload sessions
+/// that transfers cancelled by a failure left open (one DELETE each).
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
@@ -57,6 +61,8 @@ fn main() -> ExitCode {
             Some(Command::IamPolicy(args)) => walkthrough::iam_policy(args),
         }
     });
+    // Upload sessions of transfers a failure cancelled are closed before exit.
+    runtime.block_on(mirror_engine::settle(SETTLE_LIMIT));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {

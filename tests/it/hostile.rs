@@ -324,6 +324,106 @@ async fn failed_uploads_cancel_their_sessions() {
     assert_failed_uploads_cancelled(&registry, &dst, &hex);
 }
 
+/// A failed image cancels the transfers nothing else wants, some of them
+/// mid-upload: their sessions are cancelled too, before the process exits.
+/// One layer arrives corrupt (the copy fails at once: content is never
+/// retried) while the largest trickles from the source, its PUT still open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_image_cancels_the_sessions_of_its_other_uploads() {
+    let image = small_image().await;
+    let src = open_registry().await;
+    seed(&image, &src.host(), "app", "v1").await;
+    let dst = open_registry().await;
+    let mut layers: Vec<_> = image.blobs.iter().collect();
+    layers.sort_by_key(|b| std::cmp::Reverse(b.size()));
+    let slow = layers[0].digest().to_string();
+    let corrupt = layers[1].digest().to_string();
+
+    let source = proxy_to(&src).await;
+    source.add_rule(
+        Rule::new(Fault::Throttle {
+            bytes_per_sec: 4 * 1024,
+        })
+        .method("GET")
+        .path_contains(&format!("/blobs/{slow}")),
+    );
+    source.add_rule(
+        Rule::new(Fault::FlipByte { offset: 1_000 })
+            .method("GET")
+            .path_contains(&format!("/blobs/{corrupt}")),
+    );
+    let registry = proxy_to(&dst).await;
+    let out = Mirror::copy(
+        &format!("{}/app:v1", source.host()),
+        &format!("{}/app:v1", registry.host()),
+    )
+    .timeout(Duration::from_secs(90))
+    .run()
+    .await;
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(&corrupt),
+        "the failure names the corrupt layer:\n{}",
+        out.stderr
+    );
+    // Every session the destination opened was committed or cancelled,
+    // the trickling layer's among them (it cannot have landed).
+    let log = registry.requests();
+    let slow_hex = slow.trim_start_matches("sha256:");
+    let opened = log
+        .iter()
+        .filter(|r| r.method == "POST" && r.status == 202)
+        .count();
+    let committed: Vec<&RequestRecord> = log
+        .iter()
+        .filter(|r| r.method == "PUT" && r.status == 201)
+        .collect();
+    assert!(
+        !committed
+            .iter()
+            .any(|r| r.query.as_deref().is_some_and(|q| q.contains(slow_hex))),
+        "the trickling layer {slow} landed before the failure\n{}",
+        describe(&log)
+    );
+    let cancelled: Vec<&RequestRecord> = log.iter().filter(|r| r.method == "DELETE").collect();
+    // A transfer dropped while its PUT's 201 was on the way cancels a
+    // session the registry has just closed: that DELETE finds nothing (404).
+    let closed: std::collections::BTreeSet<&str> = committed
+        .iter()
+        .chain(&cancelled)
+        .map(|r| r.path.as_str())
+        .collect();
+    let cancelled_once: std::collections::BTreeSet<&str> =
+        cancelled.iter().map(|r| r.path.as_str()).collect();
+    assert!(
+        closed.len() == opened && cancelled_once.len() == cancelled.len(),
+        "{opened} upload sessions opened, {} committed and {} cancelled (each once)\n{}",
+        committed.len(),
+        cancelled.len(),
+        describe(&log)
+    );
+    let (_, open) = upload_sessions(dst.storage_dir());
+    for delete in &cancelled {
+        let session = delete.path.rsplit('/').next().unwrap_or_default();
+        let landed = committed.iter().any(|put| put.path == delete.path);
+        assert!(
+            if landed {
+                delete.status == 404
+            } else {
+                matches!(delete.status, 204 | 404)
+            },
+            "cancelling {session}: {}\n{}",
+            delete.status,
+            describe(&log)
+        );
+        assert!(
+            delete.status == 404 || !open.iter().any(|path| path.ends_with(session)),
+            "the session {session} is still open at the registry: {open:?}\n{}",
+            describe(&log)
+        );
+    }
+}
+
 /// Every upload PUT of the blob `hex` was followed by one DELETE of its
 /// session, and a session whose DELETE the registry accepted (204) is gone
 /// from its storage. The DELETE may also be answered 404: when part of a

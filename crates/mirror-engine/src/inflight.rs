@@ -11,11 +11,25 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
+use tokio_util::task::TaskTracker;
 
 use crate::error::CopyError;
+
+/// Every task of shared work, so that the end of a run can wait for the ones
+/// it aborted to be dropped (see [`crate::settle`]).
+static WORK: LazyLock<TaskTracker> = LazyLock::new(TaskTracker::new);
+
+/// Waits, at most `limit`, for every task of shared work started so far to
+/// end; false when the limit ran out first.
+pub(crate) async fn settle_work(limit: std::time::Duration) -> bool {
+    WORK.close();
+    let settled = tokio::time::timeout(limit, WORK.wait()).await.is_ok();
+    WORK.reopen();
+    settled
+}
 
 /// What a piece of shared work ends with.
 pub(crate) type Outcome<T> = Result<T, Arc<CopyError>>;
@@ -85,7 +99,7 @@ where
         let work = start();
         let table = Arc::downgrade(self);
         let settle_key = key.clone();
-        let task = tokio::spawn(async move {
+        let task = WORK.spawn(async move {
             let outcome = work.await;
             if let Some(table) = table.upgrade() {
                 table.settle(&settle_key, id, outcome.is_ok());

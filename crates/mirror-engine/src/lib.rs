@@ -66,3 +66,18 @@ pub use referrers::{
 pub use registry::RegistryEndpoint;
 pub use report::{BlobCounts, BlobOutcome, CopyReport, Filtered, ManifestCounts, Observer, Silent};
 pub use walk::{DEFAULT_MAX_MANIFESTS, MAX_NESTING};
+
+/// Lets the end of a run finish its clean-up before the process exits, at
+/// most `limit` in all: the transfers a failed image left without a claim
+/// are aborted, and dropping one mid-upload cancels its upload session at
+/// the registry, a request of its own ([`mirror_registry::background`]).
+/// Without the wait the runtime would drop those requests unsent and leave
+/// the sessions open until the registry purges them. False when the limit
+/// ran out first.
+pub async fn settle(limit: std::time::Duration) -> bool {
+    let started = std::time::Instant::now();
+    let work = inflight::settle_work(limit).await;
+    let requests =
+        mirror_registry::background::settle(limit.saturating_sub(started.elapsed())).await;
+    work && requests
+}

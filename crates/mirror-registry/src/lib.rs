@@ -33,6 +33,7 @@
 
 mod auth;
 mod authorize;
+pub mod background;
 mod client;
 mod credentials;
 mod error;

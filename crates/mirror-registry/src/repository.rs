@@ -40,8 +40,10 @@ pub struct ManifestHead {
 ///
 /// [`Repository::put_blob`] closes it; a failed upload cancels it (DELETE,
 /// best effort), and so does dropping it unused (a source GET that failed
-/// after a mount answered with a session), so that no session is left open
-/// at the registry.
+/// after a mount answered with a session) or mid-upload (a transfer
+/// cancelled because the image that wanted it failed), so that no session is
+/// left open at the registry. Those cancellations run in the background:
+/// [`crate::background::settle`] waits for them before the process exits.
 pub struct UploadSession {
     url: Url,
     /// Who cancels the session if it is dropped unused.
@@ -60,7 +62,7 @@ impl Drop for UploadSession {
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             let url = self.url.clone();
-            runtime.spawn(async move { owner.cancel_upload(url).await });
+            crate::background::spawn(&runtime, async move { owner.cancel_upload(url).await });
         }
     }
 }
@@ -460,8 +462,6 @@ impl Repository {
         descriptor: &Descriptor,
         body: BlobStream,
     ) -> Result<(), RegistryError> {
-        // From here this call closes or cancels the session, not its drop.
-        session.owner = None;
         let digest = descriptor.digest().to_string();
         let mut url = session.url.clone();
         url.query_pairs_mut().append_pair("digest", &digest);
@@ -477,11 +477,15 @@ impl Repository {
             HeaderValue::from_static("application/octet-stream"),
         );
         call.body = CallBody::Stream(std::sync::Mutex::new(Some(body)), descriptor.size());
+        // Until the registry answers, dropping this call (its transfer
+        // cancelled) leaves the session to its drop, which cancels it.
         let result = match self.send(call).await {
             Ok(answer) if answer.response.status().is_success() => Ok(()),
             Ok(answer) => Err(answer.into_error(&self.host).await),
             Err(error) => Err(error),
         };
+        // From here this call closes or cancels the session, not its drop.
+        session.owner = None;
         if result.is_err() {
             self.cancel_upload(session.url.clone()).await;
         }
