@@ -25,10 +25,7 @@ static WORK: LazyLock<TaskTracker> = LazyLock::new(TaskTracker::new);
 /// Waits, at most `limit`, for every task of shared work started so far to
 /// end; false when the limit ran out first.
 pub(crate) async fn settle_work(limit: std::time::Duration) -> bool {
-    WORK.close();
-    let settled = tokio::time::timeout(limit, WORK.wait()).await.is_ok();
-    WORK.reopen();
-    settled
+    mirror_registry::background::settle_tracker(&WORK, limit).await
 }
 
 /// What a piece of shared work ends with.

@@ -23,8 +23,14 @@ pub(crate) fn spawn(
 /// while waiting) to end; false when the limit ran out first. For the end of
 /// a run, before the process exits and its runtime drops what is unfinished.
 pub async fn settle(limit: Duration) -> bool {
-    TASKS.close();
-    let settled = tokio::time::timeout(limit, TASKS.wait()).await.is_ok();
-    TASKS.reopen();
+    settle_tracker(&TASKS, limit).await
+}
+
+/// Waits, at most `limit`, for every task `tracker` holds to end (those
+/// spawned while waiting too); false when the limit ran out first.
+pub async fn settle_tracker(tracker: &TaskTracker, limit: Duration) -> bool {
+    tracker.close();
+    let settled = tokio::time::timeout(limit, tracker.wait()).await.is_ok();
+    tracker.reopen();
     settled
 }

@@ -46,7 +46,7 @@ pub struct ManifestHead {
 /// [`crate::background::settle`] waits for them before the process exits.
 pub struct UploadSession {
     url: Url,
-    /// Who cancels the session if it is dropped unused.
+    /// Who cancels the session if it is dropped before a PUT was answered.
     owner: Option<Repository>,
 }
 
